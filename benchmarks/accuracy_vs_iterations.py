@@ -1,0 +1,50 @@
+"""Test accuracy of the synthetic set against distillation iterations: one distillation per method,
+snapshots of the set evaluated under the same protocol (same seeds, K models, E epochs).
+
+    .venv/bin/python benchmarks/accuracy_vs_iterations.py --methods datadam dm --ipc 10 \
+        --checkpoints 0 250 500 1000 --num-eval 2 --eval-epochs 300
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from _common import machine, table
+from datadistill import DistillConfig, distill
+from datadistill.api import eval_settings
+from datadistill.data import load_dataset
+from datadistill.evaluation import evaluate_synthetic_set
+from datadistill.runtime import select_device, tune_cpu_allocator
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--methods", nargs="+", default=["datadam", "dm"])
+    p.add_argument("--ipc", type=int, default=10)
+    p.add_argument("--checkpoints", nargs="+", type=int, default=[0, 250, 500, 1000])
+    p.add_argument("--num-eval", type=int, default=2)
+    p.add_argument("--eval-epochs", type=int, default=300)
+    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    tune_cpu_allocator()
+    data = load_dataset(args.dataset, args.data_root)
+    rows = []
+    for method in args.methods:
+        cfg = DistillConfig(dataset=args.dataset, method=method, ipc=args.ipc, iterations=max(args.checkpoints),
+                            num_eval=args.num_eval, eval_epochs=args.eval_epochs, seed=args.seed)
+        result = distill(cfg, dataset=data, evaluate=False, snapshot_iterations=args.checkpoints)
+        settings = eval_settings(cfg, data.spec)
+        per_it = result.distill_seconds / max(cfg.iterations, 1)
+        for it in sorted(result.snapshots):
+            ev = evaluate_synthetic_set(result.snapshots[it], data.test, settings, select_device("auto"), seed=args.seed)
+            rows.append([method, args.ipc, it, f"{it * per_it:.0f}", f"{ev.mean:.2f} ± {ev.std:.2f}"])
+            print(rows[-1], flush=True)
+    print(f"\nmachine: {machine()}")
+    print(f"dataset {args.dataset}, ConvNet-3, init real, {args.num_eval} eval models × {args.eval_epochs} epochs\n")
+    print(table(["method", "IPC", "iterations", "distill s (approx.)", "test accuracy %"], rows))
+
+
+if __name__ == "__main__":
+    main()

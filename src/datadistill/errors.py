@@ -1,0 +1,25 @@
+"""Exceptions raised for bad user input. The CLI prints their message on one line and exits 2."""
+
+
+class DatadistillError(Exception):
+    """Base class of every error caused by user input (bad value, missing or corrupt file)."""
+
+
+class ConfigError(DatadistillError, ValueError):
+    """A setting has a value outside what is accepted; the message names the field and the range."""
+
+
+class UnknownNameError(ConfigError):
+    """An unknown dataset, method or model name; the message lists the accepted names."""
+
+
+class DatasetNotFoundError(DatadistillError, FileNotFoundError):
+    """A dataset is not on disk; the message says which command prepares it."""
+
+
+class SyntheticSetFileError(DatadistillError):
+    """A synthetic-set file is missing, corrupt or not written by datadistill."""
+
+
+class NonFiniteLossError(DatadistillError, FloatingPointError):
+    """The matching loss became NaN or infinite; the synthetic set of the previous step is kept."""

@@ -1,0 +1,5 @@
+"""Evaluation protocol: train fresh networks on a synthetic set, test on the real test set."""
+
+from datadistill.evaluation.protocol import EvalResult, EvalSettings, accuracy, evaluate_synthetic_set, train_network
+
+__all__ = ["EvalResult", "EvalSettings", "accuracy", "evaluate_synthetic_set", "train_network"]

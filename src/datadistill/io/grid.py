@@ -1,0 +1,40 @@
+"""PNG grids of synthetic sets: one row per class, de-normalised to pixels in [0, 1]."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torchvision.utils import save_image
+
+from datadistill.io.atomic import atomic_write
+
+
+def save_grid(images: torch.Tensor, labels: torch.Tensor, mean, std, path: str | os.PathLike,
+              upscale: int = 2) -> Path:
+    """Save a grid with one row per class to ``path`` (PNG, written atomically).
+
+    Args:
+        images: (N, C, H, W) float32 normalised with ``mean``/``std`` (per-channel sequences).
+        labels: (N,) int64 class indices; rows follow class order, columns the order within a class.
+        upscale: integer nearest-neighbour magnification, so 28-px digits stay visible.
+    """
+    images = images.detach().cpu().float()
+    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    pixels = (images * s + m).clamp(0, 1)
+    labels = labels.detach().cpu()
+    order = torch.argsort(labels, stable=True)
+    counts = torch.bincount(labels)
+    per_row = max(int(counts.max()), 1)
+    rows = []
+    for c in range(len(counts)):
+        idx = order[labels[order] == c]
+        row = torch.ones(per_row, *pixels.shape[1:])
+        row[: len(idx)] = pixels[idx]
+        rows.append(row)
+    grid = torch.cat(rows)
+    if upscale > 1:
+        grid = grid.repeat_interleave(upscale, dim=2).repeat_interleave(upscale, dim=3)
+    return atomic_write(path, lambda p: save_image(grid, str(p), nrow=per_row, padding=2, format="png"))

@@ -1,0 +1,123 @@
+"""The synthetic-set file: one ``.safetensors`` file with tensors and JSON metadata.
+
+Tensors:
+    ``images``: (N, C, H, W) float32, normalised with the dataset's mean/std, as trained.
+    ``labels``: (N,) int64 hard labels, or (N, K) float32 soft labels (logits or probabilities as
+        written by the method; ``metadata["label_kind"]`` says which).
+    ``learned_lr`` (optional): () float32, the learning rate learned with the set (MTT family).
+
+Metadata (safetensors header ``__metadata__``, key ``datadistill``, a JSON object): ``format``,
+``format_version``, ``dataset``, ``channels``, ``image_size``, ``class_names``, ``mean``, ``std``,
+``method``, ``ipc``, ``config``, ``seed``, ``iterations``, ``package_version``, ``label_kind``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from datadistill.errors import SyntheticSetFileError
+from datadistill.io.atomic import atomic_write
+
+FORMAT = "datadistill.synthetic_set"
+FORMAT_VERSION = 1
+LABEL_KINDS = ("hard", "soft_logits", "soft_probabilities")
+_REQUIRED_META = ("dataset", "channels", "image_size", "mean", "std", "method", "ipc")
+
+
+@dataclass
+class SyntheticSet:
+    """A synthetic set with what is needed to evaluate and display it.
+
+    Attributes:
+        images: (N, C, H, W) float32, normalised with ``metadata["mean"]``/``["std"]``.
+        labels: (N,) int64 class indices, or (N, K) float32 soft labels.
+        learned_lr: learning rate learned with the set (MTT family), else None.
+        metadata: dataset, image shape, mean/std, method, config, seed, iterations, … (JSON-able).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    learned_lr: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.images.dim() != 4:
+            raise SyntheticSetFileError(f"images must be (N, C, H, W), got shape {tuple(self.images.shape)}")
+        if self.labels.shape[0] != self.images.shape[0]:
+            raise SyntheticSetFileError(
+                f"{self.images.shape[0]} images but {self.labels.shape[0]} labels")
+        if self.labels.dim() == 1 and self.labels.dtype != torch.int64:
+            raise SyntheticSetFileError(f"hard labels must be int64, got {self.labels.dtype}")
+
+    @property
+    def label_kind(self) -> str:
+        return "hard" if self.labels.dim() == 1 else self.metadata.get("label_kind", "soft_logits")
+
+    @property
+    def hard_labels(self) -> torch.Tensor:
+        """(N,) int64 class of each image (argmax of soft labels)."""
+        return self.labels if self.labels.dim() == 1 else self.labels.argmax(dim=1)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+def save_synthetic_set(syn: SyntheticSet, path: str | os.PathLike) -> Path:
+    """Write ``syn`` to ``path`` atomically (a temporary file renamed into place)."""
+    tensors = {"images": syn.images.detach().to("cpu", torch.float32).contiguous(),
+               "labels": syn.labels.detach().cpu().contiguous()}
+    if syn.learned_lr is not None:
+        tensors["learned_lr"] = torch.tensor(float(syn.learned_lr), dtype=torch.float32)
+    meta = {**syn.metadata, "format": FORMAT, "format_version": FORMAT_VERSION, "label_kind": syn.label_kind}
+    header = {"datadistill": json.dumps(meta, sort_keys=True)}
+    return atomic_write(path, lambda p: save_file(tensors, str(p), metadata=header))
+
+
+def load_synthetic_set(path: str | os.PathLike) -> SyntheticSet:
+    """Read a synthetic-set file written by :func:`save_synthetic_set` (no unpickling).
+
+    Raises:
+        SyntheticSetFileError: the file is missing, not a safetensors file, corrupt, or not a
+            datadistill synthetic set (missing tensors or metadata).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SyntheticSetFileError(f"synthetic-set file {path} does not exist")
+    try:
+        tensors = load_file(str(path))
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as fh:
+            header = fh.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise SyntheticSetFileError(f"{path} is not a readable safetensors file ({exc})") from exc
+    raw = header.get("datadistill")
+    if raw is None:
+        raise SyntheticSetFileError(f"{path} is a safetensors file but not a datadistill synthetic set (no 'datadistill' metadata)")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise SyntheticSetFileError(f"{path}: metadata is not valid JSON ({exc})") from exc
+    if meta.get("format") != FORMAT:
+        raise SyntheticSetFileError(f"{path}: format {meta.get('format')!r} is not {FORMAT!r}")
+    if int(meta.get("format_version", -1)) > FORMAT_VERSION:
+        raise SyntheticSetFileError(
+            f"{path}: format version {meta.get('format_version')} is newer than this datadistill reads ({FORMAT_VERSION})")
+    missing = [k for k in _REQUIRED_META if k not in meta] + [k for k in ("images", "labels") if k not in tensors]
+    if missing:
+        raise SyntheticSetFileError(f"{path}: missing {missing[0]!r}")
+    lr = tensors.get("learned_lr")
+    syn = SyntheticSet(tensors["images"], tensors["labels"], None if lr is None else float(lr), meta)
+    if list(syn.images.shape[1:]) != [meta["channels"], *meta["image_size"]]:
+        raise SyntheticSetFileError(
+            f"{path}: images of shape {tuple(syn.images.shape[1:])} do not match metadata "
+            f"channels={meta['channels']} image_size={meta['image_size']}")
+    return syn

@@ -1,0 +1,196 @@
+"""The ``Distiller`` interface shared by every method, and the method registry.
+
+A distiller owns a synthetic set of ``ipc`` images per class and improves it one ``step()`` at a time.
+Construction stores settings and validates them; :meth:`Distiller.initialise` creates the set;
+:meth:`Distiller.fit` runs the loop and fires callbacks. Learned results: :attr:`images`, :attr:`labels`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, get_type_hints
+
+import torch
+
+from datadistill.augment import DSA
+from datadistill.data import DatasetSpec, RealSet
+from datadistill.errors import ConfigError, NonFiniteLossError
+from datadistill.registry import Registry
+
+INITS = ("real", "noise")
+
+StepCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class MethodConfig:
+    """Settings shared by the learning methods; each method subclasses it with its own fields.
+
+    Attributes:
+        lr_img: learning rate of the synthetic images (η_S).
+        momentum_img: SGD momentum of the synthetic images.
+        batch_real: real images sampled per class per iteration.
+    """
+
+    lr_img: float = 1.0
+    momentum_img: float = 0.5
+    batch_real: int = 64
+
+    def __post_init__(self) -> None:
+        if not self.lr_img > 0:
+            raise ConfigError(f"lr_img must be > 0, got {self.lr_img}")
+        if not 0 <= self.momentum_img < 1:
+            raise ConfigError(f"momentum_img must be in [0, 1), got {self.momentum_img}")
+        if self.batch_real < 1:
+            raise ConfigError(f"batch_real must be ≥ 1, got {self.batch_real}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "MethodConfig":
+        """Build from a mapping, coercing strings (from the CLI) to the field types.
+
+        Raises:
+            ConfigError: unknown key (lists the accepted ones) or a value of the wrong type.
+        """
+        known = {f.name for f in fields(cls)}
+        hints = get_type_hints(cls)
+        unknown = [k for k in values if k not in known]
+        if unknown:
+            raise ConfigError(f"unknown setting {unknown[0]!r} for this method: expected one of {', '.join(known)}")
+        kwargs = {}
+        for key, value in values.items():
+            typ = hints[key]
+            try:
+                if typ is bool and isinstance(value, str):
+                    if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                        raise ValueError(value)
+                    kwargs[key] = value.lower() in ("true", "1", "yes")
+                else:
+                    kwargs[key] = typ(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"setting {key}={value!r} is not a valid {typ.__name__}") from None
+        return cls(**kwargs)
+
+
+class Distiller(ABC):
+    """Base class of dataset-distillation methods.
+
+    Args:
+        config: the method's :class:`MethodConfig` subclass instance.
+        spec: the dataset's spec.
+        real: the real training set, indexed by class.
+        ipc: images per class in the synthetic set (≥ 1, ≤ the smallest class).
+        model: registered model name used for matching.
+        dsa: DSA augmentation (``DSA("none")`` to disable).
+        device: where the synthetic set and the networks live.
+        generator: CPU generator for real-batch sampling and augmentation draws.
+
+    Raises:
+        ConfigError: IPC out of range.
+    """
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[MethodConfig]] = MethodConfig
+
+    def __init__(self, config: MethodConfig, spec: DatasetSpec, real: RealSet, *, ipc: int, model: str,
+                 dsa: DSA, device: torch.device, generator: torch.Generator) -> None:
+        if ipc < 1 or ipc > real.min_class_count:
+            raise ConfigError(f"ipc {ipc} out of range: expected 1 to {real.min_class_count} (smallest class)")
+        self.config = config
+        self.spec = spec
+        self.real = real
+        self.ipc = ipc
+        self.model = model
+        self.dsa = dsa
+        self.device = device
+        self.generator = generator
+        self.iteration = 0
+        self.images: torch.Tensor | None = None
+        self.labels: torch.Tensor | None = None
+
+    # -- synthetic set -------------------------------------------------------------------------
+    def initialise(self, init: str = "real") -> None:
+        """Create the synthetic set: ``real`` (random real images of each class) or ``noise`` (N(0, 1)
+        in normalised space). Labels are ``[0]*ipc + [1]*ipc + …``.
+
+        Raises:
+            ConfigError: unknown ``init``.
+        """
+        if init == "real":
+            images = self.real.sample(self.ipc, self.generator).flatten(0, 1)
+        elif init == "noise":
+            images = torch.randn(self.spec.num_classes * self.ipc, self.spec.channels, *self.spec.image_size,
+                                 generator=self.generator)
+        else:
+            raise ConfigError(f"unknown init {init!r}: expected one of {', '.join(INITS)}")
+        self.images = images.detach().clone().to(self.device).requires_grad_(True)
+        self.labels = torch.arange(self.spec.num_classes, device=self.device).repeat_interleave(self.ipc)
+        self.iteration = 0
+        self._setup_optimiser()
+
+    def _setup_optimiser(self) -> None:
+        """Create optimisers for the learned tensors (called after initialise and load_state_dict)."""
+
+    def require_initialised(self) -> None:
+        if self.images is None:
+            raise RuntimeError("call initialise() first")
+
+    # -- optimisation --------------------------------------------------------------------------
+    @abstractmethod
+    def step(self) -> dict[str, float]:
+        """One optimisation step of the synthetic set; returns scalar metrics (at least ``loss``).
+
+        Raises:
+            NonFiniteLossError: the loss is NaN/inf; the synthetic set is left unchanged.
+        """
+
+    def fit(self, iterations: int, callbacks: Sequence[StepCallback] = ()) -> "Distiller":
+        """Run ``iterations`` steps, calling every callback with ``(iteration, metrics)`` after each."""
+        self.require_initialised()
+        for _ in range(iterations):
+            metrics = self.step()
+            self.iteration += 1
+            for cb in callbacks:
+                cb(self.iteration, metrics)
+        return self
+
+    @staticmethod
+    def check_finite(loss: torch.Tensor, iteration: int) -> None:
+        if not torch.isfinite(loss).all():
+            raise NonFiniteLossError(
+                f"matching loss is {loss.item()} at iteration {iteration}: lower lr_img or check the input data")
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors and counters needed to resume (loadable with ``torch.load(weights_only=True)``)."""
+        self.require_initialised()
+        return {"images": self.images.detach().cpu(), "labels": self.labels.cpu(), "iteration": self.iteration,
+                "generator": self.generator.get_state(), "optimiser": self.optimiser_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.images = state["images"].to(self.device).requires_grad_(True)
+        self.labels = state["labels"].to(self.device)
+        self.iteration = int(state["iteration"])
+        self.generator.set_state(state["generator"])
+        self._setup_optimiser()
+        self.load_optimiser_state(state.get("optimiser") or {})
+
+    def optimiser_state(self) -> dict[str, Any]:
+        return {}
+
+    def load_optimiser_state(self, state: dict[str, Any]) -> None:
+        pass
+
+
+METHODS: Registry[type[Distiller]] = Registry("method")
+
+
+def register_method(name: str):
+    """Class decorator: register a :class:`Distiller` subclass under ``name`` and set ``cls.name``."""
+
+    def decorate(cls: type[Distiller]) -> type[Distiller]:
+        cls.name = name
+        return METHODS.register(name)(cls)
+
+    return decorate

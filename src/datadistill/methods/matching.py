@@ -1,0 +1,117 @@
+"""Shared loop of the distribution-style matching methods (DM, DataDAM).
+
+Each step draws a fresh randomly initialised network, augments the real and synthetic images of
+every class with the same DSA transform, computes per-sample statistics (embeddings, attention maps)
+and moves the synthetic images so that the per-class means of those statistics match
+(:func:`~datadistill.methods.losses.mean_matching_loss`).
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from datadistill.errors import ConfigError
+from datadistill.methods.base import Distiller, MethodConfig
+from datadistill.methods.losses import mean_matching_loss
+from datadistill.models import build_model
+
+CPU_CHUNK = 32
+
+
+@dataclass
+class MatchingConfig(MethodConfig):
+    """Adds the execution layout (the loss is the same either way for per-sample norms).
+
+    Attributes:
+        batched: all classes in one pass (True) or one pass per class (False, the reference
+            implementations' loop).
+        chunk: images per forward call inside a pass; 0 = automatic (32 on CPU, where small calls
+            are faster because they stay in cache; the whole pass on CUDA). Networks with
+            BatchNorm are never chunked, since chunks would change their batch statistics.
+    """
+
+    batched: bool = True
+    chunk: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.chunk < 0:
+            raise ConfigError(f"chunk must be ≥ 0 (0 = automatic), got {self.chunk}")
+
+
+class MatchingDistiller(Distiller):
+    """Base of DM and DataDAM. Subclasses implement :meth:`statistics` and :meth:`combine`."""
+
+    config: MatchingConfig
+
+    def _setup_optimiser(self) -> None:
+        self.optimiser = torch.optim.SGD([self.images], lr=self.config.lr_img, momentum=self.config.momentum_img)
+
+    def optimiser_state(self) -> dict[str, Any]:
+        return self.optimiser.state_dict()
+
+    def load_optimiser_state(self, state: dict[str, Any]) -> None:
+        if state:
+            self.optimiser.load_state_dict(state)
+
+    def fresh_network(self) -> nn.Module:
+        """A randomly initialised, frozen network in train mode (weights from torch's default generator)."""
+        net = build_model(self.model, self.spec.channels, self.spec.num_classes, self.spec.image_size).to(self.device)
+        net.train()
+        for p in net.parameters():
+            p.requires_grad_(False)
+        return net
+
+    @abstractmethod
+    def statistics(self, net: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
+        """Per-sample statistics whose class means are matched: a list of (N, D_k) tensors for
+        images (N, C, H, W)."""
+
+    @abstractmethod
+    def combine(self, terms: list[torch.Tensor]) -> torch.Tensor:
+        """The loss from the per-statistic mean-matching terms (scalars, same order as statistics)."""
+
+    def _chunk_size(self, net: nn.Module, n: int) -> int:
+        if self.config.chunk:
+            return self.config.chunk
+        if self.device.type != "cpu" or any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
+            return n
+        return CPU_CHUNK
+
+    def grouped_statistics(self, net: nn.Module, images: torch.Tensor, chunk: int) -> list[torch.Tensor]:
+        """Statistics of images (G, n, C, H, W), computed ``chunk`` images at a time, as (G, n, D_k)."""
+        g, n = images.shape[:2]
+        parts = [self.statistics(net, c) for c in images.flatten(0, 1).split(chunk)]
+        return [torch.cat(p).view(g, n, -1) for p in zip(*parts)]
+
+    def class_loss(self, net: nn.Module, real: torch.Tensor, syn: torch.Tensor, chunk: int) -> torch.Tensor:
+        """Loss for real (G, B, C, H, W) and synthetic (G, ipc, C, H, W) images of G classes."""
+        with torch.no_grad():
+            real_stats = self.grouped_statistics(net, real, chunk)
+        syn_stats = self.grouped_statistics(net, syn, chunk)
+        return self.combine([mean_matching_loss(r, s) for r, s in zip(real_stats, syn_stats)])
+
+    def step(self) -> dict[str, float]:
+        self.require_initialised()
+        g = self.spec.num_classes
+        batch = min(self.config.batch_real, self.real.min_class_count)
+        real = self.real.sample(batch, self.generator).to(self.device, non_blocking=True)
+        syn = self.images.view(g, self.ipc, *self.images.shape[1:])
+        if self.dsa.enabled:
+            transform = self.dsa.sample(g, self.generator, self.device)
+            real, syn = transform(real), transform(syn)
+        net = self.fresh_network()
+        if self.config.batched:
+            loss = self.class_loss(net, real, syn, self._chunk_size(net, g * batch))
+        else:
+            loss = sum(self.class_loss(net, real[c:c + 1], syn[c:c + 1], batch) for c in range(g))
+        self.check_finite(loss, self.iteration)
+        self.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimiser.step()
+        return {"loss": float(loss.detach())}

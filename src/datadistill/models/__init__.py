@@ -1,0 +1,47 @@
+"""Model registry: ``build_model(name, channels, num_classes, image_size)``.
+
+Every registered builder takes ``(channels, num_classes, image_size, **kwargs)`` and returns an
+``nn.Module`` with ``forward(x) -> logits``, ``embed(x) -> (N, D)`` and ``features(x) -> Features``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from datadistill.models.convnet import ConvNet, Features
+from datadistill.registry import Registry
+
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+
+
+def _convnet(**fixed):
+    def build(channels: int, num_classes: int, image_size: tuple[int, int], **kwargs) -> nn.Module:
+        return ConvNet(channels, num_classes, image_size, **{**fixed, **kwargs})
+
+    return build
+
+
+MODELS.register("convnet")(_convnet())
+MODELS.register("convnet_bn")(_convnet(norm="batchnorm"))
+MODELS.register("convnet_ln")(_convnet(norm="layernorm"))
+MODELS.register("convnet_nn")(_convnet(norm="none"))
+for _depth in range(1, 8):
+    MODELS.register(f"convnet_d{_depth}")(_convnet(depth=_depth))
+
+
+def build_model(name: str, channels: int, num_classes: int, image_size: tuple[int, int], **kwargs) -> nn.Module:
+    """Build a freshly initialised model (weights from torch's default generator).
+
+    Raises:
+        UnknownNameError: for an unregistered name (the message lists the registered ones).
+    """
+    return MODELS.get(name)(channels, num_classes, tuple(image_size), **kwargs)
+
+
+def list_models() -> list[str]:
+    return MODELS.names()
+
+
+__all__ = ["MODELS", "ConvNet", "Features", "build_model", "list_models"]
