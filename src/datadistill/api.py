@@ -174,7 +174,8 @@ def evaluate_file(path: str | os.PathLike, settings: EvalSettings | None = None,
     syn = load_synthetic_set(path)
     data = load_dataset(syn.metadata["dataset"], data_root)
     if settings is None:
-        overrides.setdefault("dsa_strategy", data.spec.dsa_strategy)
+        if overrides.get("dsa_strategy") is None:
+            overrides["dsa_strategy"] = data.spec.dsa_strategy
         settings = EvalSettings(**{k: v for k, v in overrides.items() if v is not None})
     MODELS.get(settings.model)
     return evaluate_synthetic_set(syn, data.test, settings, select_device(device), seed=seed)

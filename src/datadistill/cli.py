@@ -22,13 +22,21 @@ def _fail(exc: Exception) -> None:
 
 
 class _Group(click.Group):
-    """Turns every DatadistillError into one line on stderr and exit status 2."""
+    """Turns every DatadistillError and click usage error into one line on stderr and exit status 2."""
 
-    def invoke(self, ctx):
+    def main(self, *args, **kwargs):
+        kwargs["standalone_mode"] = False
         try:
-            return super().invoke(ctx)
+            code = super().main(*args, **kwargs)
         except DatadistillError as exc:
             _fail(exc)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code if exc.exit_code else 2)
+        except click.exceptions.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 def _parse_method_args(pairs: tuple[str, ...]) -> dict[str, str]:

@@ -18,6 +18,35 @@ import yaml
 from datadistill.errors import ConfigError
 
 
+def coerce(name: str, value: Any, typ: Any) -> Any:
+    """Convert ``value`` (from YAML or a CLI string) to ``typ`` (bool, int, float, str or ``X | None``).
+
+    Integers accept whole floats (``3.0``) but not ``2.5``; booleans accept true/false/yes/no/1/0.
+
+    Raises:
+        ConfigError: naming ``name``, the value and the expected type.
+    """
+    base = typ if isinstance(typ, type) else next(t for t in typ.__args__ if t is not type(None))
+    try:
+        if base is bool:
+            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+                return value.lower() in ("true", "yes", "1")
+            if isinstance(value, bool):
+                return value
+            raise ValueError
+        if base is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if base is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} = {value!r} is not a valid {base.__name__}") from None
+
+
 @dataclass
 class DistillConfig:
     """Everything a ``distill`` run needs. Defaults are the no-argument main job: DataDAM on MNIST at
@@ -90,31 +119,9 @@ class DistillConfig:
         hints = get_type_hints(type(self))
         for f in fields(self):
             value = getattr(self, f.name)
-            typ = hints[f.name]
-            if value is None or typ in (dict[str, Any],) or f.name == "method_args":
+            if value is None or f.name == "method_args":
                 continue
-            base = typ if isinstance(typ, type) else next(t for t in typ.__args__ if t is not type(None))
-            try:
-                if base is bool:
-                    if isinstance(value, str):
-                        if value.lower() not in ("true", "false", "yes", "no", "1", "0"):
-                            raise ValueError
-                        value = value.lower() in ("true", "yes", "1")
-                    elif not isinstance(value, bool):
-                        raise ValueError
-                elif base is int:
-                    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                        raise ValueError
-                    value = int(value)
-                elif base is float:
-                    if isinstance(value, bool):
-                        raise ValueError
-                    value = float(value)
-                else:
-                    value = str(value)
-            except (TypeError, ValueError):
-                raise ConfigError(f"{f.name} = {value!r} is not a valid {base.__name__}") from None
-            setattr(self, f.name, value)
+            setattr(self, f.name, coerce(f.name, value, hints[f.name]))
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -149,11 +156,16 @@ def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
 def build_config(file: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> DistillConfig:
     """Defaults ← YAML ``file`` ← ``overrides`` (None values are ignored; ``method_args`` are merged)."""
     values: dict[str, Any] = load_yaml_config(file) if file else {}
+    if values.get("method_args", {}) is None:
+        values["method_args"] = {}
     for key, value in (overrides or {}).items():
         if value is None:
             continue
         if key == "method_args":
-            values["method_args"] = {**values.get("method_args", {}), **value}
+            base = values.get("method_args") or {}
+            if not isinstance(base, dict):
+                raise ConfigError(f"method_args in {file} must be a mapping of settings, got {base!r}")
+            values["method_args"] = {**base, **value}
         else:
             values[key] = value
     return DistillConfig(**values)

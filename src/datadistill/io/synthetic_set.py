@@ -106,6 +106,8 @@ def load_synthetic_set(path: str | os.PathLike) -> SyntheticSet:
         meta = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise SyntheticSetFileError(f"{path}: metadata is not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise SyntheticSetFileError(f"{path}: metadata is {type(meta).__name__}, expected a JSON object")
     if meta.get("format") != FORMAT:
         raise SyntheticSetFileError(f"{path}: format {meta.get('format')!r} is not {FORMAT!r}")
     if int(meta.get("format_version", -1)) > FORMAT_VERSION:

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, get_type_hints
 import torch
 
 from datadistill.augment import DSA
+from datadistill.config import coerce
 from datadistill.data import DatasetSpec, RealSet
 from datadistill.errors import ConfigError, NonFiniteLossError
 from datadistill.registry import Registry
@@ -58,18 +59,7 @@ class MethodConfig:
         unknown = [k for k in values if k not in known]
         if unknown:
             raise ConfigError(f"unknown setting {unknown[0]!r} for this method: expected one of {', '.join(known)}")
-        kwargs = {}
-        for key, value in values.items():
-            typ = hints[key]
-            try:
-                if typ is bool and isinstance(value, str):
-                    if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                        raise ValueError(value)
-                    kwargs[key] = value.lower() in ("true", "1", "yes")
-                else:
-                    kwargs[key] = typ(value)
-            except (TypeError, ValueError):
-                raise ConfigError(f"setting {key}={value!r} is not a valid {typ.__name__}") from None
+        kwargs = {key: coerce(key, value, hints[key]) for key, value in values.items()}
         return cls(**kwargs)
 
 
@@ -163,16 +153,21 @@ class Distiller(ABC):
 
     # -- checkpoints ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Tensors and counters needed to resume (loadable with ``torch.load(weights_only=True)``)."""
+        """Tensors and counters needed to resume exactly (loadable with ``torch.load(weights_only=True)``):
+        images, labels, iteration, the sampling generator's state, torch's default generator state
+        (fresh networks are drawn from it) and the optimiser state."""
         self.require_initialised()
-        return {"images": self.images.detach().cpu(), "labels": self.labels.cpu(), "iteration": self.iteration,
-                "generator": self.generator.get_state(), "optimiser": self.optimiser_state()}
+        return {"images": self.images.detach().cpu().clone(), "labels": self.labels.cpu().clone(),
+                "iteration": self.iteration, "generator": self.generator.get_state(),
+                "torch_rng": torch.get_rng_state(), "optimiser": self.optimiser_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.images = state["images"].to(self.device).requires_grad_(True)
         self.labels = state["labels"].to(self.device)
         self.iteration = int(state["iteration"])
         self.generator.set_state(state["generator"])
+        if "torch_rng" in state:  # network initialisation draws from torch's default generator
+            torch.set_rng_state(state["torch_rng"])
         self._setup_optimiser()
         self.load_optimiser_state(state.get("optimiser") or {})
 

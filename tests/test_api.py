@@ -1,0 +1,132 @@
+import json
+import os
+
+import pytest
+import torch
+
+import datadistill
+from datadistill.api import DistillResult, distill, eval_settings, evaluate_file, run_distill
+from datadistill.config import build_config
+from datadistill.errors import ConfigError, DatasetNotFoundError, SyntheticSetFileError
+from datadistill.evaluation import EvalSettings
+from datadistill.io import load_synthetic_set
+from helpers import TINY_MODEL
+
+
+def cfg(**kw):
+    base = {"method": "dm", "ipc": 2, "iterations": 2, "batch_real": 4, "model": TINY_MODEL, "num_eval": 0,
+            "eval_epochs": 1, "eval_batch": 8, "device": "cpu", "seed": 1}
+    return build_config(None, {**base, **kw})
+
+
+def test_public_api_exports():
+    for name in ("distill", "run_distill", "evaluate_file", "DistillConfig", "build_model", "METHODS",
+                 "load_synthetic_set", "save_synthetic_set", "load_dataset", "SyntheticSet"):
+        assert hasattr(datadistill, name), name
+
+
+@pytest.mark.parametrize("method", ["dm", "datadam"])
+def test_distill_on_in_memory_dataset(tiny_dataset, tiny_model, method):
+    seen = []
+    res = distill(cfg(method=method), callbacks=[lambda it, m: seen.append(it)], dataset=tiny_dataset)
+    assert isinstance(res, DistillResult)
+    assert seen == [1, 2]
+    assert [it for it, _ in res.loss_history] == [1, 2]
+    assert res.evaluation is None and res.init_evaluation is None
+    syn, init = res.synthetic_set, res.initial_set
+    assert syn.images.shape == init.images.shape == (6, 1, 28, 28)
+    assert not syn.images.requires_grad
+    assert not torch.equal(syn.images, init.images)
+    assert syn.labels.tolist() == [0, 0, 1, 1, 2, 2]
+    assert syn.metadata["dataset"] == "tiny" and syn.metadata["iterations"] == 2
+    assert init.metadata["iterations"] == 0
+    assert syn.metadata["num_classes"] == 3 and syn.metadata["class_names"] == ["zero", "one", "two"]
+    assert syn.metadata["method"] == method
+    m = res.metrics()
+    assert m["final_loss"] == res.loss_history[-1][1]
+    assert "accuracy_mean" not in m
+
+
+def test_distill_is_repeatable(tiny_dataset, tiny_model):
+    a = distill(cfg(seed=5), dataset=tiny_dataset)
+    torch.manual_seed(77)
+    b = distill(cfg(seed=5), dataset=tiny_dataset)
+    c = distill(cfg(seed=6), dataset=tiny_dataset)
+    assert torch.equal(a.synthetic_set.images, b.synthetic_set.images)
+    assert a.loss_history == b.loss_history
+    assert not torch.equal(a.synthetic_set.images, c.synthetic_set.images)
+
+
+def test_distill_with_evaluation(tiny_dataset, tiny_model):
+    res = distill(cfg(num_eval=2, eval_init=True), dataset=tiny_dataset)
+    assert len(res.evaluation.accuracies) == 2
+    assert len(res.init_evaluation.accuracies) == 2
+    assert res.eval_seconds > 0
+    m = res.metrics()
+    assert m["accuracies"] == res.evaluation.accuracies
+    assert m["init_accuracies"] == res.init_evaluation.accuracies
+    assert {"init_accuracy_mean", "init_accuracy_std", "train_accuracies"} <= set(m)
+    assert distill(cfg(num_eval=2), dataset=tiny_dataset, evaluate=False).evaluation is None
+
+
+def test_distill_rejects_bad_settings_before_work(tiny_dataset, tiny_model):
+    from datadistill.errors import UnknownNameError
+
+    with pytest.raises(UnknownNameError, match="nosuch"):
+        distill(cfg(method="nosuch"), dataset=tiny_dataset)
+    with pytest.raises(UnknownNameError, match="nosuch"):
+        distill(cfg(eval_model="nosuch"), dataset=tiny_dataset)
+    with pytest.raises(ConfigError, match="ipc"):
+        distill(cfg(ipc=21), dataset=tiny_dataset)
+    with pytest.raises(ConfigError, match="blur"):
+        distill(cfg(dsa_strategy="blur"), dataset=tiny_dataset)
+    with pytest.raises(ConfigError, match="nosucharg"):
+        distill(cfg(method_args={"nosucharg": 1}), dataset=tiny_dataset)
+
+
+def test_eval_settings_from_config(tiny_dataset):
+    s = eval_settings(cfg(num_eval=0, eval_model="convnet_bn", eval_epochs=5, eval_lr=0.2), tiny_dataset.spec)
+    assert isinstance(s, EvalSettings)
+    assert s.num_eval == 1 and s.model == "convnet_bn" and s.epochs == 5 and s.lr == 0.2
+    assert s.dsa_strategy == tiny_dataset.spec.dsa_strategy
+    assert eval_settings(cfg(dsa_strategy="none"), tiny_dataset.spec).dsa_strategy == "none"
+
+
+def test_run_distill_writes_folder(mnist_root, tiny_model, tmp_path):
+    out = tmp_path / "run"
+    res = run_distill(cfg(data_root=str(mnist_root), ipc=1, num_eval=1), out)
+    assert sorted(os.listdir(out)) == sorted(
+        ["synthetic.safetensors", "init.png", "synthetic.png", "metrics.json", "config.yaml", "distill.log"])
+    syn = load_synthetic_set(out / "synthetic.safetensors")
+    assert torch.equal(syn.images, res.synthetic_set.images)
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["accuracies"] == res.evaluation.accuracies
+    assert (out / "distill.log").read_text().strip()
+
+
+def test_run_distill_rejects_file_as_out(mnist_root, tiny_model, tmp_path):
+    target = tmp_path / "file"
+    target.write_text("x")
+    with pytest.raises(ConfigError, match="not a folder"):
+        run_distill(cfg(data_root=str(mnist_root)), target)
+    assert target.read_text() == "x"
+
+
+def test_run_distill_failure_writes_nothing(tiny_model, tmp_path):
+    with pytest.raises(DatasetNotFoundError):
+        run_distill(cfg(data_root=str(tmp_path / "empty")), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_file(mnist_root, tiny_model, tmp_path):
+    run_distill(cfg(data_root=str(mnist_root), ipc=1), tmp_path / "run")
+    path = tmp_path / "run" / "synthetic.safetensors"
+    kw = dict(data_root=str(mnist_root), device="cpu", model=TINY_MODEL, num_eval=2, epochs=1, batch_size=8)
+    a = evaluate_file(path, **kw)
+    b = evaluate_file(path, **kw)
+    assert len(a.accuracies) == 2 and a.accuracies == b.accuracies
+    assert a.model == TINY_MODEL
+    s = EvalSettings(model=TINY_MODEL, num_eval=1, epochs=1, dsa_strategy="none")
+    assert len(evaluate_file(path, s, data_root=str(mnist_root), device="cpu").accuracies) == 1
+    with pytest.raises(SyntheticSetFileError):
+        evaluate_file(tmp_path / "missing.safetensors", data_root=str(mnist_root))
