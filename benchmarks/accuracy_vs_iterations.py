@@ -8,6 +8,7 @@ snapshots of the set evaluated under the same protocol (same seeds, K models, E 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from _common import machine, table
 from datadistill import DistillConfig, distill
@@ -22,7 +23,10 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", default=["datadam", "dm"])
     p.add_argument("--ipc", type=int, default=10)
     p.add_argument("--checkpoints", nargs="+", type=int, default=[0, 250, 500, 1000])
-    p.add_argument("--num-eval", type=int, default=2)
+    p.add_argument("--num-eval", type=int, default=2, help="eval models per intermediate checkpoint")
+    p.add_argument("--final-num-eval", type=int, default=None, help="eval models at the last checkpoint")
+    p.add_argument("--init", default="real")
+    p.add_argument("--method-arg", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--eval-epochs", type=int, default=300)
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--data-root", default=None)
@@ -33,17 +37,23 @@ def main() -> None:
     rows = []
     for method in args.methods:
         cfg = DistillConfig(dataset=args.dataset, method=method, ipc=args.ipc, iterations=max(args.checkpoints),
-                            num_eval=args.num_eval, eval_epochs=args.eval_epochs, seed=args.seed)
+                            init=args.init, num_eval=args.num_eval, eval_epochs=args.eval_epochs, seed=args.seed,
+                            method_args=dict(kv.split("=", 1) for kv in args.method_arg))
         result = distill(cfg, dataset=data, evaluate=False, snapshot_iterations=args.checkpoints)
         settings = eval_settings(cfg, data.spec)
+        final = dataclasses.replace(settings, num_eval=args.final_num_eval or args.num_eval)
         per_it = result.distill_seconds / max(cfg.iterations, 1)
+        print(f"{method}: {cfg.iterations} iterations in {result.distill_seconds:.0f} s", flush=True)
         for it in sorted(result.snapshots):
-            ev = evaluate_synthetic_set(result.snapshots[it], data.test, settings, select_device("auto"), seed=args.seed)
-            rows.append([method, args.ipc, it, f"{it * per_it:.0f}", f"{ev.mean:.2f} ± {ev.std:.2f}"])
+            ev = evaluate_synthetic_set(result.snapshots[it], data.test, final if it == cfg.iterations else settings,
+                                        select_device("auto"), seed=args.seed)
+            rows.append([method, args.ipc, args.init, it, f"{it * per_it:.0f}", len(ev.accuracies),
+                         f"{ev.mean:.2f} ± {ev.std:.2f}"])
             print(rows[-1], flush=True)
     print(f"\nmachine: {machine()}")
-    print(f"dataset {args.dataset}, ConvNet-3, init real, {args.num_eval} eval models × {args.eval_epochs} epochs\n")
-    print(table(["method", "IPC", "iterations", "distill s (approx.)", "test accuracy %"], rows))
+    print(f"dataset {args.dataset}, ConvNet-3, {args.eval_epochs} evaluation epochs, seed {args.seed}\n")
+    print(table(["method", "IPC", "init", "iterations", "distill s (pro rata)", "eval models", "test accuracy %"],
+                rows))
 
 
 if __name__ == "__main__":

@@ -130,3 +130,33 @@ def test_evaluate_file(mnist_root, tiny_model, tmp_path):
     assert len(evaluate_file(path, s, data_root=str(mnist_root), device="cpu").accuracies) == 1
     with pytest.raises(SyntheticSetFileError):
         evaluate_file(tmp_path / "missing.safetensors", data_root=str(mnist_root))
+
+
+def test_best_iterate_selection_uses_validation_split_not_test(monkeypatch, tiny_model):
+    """With select_every, candidates are scored on a validation split carved from the training set;
+    the returned set is the best-scoring candidate and the test set is never used to select."""
+    import datadistill.api as api_mod
+    from datadistill import DistillConfig, distill
+    from helpers import make_tiny_dataset
+
+    data = make_tiny_dataset(per_class=20, test_size=30)
+    seen_sizes = []
+    scores = iter([50.0, 80.0, 60.0])
+    real_eval = api_mod.evaluate_synthetic_set
+
+    def fake_eval(syn, test, settings, device, seed=0, progress=None):
+        seen_sizes.append(len(test))
+        if len(test) == 6:  # the validation split
+            result = real_eval(syn, test, settings, device, seed=seed)
+            result.accuracies = [next(scores)]
+            return result
+        return real_eval(syn, test, settings, device, seed=seed)
+
+    monkeypatch.setattr(api_mod, "evaluate_synthetic_set", fake_eval)
+    cfg = DistillConfig(method="dm", model=tiny_model, ipc=2, iterations=6, batch_real=4, select_every=2,
+                        val_size=6, select_num_eval=1, select_epochs=1, num_eval=0)
+    result = distill(cfg, dataset=data)
+    assert [it for it, _ in result.selection] == [2, 4, 6]
+    assert result.synthetic_set.metadata["iterations"] == 4  # the 80 % candidate
+    assert all(size == 6 for size in seen_sizes)  # only the validation split was scored, never the 30 test images
+    assert result.metrics()["selected_iteration"] == 4

@@ -44,6 +44,8 @@ class DistillResult:
         init_evaluation: evaluation of the initial set (when ``eval_init``).
         eval_seconds: wall time of all evaluations.
         snapshots: the set at each iteration asked for with ``snapshot_iterations``.
+        selection: (iteration, validation accuracy %) of each candidate when ``select_every`` > 0;
+            ``synthetic_set`` is then the best candidate (its metadata says which iteration).
     """
 
     config: DistillConfig
@@ -55,6 +57,7 @@ class DistillResult:
     init_evaluation: EvalResult | None = None
     eval_seconds: float = 0.0
     snapshots: dict[int, SyntheticSet] = field(default_factory=dict)
+    selection: list[tuple[int, float]] = field(default_factory=list)
 
     def metrics(self) -> dict[str, Any]:
         """The ``metrics.json`` content (accuracies in percent, times in seconds)."""
@@ -70,6 +73,8 @@ class DistillResult:
             ev = self.evaluation
             out.update(accuracy_mean=ev.mean, accuracy_std=ev.std, accuracies=ev.accuracies,
                        train_accuracies=ev.train_accuracies)
+        if self.selection:
+            out.update(selection=self.selection, selected_iteration=self.synthetic_set.metadata["iterations"])
         if self.init_evaluation:
             ie = self.init_evaluation
             out.update(init_accuracy_mean=ie.mean, init_accuracy_std=ie.std, init_accuracies=ie.accuracies)
@@ -126,7 +131,10 @@ def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), datas
     dsa = DSA(config.dsa_strategy or spec.dsa_strategy)
     seed_everything(config.seed)
     generator = make_generator(config.seed)
-    real = RealSet(data.train, spec.num_classes)
+    train, validation = data.train, None
+    if config.select_every:
+        train, validation = data.carve_validation(config.val_size, generator)
+    real = RealSet(train, spec.num_classes)
     start = time.perf_counter()
     distiller: Distiller = cls(method_cfg, spec, real, ipc=config.ipc, model=config.model, dsa=dsa,
                                device=device, generator=generator)
@@ -136,18 +144,32 @@ def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), datas
     history: list[tuple[int, float]] = []
     wanted = set(snapshot_iterations)
     snapshots = {0: initial} if 0 in wanted else {}
+    selection: list[tuple[int, float]] = []
+    best: list[SyntheticSet] = []
+    select_settings = dataclasses.replace(eval_settings(config, spec), num_eval=config.select_num_eval,
+                                          epochs=config.select_epochs)
+
+    def current(it: int) -> SyntheticSet:
+        return SyntheticSet(distiller.images.detach().cpu().clone(), distiller.labels.cpu().clone(),
+                            metadata=_metadata(config, spec, method_cfg, it))
 
     def record(it: int, metrics: dict[str, float]) -> None:
         history.append((it, metrics["loss"]))
         if it in wanted:
-            snapshots[it] = SyntheticSet(distiller.images.detach().cpu().clone(), distiller.labels.cpu().clone(),
-                                         metadata=_metadata(config, spec, method_cfg, it))
+            snapshots[it] = current(it)
+        if validation is not None and (it % config.select_every == 0 or it == config.iterations):
+            candidate = current(it)
+            with torch.random.fork_rng():  # selection must not change the distillation's random stream
+                score = evaluate_synthetic_set(candidate, validation, select_settings, device, seed=config.seed).mean
+            log.info("iteration %d: validation accuracy %.2f%%", it, score)
+            if not selection or score > max(s for _, s in selection):
+                best[:] = [candidate]
+            selection.append((it, score))
 
     distiller.fit(config.iterations, [record, *callbacks])
     distill_seconds = time.perf_counter() - start
-    syn = SyntheticSet(distiller.images.detach().cpu().clone(), distiller.labels.cpu().clone(),
-                       metadata=_metadata(config, spec, method_cfg, config.iterations))
-    result = DistillResult(config, syn, initial, history, distill_seconds, snapshots=snapshots)
+    syn = best[0] if best else current(config.iterations)
+    result = DistillResult(config, syn, initial, history, distill_seconds, snapshots=snapshots, selection=selection)
     if evaluate and config.num_eval > 0:
         settings = eval_settings(config, spec)
         t0 = time.perf_counter()

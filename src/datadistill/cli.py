@@ -73,6 +73,9 @@ def main() -> None:
 @click.option("--num-eval", type=_OPTIONAL_INT, help="Networks trained to evaluate (0 skips). Default: 3.")
 @click.option("--eval-epochs", type=_OPTIONAL_INT, help="Epochs per evaluation network. Default: 300.")
 @click.option("--eval-init/--no-eval-init", default=None, help="Also evaluate the initial set.")
+@click.option("--select-every", type=_OPTIONAL_INT,
+              help="Keep the best iterate, scored every N iterations on a validation split of the training set. Default: 0 (off).")
+@click.option("--val-size", type=_OPTIONAL_INT, help="Validation images carved from the training set for --select-every. Default: 5000.")
 @click.option("--seed", type=_OPTIONAL_INT, help="Random seed. Default: 0.")
 @click.option("--device", help="auto, cpu, cuda or cuda:N. Default: auto.")
 @click.option("--data-root", type=click.Path(file_okay=False), help="Dataset folder. Default: $DATADISTILL_DATA or ~/.cache/datadistill.")
@@ -116,6 +119,8 @@ def distill(config_file, out, quiet, method_args, **flags) -> None:
         click.echo(f"test accuracy ({config.resolved_eval_model}, {len(m['accuracies'])} models, "
                    f"{config.eval_epochs} epochs): {m['accuracy_mean']:.2f} ± {m['accuracy_std']:.2f} % "
                    f"(evaluation {m['eval_seconds']:.1f} s)")
+    if "selected_iteration" in m:
+        click.echo(f"kept iteration {m['selected_iteration']} (best validation accuracy; test set not used to select)")
     if "init_accuracy_mean" in m:
         click.echo(f"initial set accuracy: {m['init_accuracy_mean']:.2f} ± {m['init_accuracy_std']:.2f} %")
     click.echo(f"wrote {out_dir}/synthetic.safetensors, synthetic.png, init.png, metrics.json")

@@ -69,6 +69,11 @@ class DistillConfig:
         eval_batch: mini-batch size of the evaluation.
         eval_model: model for evaluation; None = ``model``.
         eval_init: also evaluate the initial set under the same protocol (reported as ``init_accuracy_*``).
+        select_every: keep the best iterate: every this many iterations (and at the end) train
+            ``select_num_eval`` networks for ``select_epochs`` epochs on the set and score them on a
+            validation split of ``val_size`` images carved from the training set (never the test
+            set); those images are then not used for distillation. 0 turns selection off.
+        val_size, select_num_eval, select_epochs: see ``select_every``.
         seed: seeds sampling, network initialisation and evaluation.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         data_root: where datasets live; None = ``$DATADISTILL_DATA`` or the user cache.
@@ -91,6 +96,10 @@ class DistillConfig:
     eval_batch: int = 256
     eval_model: str | None = None
     eval_init: bool = False
+    select_every: int = 0
+    val_size: int = 5000
+    select_num_eval: int = 1
+    select_epochs: int = 100
     seed: int = 0
     device: str = "auto"
     data_root: str | None = None
@@ -108,6 +117,10 @@ class DistillConfig:
             ("eval_epochs", self.eval_epochs >= 1, "an integer ≥ 1"),
             ("eval_lr", self.eval_lr > 0 and math.isfinite(self.eval_lr), "a finite number > 0"),
             ("eval_batch", self.eval_batch >= 1, "an integer ≥ 1"),
+            ("select_every", self.select_every >= 0, "an integer ≥ 0 (0 = no selection)"),
+            ("val_size", self.val_size >= 1, "an integer ≥ 1"),
+            ("select_num_eval", self.select_num_eval >= 1, "an integer ≥ 1"),
+            ("select_epochs", self.select_epochs >= 1, "an integer ≥ 1"),
         ]
         for name, ok, expected in checks:
             if not ok:
