@@ -7,6 +7,7 @@ import yaml
 from click.testing import CliRunner
 from PIL import Image
 
+from datadistill.methods.datadam import DataDAMConfig
 from datadistill import __version__
 from datadistill.cli import main
 from datadistill.data.torchvision_sets import FASHION_MNIST_SPEC
@@ -90,7 +91,7 @@ def test_distill_synthetic_file(distilled):
     assert meta["dataset"] == "mnist" and meta["method"] == "datadam" and meta["ipc"] == 1
     assert meta["iterations"] == 2 and meta["channels"] == 1 and meta["image_size"] == [28, 28]
     assert meta["mean"] == [0.1307] and meta["std"] == [0.3081]
-    assert meta["config"]["method_args"]["attention_power"] == 1.0
+    assert meta["config"]["method_args"]["attention_power"] == DataDAMConfig().attention_power
 
 
 def test_distill_grids_config_and_log(distilled):
@@ -286,7 +287,7 @@ def test_list():
     assert "convnet" in text
     for method in ("dm", "datadam"):
         assert f"  {method}: " in text
-    assert "attention_power=1.0" in text
+    assert f"attention_power={DataDAMConfig().attention_power}" in text
 
 
 def test_data_prepare_unknown(tmp_path):
