@@ -139,8 +139,12 @@ def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), datas
     distiller: Distiller = cls(method_cfg, spec, real, ipc=config.ipc, model=config.model, dsa=dsa,
                                device=device, generator=generator)
     distiller.initialise(config.init)
-    initial = SyntheticSet(distiller.images.detach().cpu().clone(), distiller.labels.cpu().clone(),
-                           metadata=_metadata(config, spec, method_cfg, 0))
+
+    def current(it: int) -> SyntheticSet:
+        return SyntheticSet(distiller.images.detach().cpu().clone(), distiller.labels.cpu().clone(),
+                            metadata=_metadata(config, spec, method_cfg, it))
+
+    initial = current(0)
     history: list[tuple[int, float]] = []
     wanted = set(snapshot_iterations)
     snapshots = {0: initial} if 0 in wanted else {}
@@ -148,10 +152,6 @@ def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), datas
     best: list[SyntheticSet] = []
     select_settings = dataclasses.replace(eval_settings(config, spec), num_eval=config.select_num_eval,
                                           epochs=config.select_epochs)
-
-    def current(it: int) -> SyntheticSet:
-        return SyntheticSet(distiller.images.detach().cpu().clone(), distiller.labels.cpu().clone(),
-                            metadata=_metadata(config, spec, method_cfg, it))
 
     def record(it: int, metrics: dict[str, float]) -> None:
         history.append((it, metrics["loss"]))
