@@ -3,6 +3,7 @@
 same process, alternating the two layouts.
 
     .venv/bin/python benchmarks/step_speed.py --steps 10 --ipc 1 10 50
+    .venv/bin/python benchmarks/step_speed.py --no-allocator-tuning ...   # glibc malloc defaults
 """
 
 from __future__ import annotations
@@ -44,8 +45,10 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--data-root", default=None)
+    p.add_argument("--no-allocator-tuning", action="store_true",
+                   help="leave glibc malloc at its defaults (to measure what tune_cpu_allocator gains)")
     args = p.parse_args()
-    print("allocator tuned:", tune_cpu_allocator())
+    print("allocator tuned:", False if args.no_allocator_tuning else tune_cpu_allocator())
     data = load_dataset(args.dataset, args.data_root)
     rows = []
     for method in args.methods:
