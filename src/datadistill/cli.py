@@ -12,13 +12,7 @@ import click
 from datadistill import __version__
 from datadistill.errors import DatadistillError
 
-_OPTIONAL_INT = click.INT
-_OPTIONAL_FLOAT = click.FLOAT
-
-
-def _fail(exc: Exception) -> None:
-    click.echo(f"error: {exc}", err=True)
-    sys.exit(2)
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
 class _Group(click.Group):
@@ -29,7 +23,11 @@ class _Group(click.Group):
         try:
             code = super().main(*args, **kwargs)
         except DatadistillError as exc:
-            _fail(exc)
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except _NO_ARGS_IS_HELP as exc:  # bare `datadistill`: show the help, as click does
+            click.echo(exc.format_message(), err=True)
+            sys.exit(2)
         except click.ClickException as exc:
             click.echo(f"error: {exc.format_message()}", err=True)
             sys.exit(exc.exit_code if exc.exit_code else 2)
@@ -62,21 +60,21 @@ def main() -> None:
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML file of settings (flags override it).")
 @click.option("--dataset", help="Dataset name (see `datadistill list`). Default: mnist.")
 @click.option("--method", help="Method name (see `datadistill list`). Default: datadam.")
-@click.option("--ipc", type=_OPTIONAL_INT, help="Images per class. Default: 10.")
+@click.option("--ipc", type=click.INT, help="Images per class. Default: 10.")
 @click.option("--init", help="Initial synthetic set: real or noise. Default: real.")
-@click.option("--iterations", type=_OPTIONAL_INT, help="Optimisation steps. Default: 1000.")
-@click.option("--batch-real", type=_OPTIONAL_INT, help="Real images per class per step. Default: 64.")
-@click.option("--lr-img", type=_OPTIONAL_FLOAT, help="Learning rate of the synthetic images. Default: 1.")
+@click.option("--iterations", type=click.INT, help="Optimisation steps. Default: 1000.")
+@click.option("--batch-real", type=click.INT, help="Real images per class per step. Default: 64.")
+@click.option("--lr-img", type=click.FLOAT, help="Learning rate of the synthetic images. Default: 1.")
 @click.option("--model", help="Model used to distil (and evaluate). Default: convnet.")
 @click.option("--eval-model", help="Model used to evaluate. Default: --model.")
 @click.option("--dsa-strategy", help="DSA strategy, e.g. color_crop_cutout_scale_rotate, or none. Default: per dataset.")
-@click.option("--num-eval", type=_OPTIONAL_INT, help="Networks trained to evaluate (0 skips). Default: 3.")
-@click.option("--eval-epochs", type=_OPTIONAL_INT, help="Epochs per evaluation network. Default: 300.")
+@click.option("--num-eval", type=click.INT, help="Networks trained to evaluate (0 skips). Default: 3.")
+@click.option("--eval-epochs", type=click.INT, help="Epochs per evaluation network. Default: 300.")
 @click.option("--eval-init/--no-eval-init", default=None, help="Also evaluate the initial set.")
-@click.option("--select-every", type=_OPTIONAL_INT,
+@click.option("--select-every", type=click.INT,
               help="Keep the best iterate, scored every N iterations on a validation split of the training set. Default: 0 (off).")
-@click.option("--val-size", type=_OPTIONAL_INT, help="Validation images carved from the training set for --select-every. Default: 5000.")
-@click.option("--seed", type=_OPTIONAL_INT, help="Random seed. Default: 0.")
+@click.option("--val-size", type=click.INT, help="Validation images carved from the training set for --select-every. Default: 5000.")
+@click.option("--seed", type=click.INT, help="Random seed. Default: 0.")
 @click.option("--device", help="auto, cpu, cuda or cuda:N. Default: auto.")
 @click.option("--data-root", type=click.Path(file_okay=False), help="Dataset folder. Default: $DATADISTILL_DATA or ~/.cache/datadistill.")
 @click.option("--method-arg", "method_args", multiple=True, metavar="KEY=VALUE",
