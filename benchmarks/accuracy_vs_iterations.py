@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 
 from _common import machine, table
 from datadistill import DistillConfig, distill
 from datadistill.api import eval_settings
 from datadistill.data import load_dataset
 from datadistill.evaluation import evaluate_synthetic_set
+from datadistill.io import save_synthetic_set
 from datadistill.runtime import select_device, tune_cpu_allocator
 
 
@@ -31,6 +33,8 @@ def main() -> None:
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--data-root", default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-final", default=None, metavar="DIR",
+                   help="write each method's last set to DIR/METHOD_ipcN.safetensors")
     args = p.parse_args()
     tune_cpu_allocator()
     data = load_dataset(args.dataset, args.data_root)
@@ -44,6 +48,8 @@ def main() -> None:
         final = dataclasses.replace(settings, num_eval=args.final_num_eval or args.num_eval)
         per_it = result.distill_seconds / max(cfg.iterations, 1)
         print(f"{method}: {cfg.iterations} iterations in {result.distill_seconds:.0f} s", flush=True)
+        if args.save_final:
+            save_synthetic_set(result.synthetic_set, Path(args.save_final) / f"{method}_ipc{args.ipc}.safetensors")
         for it in sorted(result.snapshots):
             ev = evaluate_synthetic_set(result.snapshots[it], data.test, final if it == cfg.iterations else settings,
                                         select_device("auto"), seed=args.seed)
