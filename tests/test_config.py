@@ -179,3 +179,19 @@ def test_method_config_unknown_method():
 
     with pytest.raises(UnknownNameError, match="nosuch"):
         method_config(build_config(None, {"method": "nosuch"}))
+
+
+def test_every_shipped_config_file_builds():
+    """Each YAML under configs/ gives a valid DistillConfig and a valid method config."""
+    from pathlib import Path
+
+    from datadistill.data import DATASETS
+    from datadistill.methods import METHODS
+    from datadistill.models import MODELS
+
+    files = sorted((Path(__file__).resolve().parent.parent / "configs").rglob("*.yaml"))
+    assert len(files) >= 10
+    for path in files:
+        cfg = build_config(path)
+        assert cfg.dataset in DATASETS and cfg.method in METHODS and cfg.model in MODELS, path
+        method_config(cfg)
