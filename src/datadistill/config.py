@@ -77,7 +77,7 @@ class DistillConfig:
         seed: seeds sampling, network initialisation and evaluation.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         data_root: where datasets live; None = ``$DATADISTILL_DATA`` or the user cache.
-        method_args: method-specific settings (see ``datadistill methods``).
+        method_args: method-specific settings (``datadistill list`` shows them per method).
     """
 
     dataset: str = "mnist"
