@@ -149,7 +149,7 @@ def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), datas
     wanted = set(snapshot_iterations)
     snapshots = {0: initial} if 0 in wanted else {}
     selection: list[tuple[int, float]] = []
-    best: list[SyntheticSet] = []
+    best: list[tuple[float, SyntheticSet]] = []  # (validation accuracy, set) of the best candidate
     select_settings = dataclasses.replace(eval_settings(config, spec), num_eval=config.select_num_eval,
                                           epochs=config.select_epochs)
 
@@ -162,13 +162,13 @@ def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), datas
             with torch.random.fork_rng():  # selection must not change the distillation's random stream
                 score = evaluate_synthetic_set(candidate, validation, select_settings, device, seed=config.seed).mean
             log.info("iteration %d: validation accuracy %.2f%%", it, score)
-            if not selection or score > max(s for _, s in selection):
-                best[:] = [candidate]
+            if not best or score > best[0][0]:
+                best[:] = [(score, candidate)]
             selection.append((it, score))
 
     distiller.fit(config.iterations, [record, *callbacks])
     distill_seconds = time.perf_counter() - start
-    syn = best[0] if best else current(config.iterations)
+    syn = best[0][1] if best else current(config.iterations)
     result = DistillResult(config, syn, initial, history, distill_seconds, snapshots=snapshots, selection=selection)
     if evaluate and config.num_eval > 0:
         settings = eval_settings(config, spec)

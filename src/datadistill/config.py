@@ -169,16 +169,14 @@ def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
 def build_config(file: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> DistillConfig:
     """Defaults ← YAML ``file`` ← ``overrides`` (None values are ignored; ``method_args`` are merged)."""
     values: dict[str, Any] = load_yaml_config(file) if file else {}
-    if values.get("method_args", {}) is None:
-        values["method_args"] = {}
+    method_args = values.pop("method_args", None) or {}
+    if not isinstance(method_args, dict):
+        raise ConfigError(f"method_args in {file} must be a mapping of settings, got {method_args!r}")
     for key, value in (overrides or {}).items():
         if value is None:
             continue
         if key == "method_args":
-            base = values.get("method_args") or {}
-            if not isinstance(base, dict):
-                raise ConfigError(f"method_args in {file} must be a mapping of settings, got {base!r}")
-            values["method_args"] = {**base, **value}
+            method_args = {**method_args, **value}
         else:
             values[key] = value
-    return DistillConfig(**values)
+    return DistillConfig(**values, method_args=method_args)
