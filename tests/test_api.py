@@ -160,3 +160,62 @@ def test_best_iterate_selection_uses_validation_split_not_test(monkeypatch, tiny
     assert result.synthetic_set.metadata["iterations"] == 4  # the 80 % candidate
     assert all(size == 6 for size in seen_sizes)  # only the validation split was scored, never the 30 test images
     assert result.metrics()["selected_iteration"] == 4
+
+
+# --------------------------------------------------------------------------- iterations run and max_seconds
+def test_max_seconds_stops_after_the_first_step(tiny_dataset, tiny_model):
+    seen = []
+    res = distill(cfg(iterations=1000, max_seconds=0.001), callbacks=[lambda it, m: seen.append(it)],
+                  dataset=tiny_dataset)
+    assert res.iterations_run == 1 and seen == [1]
+    assert [it for it, _ in res.loss_history] == [1]
+    assert res.synthetic_set.metadata["iterations"] == 1
+    assert not torch.equal(res.synthetic_set.images, res.initial_set.images)
+    m = res.metrics()
+    assert m["iterations"] == 1 and m["iterations_requested"] == 1000 and m["max_seconds"] == 0.001
+
+
+def test_iterations_run_without_time_limit(tiny_dataset, tiny_model):
+    res = distill(cfg(iterations=3, max_seconds=3600), dataset=tiny_dataset)
+    assert res.iterations_run == 3
+    m = res.metrics()
+    assert m["iterations"] == m["iterations_requested"] == 3 and m["max_seconds"] == 3600
+
+
+def test_max_seconds_in_metrics_json(mnist_root, tiny_model, tmp_path):
+    out = tmp_path / "run"
+    run_distill(cfg(data_root=str(mnist_root), ipc=1, iterations=500, max_seconds=0.001), out)
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["iterations"] == 1 and m["iterations_requested"] == 500 and len(m["loss_history"]) == 1
+
+
+def test_time_limit_with_selection_scores_the_last_iterate(tiny_model):
+    """When time runs out between two selection points, the last iterate is still a candidate."""
+    from helpers import make_tiny_dataset
+
+    res = distill(cfg(iterations=1000, max_seconds=0.001, select_every=50, val_size=6, select_epochs=1),
+                  dataset=make_tiny_dataset())
+    assert res.iterations_run == 1
+    assert [it for it, _ in res.selection] == [1]
+    assert res.synthetic_set.metadata["iterations"] == 1
+
+
+def test_fit_max_seconds_directly(tiny_dataset, tiny_model):
+    from helpers import make_distiller
+
+    d = make_distiller("dm", tiny_dataset)
+    d.initialise("real")
+    d.fit(50, max_seconds=1e-9)
+    assert d.iteration == 1
+    d.fit(2, max_seconds=None)
+    assert d.iteration == 3
+
+
+def test_method_defaults_reach_the_distiller(tiny_dataset, tiny_model):
+    """lr_img unset: DM steps with lr 1, DC with 0.1 (the methods' defaults), visible in the metadata."""
+    dm = distill(cfg(method="dm", iterations=1), dataset=tiny_dataset)
+    dc = distill(cfg(method="dc", iterations=1, ipc=1), dataset=tiny_dataset)
+    assert dm.synthetic_set.metadata["config"]["method_args"]["lr_img"] == 1.0
+    assert dc.synthetic_set.metadata["config"]["method_args"]["lr_img"] == 0.1
+    assert dm.synthetic_set.metadata["config"]["lr_img"] is None
+    assert dc.synthetic_set.metadata["config"]["method_args"]["batch_real"] == 4  # explicitly set

@@ -314,3 +314,27 @@ def test_version_and_help():
     assert result.exit_code == 0
     for cmd in ("distill", "evaluate", "data", "list"):
         assert cmd in result.stdout
+
+
+def test_distill_max_seconds_stops_early(fake_root, tmp_path):
+    out = tmp_path / "out"
+    result = run(*distill_args(fake_root, out, **{"--method": "dm", "--iterations": "1000", "--num-eval": "0",
+                                                  "--batch-real": "2", "--max-seconds": "0.001"}))
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "1 iterations" in result.stdout
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["iterations"] == 1 and m["iterations_requested"] == 1000 and m["max_seconds"] == 0.001
+    assert load_synthetic_set(out / "synthetic.safetensors").metadata["iterations"] == 1
+
+
+def test_distill_unset_lr_uses_method_default(fake_root, tmp_path):
+    """No --lr-img / --batch-real: the run config records them unset, the method its defaults (DM: 1, 64;
+    the fake MNIST's 20 images per class cap the real batch)."""
+    out = tmp_path / "out"
+    args = ["distill", "--data-root", str(fake_root), "--out", str(out), "--quiet", "--method", "dm",
+            "--num-eval", "0", "--iterations", "1", "--ipc", "1"]
+    result = run(*args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["lr_img"] is None and cfg["batch_real"] is None
+    assert cfg["method_args"]["lr_img"] == 1.0 and cfg["method_args"]["batch_real"] == 64

@@ -195,3 +195,46 @@ def test_every_shipped_config_file_builds():
         cfg = build_config(path)
         assert cfg.dataset in DATASETS and cfg.method in METHODS and cfg.model in MODELS, path
         method_config(cfg)
+
+
+# --------------------------------------------------------------------------- method defaults and max_seconds
+def test_shared_settings_default_to_unset():
+    cfg = DistillConfig()
+    assert cfg.lr_img is None and cfg.momentum_img is None and cfg.batch_real is None
+    assert cfg.max_seconds is None
+
+
+@pytest.mark.parametrize("method, lr_img, momentum_img, batch_real", [
+    ("dm", 1.0, 0.5, 64), ("datadam", 1.0, 0.5, 64),
+    ("dc", 0.1, 0.5, 256), ("dsa", 0.1, 0.5, 256), ("cafe", 0.1, 0.5, 256), ("cafe_dsa", 0.1, 0.5, 256),
+])
+def test_unset_shared_settings_take_the_methods_defaults(method, lr_img, momentum_img, batch_real):
+    mc = method_config(build_config(None, {"method": method}))
+    assert (mc.lr_img, mc.momentum_img, mc.batch_real) == (lr_img, momentum_img, batch_real)
+
+
+@pytest.mark.parametrize("method", ["dm", "dc", "cafe"])
+def test_set_shared_settings_override_the_methods_defaults(method):
+    mc = method_config(build_config(None, {"method": method, "lr_img": "0.5", "momentum_img": 0.9,
+                                           "batch_real": 8}))
+    assert (mc.lr_img, mc.momentum_img, mc.batch_real) == (0.5, 0.9, 8)
+    only_lr = method_config(build_config(None, {"method": method, "lr_img": 0.25}))
+    default = method_config(build_config(None, {"method": method}))
+    assert only_lr.lr_img == 0.25 and only_lr.batch_real == default.batch_real
+
+
+def test_unset_settings_stay_unset_in_yaml(tmp_path):
+    cfg = build_config(write(tmp_path, "method: dc\nlr_img: null\nmax_seconds: 30\n"))
+    assert cfg.lr_img is None
+    assert cfg.max_seconds == 30.0 and isinstance(cfg.max_seconds, float)
+    assert method_config(cfg).lr_img == 0.1
+
+
+@pytest.mark.parametrize("value", [0, -1, "soon", float("nan")])
+def test_invalid_max_seconds(value):
+    with pytest.raises(ConfigError, match="max_seconds"):
+        build_config(None, {"max_seconds": value})
+
+
+def test_max_seconds_from_string():
+    assert build_config(None, {"max_seconds": "2.5"}).max_seconds == 2.5

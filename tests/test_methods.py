@@ -6,10 +6,24 @@ import torch
 
 from datadistill.errors import ConfigError, NonFiniteLossError
 from datadistill.methods import INITS, METHODS, MethodConfig
-from helpers import make_distiller
+from helpers import make_distiller as _make_distiller
 
 ALL_METHODS = METHODS.names()
+LEARNING_METHODS = [m for m in ALL_METHODS if METHODS.get(m).learns]  # the coreset methods select instead
+MATCHING_METHODS = ["dm", "datadam"]  # those with class_loss
 DSA_ON = "color_crop_cutout_scale_rotate"
+# small loops for the bi-level methods so each step stays a fraction of a second
+FAST_ARGS = {
+    "dc": {"outer_loop": 2, "inner_loop": 1},
+    "dsa": {"outer_loop": 2, "inner_loop": 1},
+    "cafe": {"window": 2, "max_outer": 3, "max_inner": 2, "watch_batch": 4},
+    "cafe_dsa": {"window": 2, "max_outer": 3, "max_inner": 2, "watch_batch": 4},
+    "random": {"feature_epochs": 0}, "herding": {"feature_epochs": 0}, "k_center": {"feature_epochs": 0},
+}
+
+
+def make_distiller(method, data, **kw):
+    return _make_distiller(method, data, **{**FAST_ARGS.get(method, {}), **kw})
 
 
 @pytest.fixture
@@ -18,12 +32,13 @@ def data(tiny_dataset, tiny_model):
 
 
 def test_registry_has_the_methods():
-    assert {"dm", "datadam"} <= set(ALL_METHODS)
+    assert {"dm", "datadam", "dc", "dsa", "cafe", "cafe_dsa", "random", "herding", "k_center"} <= set(ALL_METHODS)
     for name in ALL_METHODS:
         cls = METHODS.get(name)
         assert cls.name == name
         assert issubclass(cls.config_class, MethodConfig)
-    assert INITS == ("real", "noise")
+    assert INITS == ("real", "noise", "random", "herding", "k_center")
+    assert set(ALL_METHODS) - set(LEARNING_METHODS) == {"random", "herding", "k_center"}
 
 
 def _is_real_image_of_class(img, real_images, real_labels, c):
@@ -31,7 +46,7 @@ def _is_real_image_of_class(img, real_images, real_labels, c):
     return bool(matches.any()) and set(real_labels[matches].tolist()) == {c}
 
 
-@pytest.mark.parametrize("method", ALL_METHODS)
+@pytest.mark.parametrize("method", LEARNING_METHODS)
 def test_initialise_real(method, data):
     d = make_distiller(method, data, ipc=3)
     d.initialise("real")
@@ -51,7 +66,7 @@ def test_initialise_real(method, data):
                    for img, c in zip(d.images.detach(), d.labels.tolist()))
 
 
-@pytest.mark.parametrize("method", ALL_METHODS)
+@pytest.mark.parametrize("method", LEARNING_METHODS)
 def test_initialise_noise(method, data):
     d = make_distiller(method, data, ipc=2)
     d.initialise("noise")
@@ -62,7 +77,7 @@ def test_initialise_noise(method, data):
     assert d.iteration == 0
 
 
-@pytest.mark.parametrize("method", ALL_METHODS)
+@pytest.mark.parametrize("method", LEARNING_METHODS)
 def test_initialise_is_seeded_by_the_generator(method, data):
     a, b, c = (make_distiller(method, data, seed=s) for s in (1, 1, 2))
     for d in (a, b, c):
@@ -71,7 +86,7 @@ def test_initialise_is_seeded_by_the_generator(method, data):
     assert not torch.equal(a.images, c.images)
 
 
-@pytest.mark.parametrize("method", ALL_METHODS)
+@pytest.mark.parametrize("method", LEARNING_METHODS)
 def test_unknown_init_raises(method, data):
     d = make_distiller(method, data)
     with pytest.raises(ConfigError, match="zeros"):
@@ -99,7 +114,7 @@ def test_ipc_equal_to_smallest_class_is_allowed(method, data):
     assert d.images.shape[0] == 60
 
 
-@pytest.mark.parametrize("method", ALL_METHODS)
+@pytest.mark.parametrize("method", LEARNING_METHODS)
 @pytest.mark.parametrize("dsa", ["none", DSA_ON])
 def test_fit_changes_images_and_fires_callbacks(method, data, dsa):
     d = make_distiller(method, data, ipc=2, dsa=dsa)
@@ -132,7 +147,7 @@ def test_fit_zero_iterations_is_a_no_op(method, data):
     assert calls == [] and torch.equal(before, d.images.detach())
 
 
-@pytest.mark.parametrize("method", ALL_METHODS)
+@pytest.mark.parametrize("method", MATCHING_METHODS)
 def test_loss_decreases_over_steps_on_fixed_data(method, data):
     """With a fixed network and no augmentation, gradient steps reduce the matching loss."""
     d = make_distiller(method, data, ipc=2, lr_img=0.1 if method == "dm" else 1.0, momentum_img=0.0)
@@ -158,7 +173,7 @@ def _state_roundtrip(state):
     return torch.load(buf, weights_only=True)
 
 
-@pytest.mark.parametrize("method", ALL_METHODS)
+@pytest.mark.parametrize("method", LEARNING_METHODS)
 @pytest.mark.parametrize("dsa", ["none", DSA_ON])
 def test_checkpoint_resume_is_exact(method, data, dsa):
     d = make_distiller(method, data, ipc=2, dsa=dsa, seed=3)
@@ -182,7 +197,7 @@ def test_checkpoint_resume_is_exact(method, data, dsa):
     assert torch.equal(resumed.labels, d.labels)
 
 
-@pytest.mark.parametrize("method", ALL_METHODS)
+@pytest.mark.parametrize("method", LEARNING_METHODS)
 def test_checkpoint_resume_needs_optimiser_state(method, data):
     """Momentum is part of the state: dropping it changes the next step (so the test above can fail)."""
     d = make_distiller(method, data, ipc=2, seed=3, momentum_img=0.9)
@@ -200,7 +215,7 @@ def test_checkpoint_resume_needs_optimiser_state(method, data):
     assert not torch.equal(resumed.images.detach(), d.images.detach())
 
 
-@pytest.mark.parametrize("method", ALL_METHODS)
+@pytest.mark.parametrize("method", LEARNING_METHODS)
 def test_same_seeds_give_same_run(method, data):
     runs = []
     for _ in range(2):
@@ -214,7 +229,7 @@ def test_same_seeds_give_same_run(method, data):
     assert runs[0][1] == runs[1][1]
 
 
-@pytest.mark.parametrize("method", ALL_METHODS)
+@pytest.mark.parametrize("method", LEARNING_METHODS)
 def test_non_finite_loss_raises_and_keeps_images(method, data):
     d = make_distiller(method, data, ipc=2)
     d.initialise("real")
@@ -232,7 +247,7 @@ def test_non_finite_loss_raises_and_keeps_images(method, data):
     assert torch.equal(d.images.detach().nan_to_num(0.0), before.nan_to_num(0.0))
 
 
-@pytest.mark.parametrize("method", ALL_METHODS)
+@pytest.mark.parametrize("method", LEARNING_METHODS)
 def test_infinite_loss_raises(method, data):
     d = make_distiller(method, data, ipc=1)
     d.initialise("real")
@@ -259,3 +274,15 @@ def test_config_validation(method):
         cls(batch_real=0)
     with pytest.raises(ConfigError, match="nosuch"):
         cls.from_dict({"nosuch": 1})
+
+
+@pytest.mark.parametrize("method", sorted(set(ALL_METHODS) - set(LEARNING_METHODS)))
+def test_coreset_methods_ignore_init_and_cannot_step(method, data):
+    d = make_distiller(method, data, ipc=2)
+    torch.manual_seed(0)
+    d.initialise("noise")  # ignored: the selection is the set
+    for img, c in zip(d.images.detach(), d.labels.tolist()):
+        assert _is_real_image_of_class(img, data.train.images, data.train.labels, c)
+    with pytest.raises(RuntimeError):
+        d.fit(1)
+    assert d.iteration == 0

@@ -46,6 +46,8 @@ class DistillResult:
         snapshots: the set at each iteration asked for with ``snapshot_iterations``.
         selection: (iteration, validation accuracy %) of each candidate when ``select_every`` > 0;
             ``synthetic_set`` is then the best candidate (its metadata says which iteration).
+        iterations_run: steps actually taken (fewer than asked when ``max_seconds`` ran out; 0 for
+            the coreset methods, which select instead of learning).
     """
 
     config: DistillConfig
@@ -58,13 +60,15 @@ class DistillResult:
     eval_seconds: float = 0.0
     snapshots: dict[int, SyntheticSet] = field(default_factory=dict)
     selection: list[tuple[int, float]] = field(default_factory=list)
+    iterations_run: int = 0
 
     def metrics(self) -> dict[str, Any]:
         """The ``metrics.json`` content (accuracies in percent, times in seconds)."""
         cfg = self.config
         out: dict[str, Any] = {
             "method": cfg.method, "dataset": cfg.dataset, "ipc": cfg.ipc, "init": cfg.init, "model": cfg.model,
-            "iterations": cfg.iterations, "seed": cfg.seed, "distill_seconds": self.distill_seconds,
+            "iterations": self.iterations_run,
+            "iterations_requested": cfg.iterations, "max_seconds": cfg.max_seconds, "seed": cfg.seed, "distill_seconds": self.distill_seconds,
             "eval_seconds": self.eval_seconds, "num_eval": cfg.num_eval, "eval_epochs": cfg.eval_epochs,
             "eval_model": cfg.resolved_eval_model, "final_loss": self.loss_history[-1][1] if self.loss_history else None,
             "loss_history": self.loss_history, "package_version": __version__,
@@ -84,8 +88,8 @@ class DistillResult:
 def method_config(config: DistillConfig):
     """The method's config dataclass built from the run config (validates method-specific settings)."""
     cls = METHODS.get(config.method)
-    return cls.config_class.from_dict({"lr_img": config.lr_img, "momentum_img": config.momentum_img,
-                                       "batch_real": config.batch_real, **config.method_args})
+    shared = {k: getattr(config, k) for k in ("lr_img", "momentum_img", "batch_real") if getattr(config, k) is not None}
+    return cls.config_class.from_dict({**shared, **config.method_args})
 
 
 def _metadata(config: DistillConfig, spec: DatasetSpec, method_cfg, iterations: int) -> dict[str, Any]:
@@ -138,13 +142,19 @@ def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), datas
     start = time.perf_counter()
     distiller: Distiller = cls(method_cfg, spec, real, ipc=config.ipc, model=config.model, dsa=dsa,
                                device=device, generator=generator)
-    distiller.initialise(config.init)
+    distiller.initialise(config.init if cls.learns else cls.name)
 
     def current(it: int) -> SyntheticSet:
         return SyntheticSet(distiller.images.detach().cpu().clone(), distiller.labels.cpu().clone(),
                             metadata=_metadata(config, spec, method_cfg, it))
 
     initial = current(0)
+    iterations = config.iterations if cls.learns else 0
+    loop_start = time.perf_counter()
+
+    def out_of_time() -> bool:
+        return config.max_seconds is not None and time.perf_counter() - loop_start >= config.max_seconds
+
     history: list[tuple[int, float]] = []
     wanted = set(snapshot_iterations)
     snapshots = {0: initial} if 0 in wanted else {}
@@ -157,7 +167,7 @@ def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), datas
         history.append((it, metrics["loss"]))
         if it in wanted:
             snapshots[it] = current(it)
-        if validation is not None and (it % config.select_every == 0 or it == config.iterations):
+        if validation is not None and (it % config.select_every == 0 or it == config.iterations or out_of_time()):
             candidate = current(it)
             with torch.random.fork_rng():  # selection must not change the distillation's random stream
                 score = evaluate_synthetic_set(candidate, validation, select_settings, device, seed=config.seed).mean
@@ -166,10 +176,11 @@ def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), datas
                 best[:] = [(score, candidate)]
             selection.append((it, score))
 
-    distiller.fit(config.iterations, [record, *callbacks])
+    distiller.fit(iterations, [record, *callbacks], max_seconds=config.max_seconds)
     distill_seconds = time.perf_counter() - start
-    syn = best[0][1] if best else current(config.iterations)
-    result = DistillResult(config, syn, initial, history, distill_seconds, snapshots=snapshots, selection=selection)
+    syn = best[0][1] if best else current(distiller.iteration)
+    result = DistillResult(config, syn, initial, history, distill_seconds, snapshots=snapshots, selection=selection,
+                           iterations_run=distiller.iteration)
     if evaluate and config.num_eval > 0:
         settings = eval_settings(config, spec)
         t0 = time.perf_counter()

@@ -61,10 +61,11 @@ def main() -> None:
 @click.option("--dataset", help="Dataset name (see `datadistill list`). Default: mnist.")
 @click.option("--method", help="Method name (see `datadistill list`). Default: datadam.")
 @click.option("--ipc", type=click.INT, help="Images per class. Default: 10.")
-@click.option("--init", help="Initial synthetic set: real or noise. Default: real.")
-@click.option("--iterations", type=click.INT, help="Optimisation steps. Default: 1000.")
-@click.option("--batch-real", type=click.INT, help="Real images per class per step. Default: 64.")
-@click.option("--lr-img", type=click.FLOAT, help="Learning rate of the synthetic images. Default: 1.")
+@click.option("--init", help="Initial synthetic set: real, noise, or a coreset (random, herding, k_center). Default: real.")
+@click.option("--iterations", type=click.INT, help="Optimisation steps (outer iterations for dc, dsa, cafe). Default: 1000.")
+@click.option("--max-seconds", type=click.FLOAT, help="Wall-clock budget of the optimisation; stops early when spent. Default: none.")
+@click.option("--batch-real", type=click.INT, help="Real images per class per step. Default: the method's (64 for dm/datadam, 256 for dc/dsa/cafe).")
+@click.option("--lr-img", type=click.FLOAT, help="Learning rate of the synthetic images. Default: the method's (1 for dm/datadam, 0.1 for dc/dsa/cafe).")
 @click.option("--model", help="Model used to distil (and evaluate). Default: convnet.")
 @click.option("--eval-model", help="Model used to evaluate. Default: --model.")
 @click.option("--dsa-strategy", help="DSA strategy, e.g. color_crop_cutout_scale_rotate, or none. Default: per dataset.")
@@ -111,7 +112,7 @@ def distill(config_file, out, quiet, method_args, **flags) -> None:
         bar.close()
         logger.removeHandler(console)
     m = result.metrics()
-    click.echo(f"distilled {config.dataset} with {config.method}, ipc {config.ipc}, {config.iterations} iterations "
+    click.echo(f"distilled {config.dataset} with {config.method}, ipc {config.ipc}, {m['iterations']} iterations "
                f"in {m['distill_seconds']:.1f} s")
     if "accuracy_mean" in m:
         click.echo(f"test accuracy ({config.resolved_eval_model}, {len(m['accuracies'])} models, "

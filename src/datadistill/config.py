@@ -57,10 +57,13 @@ class DistillConfig:
         method: registered method name.
         ipc: images per class (≥ 1).
         init: ``real`` or ``noise``.
-        iterations: optimisation steps of the synthetic set (≥ 0).
-        batch_real: real images per class per step.
-        lr_img: learning rate of the synthetic images (η_S).
-        momentum_img: SGD momentum of the synthetic images.
+        iterations: optimisation steps of the synthetic set (≥ 0); for the bi-level methods (DC, DSA,
+            CAFE) one step is one outer iteration with a fresh network.
+        max_seconds: wall-clock budget of the optimisation loop in seconds: the run stops after the
+            first step that ends past it (the set's metadata records the iterations reached). None = no limit.
+        batch_real: real images per class per step; None = the method's default.
+        lr_img: learning rate of the synthetic images (η_S); None = the method's default.
+        momentum_img: SGD momentum of the synthetic images; None = the method's default.
         model: registered model used for distillation (and, by default, evaluation).
         dsa_strategy: DSA strategy; None = the dataset's default; ``none`` disables DSA.
         num_eval: networks trained in the evaluation (K).
@@ -85,9 +88,10 @@ class DistillConfig:
     ipc: int = 10
     init: str = "real"
     iterations: int = 1000
-    batch_real: int = 64
-    lr_img: float = 1.0
-    momentum_img: float = 0.5
+    max_seconds: float | None = None
+    batch_real: int | None = None
+    lr_img: float | None = None
+    momentum_img: float | None = None
     model: str = "convnet"
     dsa_strategy: str | None = None
     num_eval: int = 3
@@ -110,9 +114,12 @@ class DistillConfig:
         checks = [
             ("ipc", self.ipc >= 1, "an integer ≥ 1"),
             ("iterations", self.iterations >= 0, "an integer ≥ 0"),
-            ("batch_real", self.batch_real >= 1, "an integer ≥ 1"),
-            ("lr_img", self.lr_img > 0 and math.isfinite(self.lr_img), "a finite number > 0"),
-            ("momentum_img", 0 <= self.momentum_img < 1, "a number in [0, 1)"),
+            ("max_seconds", self.max_seconds is None or self.max_seconds > 0, "a number of seconds > 0 (or unset)"),
+            ("batch_real", self.batch_real is None or self.batch_real >= 1, "an integer ≥ 1 (or unset: the method's default)"),
+            ("lr_img", self.lr_img is None or (self.lr_img > 0 and math.isfinite(self.lr_img)),
+             "a finite number > 0 (or unset: the method's default)"),
+            ("momentum_img", self.momentum_img is None or 0 <= self.momentum_img < 1,
+             "a number in [0, 1) (or unset: the method's default)"),
             ("num_eval", self.num_eval >= 0, "an integer ≥ 0 (0 skips evaluation)"),
             ("eval_epochs", self.eval_epochs >= 1, "an integer ≥ 1"),
             ("eval_lr", self.eval_lr > 0 and math.isfinite(self.eval_lr), "a finite number > 0"),

@@ -3,13 +3,18 @@
 from datadistill.methods.base import INITS, METHODS, Distiller, MethodConfig, register_method
 from datadistill.methods import datadam as _datadam  # noqa: F401  (registers "datadam")
 from datadistill.methods import dm as _dm  # noqa: F401  (registers "dm")
+from datadistill.methods import dc as _dc  # noqa: F401  (registers "dc", "dsa")
+from datadistill.methods import cafe as _cafe  # noqa: F401  (registers "cafe", "cafe_dsa")
+from datadistill.methods import coreset as _coreset  # noqa: F401  (registers "random", "herding", "k_center")
 from datadistill.methods.datadam import DataDAM, DataDAMConfig
 from datadistill.methods.dm import DM, DMConfig
+from datadistill.methods.dc import DC, DCConfig, DSAMethod
+from datadistill.methods.cafe import CAFE, CAFEDSA, CAFEConfig
 
 
 def list_methods() -> list[str]:
     return METHODS.names()
 
 
-__all__ = ["DM", "DMConfig", "DataDAM", "DataDAMConfig", "Distiller", "INITS", "METHODS", "MethodConfig",
+__all__ = ["CAFE", "CAFEDSA", "CAFEConfig", "DC", "DCConfig", "DSAMethod", "DM", "DMConfig", "DataDAM", "DataDAMConfig", "Distiller", "INITS", "METHODS", "MethodConfig",
            "list_methods", "register_method"]

@@ -7,6 +7,7 @@ Construction stores settings and validates them; :meth:`Distiller.initialise` cr
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
@@ -19,8 +20,9 @@ from datadistill.config import coerce
 from datadistill.data import DatasetSpec, RealSet
 from datadistill.errors import ConfigError, NonFiniteLossError
 from datadistill.registry import Registry
+from datadistill.selection import SELECTIONS, FeatureSettings, select_coreset
 
-INITS = ("real", "noise")
+INITS = ("real", "noise", "random", "herding", "k_center")
 
 StepCallback = Callable[[int, dict[str, float]], None]
 
@@ -81,6 +83,7 @@ class Distiller(ABC):
     """
 
     name: ClassVar[str]
+    learns: ClassVar[bool] = True  # False for the coreset methods, which select real images
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
 
     def __init__(self, config: MethodConfig, spec: DatasetSpec, real: RealSet, *, ipc: int, model: str,
@@ -101,14 +104,19 @@ class Distiller(ABC):
 
     # -- synthetic set -------------------------------------------------------------------------
     def initialise(self, init: str = "real") -> None:
-        """Create the synthetic set: ``real`` (random real images of each class) or ``noise`` (N(0, 1)
-        in normalised space). Labels are ``[0]*ipc + [1]*ipc + …``.
+        """Create the synthetic set: ``real`` (random real images of each class), ``noise`` (N(0, 1)
+        in normalised space), or a coreset (``random`` = ``real``, ``herding``, ``k_center``; see
+        :mod:`datadistill.selection`, features from :attr:`feature_settings`). Labels are
+        ``[0]*ipc + [1]*ipc + …``.
 
         Raises:
             ConfigError: unknown ``init``.
         """
-        if init == "real":
+        if init in ("real", "random"):
             images = self.real.sample(self.ipc, self.generator).flatten(0, 1)
+        elif init in SELECTIONS:
+            images = select_coreset(init, self.real, self.spec, self.ipc, self.device, self.generator,
+                                    self.feature_settings())
         elif init == "noise":
             images = torch.randn(self.spec.num_classes * self.ipc, self.spec.channels, *self.spec.image_size,
                                  generator=self.generator)
@@ -118,6 +126,10 @@ class Distiller(ABC):
         self.labels = torch.arange(self.spec.num_classes, device=self.device).repeat_interleave(self.ipc)
         self.iteration = 0
         self._setup_optimiser()
+
+    def feature_settings(self) -> FeatureSettings:
+        """The feature network of herding / k-center initialisation (the distillation model, 1 epoch)."""
+        return FeatureSettings(model=self.model)
 
     def _setup_optimiser(self) -> None:
         """Create optimisers for the learned tensors (called after initialise and load_state_dict)."""
@@ -135,14 +147,21 @@ class Distiller(ABC):
             NonFiniteLossError: the loss is NaN/inf; the synthetic set is left unchanged.
         """
 
-    def fit(self, iterations: int, callbacks: Sequence[StepCallback] = ()) -> "Distiller":
-        """Run ``iterations`` steps, calling every callback with ``(iteration, metrics)`` after each."""
+    def fit(self, iterations: int, callbacks: Sequence[StepCallback] = (),
+            max_seconds: float | None = None) -> "Distiller":
+        """Run ``iterations`` steps, calling every callback with ``(iteration, metrics)`` after each.
+
+        ``max_seconds`` (wall clock) stops the loop after the first step that ends past the budget;
+        :attr:`iteration` then tells how many steps ran."""
         self.require_initialised()
+        start = time.perf_counter()
         for _ in range(iterations):
             metrics = self.step()
             self.iteration += 1
             for cb in callbacks:
                 cb(self.iteration, metrics)
+            if max_seconds is not None and time.perf_counter() - start >= max_seconds:
+                break
         return self
 
     @staticmethod
