@@ -126,6 +126,8 @@ def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), datas
         NonFiniteLossError: the loss diverged.
     """
     cls = METHODS.get(config.method)
+    if not cls.learns and config.init != cls.name:  # a coreset method's set is its selection
+        config = dataclasses.replace(config, init=cls.name)
     MODELS.get(config.model)
     MODELS.get(config.resolved_eval_model)
     method_cfg = method_config(config)
@@ -142,7 +144,7 @@ def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), datas
     start = time.perf_counter()
     distiller: Distiller = cls(method_cfg, spec, real, ipc=config.ipc, model=config.model, dsa=dsa,
                                device=device, generator=generator)
-    distiller.initialise(config.init if cls.learns else cls.name)
+    distiller.initialise(config.init)
 
     def current(it: int) -> SyntheticSet:
         return SyntheticSet(distiller.images.detach().cpu().clone(), distiller.labels.cpu().clone(),

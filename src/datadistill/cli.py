@@ -92,7 +92,9 @@ def distill(config_file, out, quiet, method_args, **flags) -> None:
     flags["method_args"] = _parse_method_args(method_args) or None
     config = build_config(config_file, flags)
     out_dir = Path(out or f"runs/{config.dataset}_{config.method}_ipc{config.ipc}")
-    bar = tqdm(total=config.iterations, desc=f"{config.method} {config.dataset} ipc{config.ipc}", unit="it",
+    from datadistill.methods import METHODS
+
+    bar = tqdm(total=config.iterations if METHODS.get(config.method).learns else 0, desc=f"{config.method} {config.dataset} ipc{config.ipc}", unit="it",
                disable=quiet, mininterval=1.0, dynamic_ncols=True)
 
     def progress(it: int, metrics: dict[str, float]) -> None:

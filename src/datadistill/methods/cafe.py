@@ -106,7 +106,7 @@ class CAFEConfig(BilevelConfig):
 
 def cafe_loss(real_feats: list[torch.Tensor], syn_feats: list[torch.Tensor], weights: tuple[float, ...],
               discrimination_weight: float) -> torch.Tensor:
-    """CAFE's loss for features of G classes (paper eqs. 1–4, official-code weighting).
+    """CAFE's loss for features of G classes (paper §3: layer-wise feature alignment and the discrimination loss; weighting as in the official code).
 
     Args:
         real_feats: per layer, (G, B, D_l) float, output layer first (index 0 = the embedding).

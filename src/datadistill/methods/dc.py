@@ -171,7 +171,7 @@ class DC(BilevelDistiller):
 
 @register_method("dsa")
 class DSAMethod(DC):
-    """DC with Differentiable Siamese Augmentation (DSA paper, eq. 5): the same randomly drawn
+    """DC with Differentiable Siamese Augmentation (DSA paper, §3: siamese augmentation inside the matching objective): the same randomly drawn
     augmentation A_ω (one op and its parameters per class) is applied to the real and the synthetic
     batch of a class before the gradients are taken, and the network is trained on augmented
     synthetic batches. Papers' settings as DC, init real."""

@@ -71,8 +71,8 @@ def gradient_distance(real: Sequence[torch.Tensor], syn: Sequence[torch.Tensor],
                       distance: str = "layerwise") -> torch.Tensor:
     """Distance between the real and synthetic gradients of G classes, summed over classes.
 
-    Source: Zhao, Mopuri & Bilen, "Dataset Condensation with Gradient Matching", ICLR 2021, eq. 10
-    (``layerwise``, the reference code's ``ours``); the ``mse`` and ``cos`` options are the reference
+    Source: Zhao, Mopuri & Bilen, "Dataset Condensation with Gradient Matching", ICLR 2021, the gradient
+    matching distance d(A, B) (``layerwise``, the reference code's ``ours``); the ``mse`` and ``cos`` options are the reference
     code's alternatives (``dis_metric``).
 
     * ``layerwise``: Σ_layers Σ_out-channels (1 − A_i·B_i / (‖A_i‖‖B_i‖ + 1e-6)), where A_i, B_i are
