@@ -36,3 +36,29 @@ def test_short_real_mnist_run_learns_and_beats_chance(tmp_path, method):
     assert evaluated.exit_code == 0, evaluated.output
     again = json.loads(evaluated.output)
     assert again["accuracies"] == pytest.approx(metrics["accuracies"])  # same seed, same protocol
+
+
+@pytest.mark.slow
+def test_short_real_mnist_dc_and_coreset_runs(tmp_path):
+    # DC: 2 outer iterations at IPC 1 on real MNIST through the CLI (batch_real small to stay quick).
+    out = tmp_path / "dc"
+    result = CliRunner().invoke(main, [
+        "distill", "--dataset", "mnist", "--method", "dc", "--ipc", "1", "--iterations", "2", "--batch-real", "32",
+        "--num-eval", "1", "--eval-epochs", "100", "--seed", "1", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["iterations"] == 2 and len(metrics["loss_history"]) == 2
+    # 10 real-initialised images after 100 epochs: far above 10 % chance (misaligned labels would sit near it).
+    assert metrics["accuracy_mean"] > 30.0
+    syn = load_synthetic_set(out / "synthetic.safetensors")
+    assert syn.metadata["method"] == "dc" and syn.metadata["config"]["method_args"]["lr_img"] == 0.1
+
+    # k-center coreset from a random feature network: 0 iterations, real images, and a sane accuracy.
+    out = tmp_path / "kc"
+    result = CliRunner().invoke(main, [
+        "distill", "--dataset", "mnist", "--method", "k_center", "--ipc", "1", "--method-arg", "feature_epochs=0",
+        "--num-eval", "1", "--eval-epochs", "100", "--seed", "1", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["iterations"] == 0 and metrics["init"] == "k_center"
+    assert metrics["accuracy_mean"] > 20.0
