@@ -67,6 +67,7 @@ def main() -> None:
         outer, inner = dist.loops
         rows.append([layout, args.ipc, args.batch_real, f"{outer}/{inner}", f"{update:.2f}",
                      f"{per_iteration[layout]:.1f}"])
+        print(rows[-1], flush=True)
     base = per_iteration.get("loop")
     for row, layout in zip(rows, args.layouts):
         row.append(f"{base / per_iteration[layout]:.2f}×" if base else "n/a")
