@@ -132,7 +132,9 @@ class Distiller(ABC):
         return FeatureSettings(model=self.model)
 
     def _setup_optimiser(self) -> None:
-        """Create optimisers for the learned tensors (called after initialise and load_state_dict)."""
+        """Create the optimisers of the learned tensors (called after initialise and load_state_dict):
+        by default SGD on the images at ``lr_img`` with ``momentum_img``."""
+        self.optimiser = torch.optim.SGD([self.images], lr=self.config.lr_img, momentum=self.config.momentum_img)
 
     def require_initialised(self) -> None:
         if self.images is None:
@@ -191,10 +193,30 @@ class Distiller(ABC):
         self.load_optimiser_state(state.get("optimiser") or {})
 
     def optimiser_state(self) -> dict[str, Any]:
-        return {}
+        return self.optimiser.state_dict()
 
     def load_optimiser_state(self, state: dict[str, Any]) -> None:
-        pass
+        if state:
+            self.optimiser.load_state_dict(state)
+
+    # -- batches -------------------------------------------------------------------------------
+    def sample_real(self, n: int) -> torch.Tensor:
+        """``n`` real images of every class (capped at the smallest class), (G, n, C, H, W) on the device."""
+        return self.real.sample(min(n, self.real.min_class_count), self.generator).to(self.device, non_blocking=True)
+
+    def synthetic_by_class(self) -> torch.Tensor:
+        """The synthetic images as (G, ipc, C, H, W) (a view: gradients reach ``images``)."""
+        return self.images.view(self.spec.num_classes, self.ipc, *self.images.shape[1:])
+
+    def matching_batches(self, batch_real: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A fresh real batch (G, B, C, H, W) and the synthetic set (G, ipc, C, H, W), both augmented by
+        one DSA draw per class (siamese: the same op and parameters for a class's real and synthetic
+        images) when DSA is enabled."""
+        real, syn = self.sample_real(batch_real), self.synthetic_by_class()
+        if self.dsa.enabled:
+            transform = self.dsa.sample(self.spec.num_classes, self.generator, self.device)
+            real, syn = transform(real), transform(syn)
+        return real, syn
 
 
 METHODS: Registry[type[Distiller]] = Registry("method")

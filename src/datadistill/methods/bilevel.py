@@ -5,7 +5,6 @@ alternates updates of the synthetic set with a few epochs of training that netwo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -83,7 +82,7 @@ def train_on_synthetic(net: nn.Module, optimiser: torch.optim.Optimizer, images:
 
 
 class BilevelDistiller(Distiller):
-    """Base of DC/DSA and CAFE: image optimiser, fresh trainable networks, DSA on or off by method.
+    """Base of DC/DSA and CAFE: fresh trainable networks, DSA on or off by method.
 
     Subclasses set ``uses_dsa``: DC and CAFE ignore the run's DSA strategy; DSA and CAFE+DSA use it.
     """
@@ -96,29 +95,11 @@ class BilevelDistiller(Distiller):
         if not self.uses_dsa:
             self.dsa = DSA("none")
 
-    def _setup_optimiser(self) -> None:
-        self.optimiser = torch.optim.SGD([self.images], lr=self.config.lr_img, momentum=self.config.momentum_img)
-
-    def optimiser_state(self) -> dict[str, Any]:
-        return self.optimiser.state_dict()
-
-    def load_optimiser_state(self, state: dict[str, Any]) -> None:
-        if state:
-            self.optimiser.load_state_dict(state)
-
     def fresh_network(self) -> tuple[nn.Module, torch.optim.Optimizer]:
         """A randomly initialised network in train mode and plain SGD at ``lr_net`` for it."""
         net = build_model(self.model, self.spec.channels, self.spec.num_classes, self.spec.image_size).to(self.device)
         net.train()
         return net, torch.optim.SGD(net.parameters(), lr=self.config.lr_net)
-
-    def sample_real(self, n: int) -> torch.Tensor:
-        """``n`` real images of every class (capped at the smallest class), (G, n, C, H, W) on the device."""
-        return self.real.sample(min(n, self.real.min_class_count), self.generator).to(self.device, non_blocking=True)
-
-    def synthetic_by_class(self) -> torch.Tensor:
-        """The synthetic images as (G, ipc, C, H, W) (a view: gradients reach ``images``)."""
-        return self.images.view(self.spec.num_classes, self.ipc, *self.images.shape[1:])
 
     def update_images(self, loss: torch.Tensor) -> None:
         self.check_finite(loss, self.iteration)

@@ -157,12 +157,7 @@ class CAFE(BilevelDistiller):
         return [f.reshape(g, n, -1) for f in layers]
 
     def matching_loss(self, net: nn.Module) -> torch.Tensor:
-        g = self.spec.num_classes
-        real = self.sample_real(self.config.batch_real)
-        syn = self.synthetic_by_class()
-        if self.dsa.enabled:
-            transform = self.dsa.sample(g, self.generator, self.device)
-            real, syn = transform(real), transform(syn)
+        real, syn = self.matching_batches(self.config.batch_real)
         with torch.no_grad():
             real_feats = self.layer_features(net, real)
         syn_feats = self.layer_features(net, syn)

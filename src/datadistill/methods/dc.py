@@ -139,11 +139,7 @@ class DC(BilevelDistiller):
     def matching_loss(self, net: nn.Module) -> torch.Tensor:
         """The summed gradient distance of all classes for a fresh real batch (one update's loss)."""
         g = self.spec.num_classes
-        real = self.sample_real(self.config.batch_real)
-        syn = self.synthetic_by_class()
-        if self.dsa.enabled:
-            transform = self.dsa.sample(g, self.generator, self.device)
-            real, syn = transform(real), transform(syn)
+        real, syn = self.matching_batches(self.config.batch_real)
         real_labels = torch.arange(g, device=self.device).view(g, 1).expand(g, real.shape[1])
         syn_labels = self.labels.view(g, self.ipc)
         chunk = self.real_chunk(real.shape[1])

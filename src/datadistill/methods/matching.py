@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
@@ -48,16 +47,6 @@ class MatchingDistiller(Distiller):
     """Base of DM and DataDAM. Subclasses implement :meth:`statistics` and :meth:`combine`."""
 
     config: MatchingConfig
-
-    def _setup_optimiser(self) -> None:
-        self.optimiser = torch.optim.SGD([self.images], lr=self.config.lr_img, momentum=self.config.momentum_img)
-
-    def optimiser_state(self) -> dict[str, Any]:
-        return self.optimiser.state_dict()
-
-    def load_optimiser_state(self, state: dict[str, Any]) -> None:
-        if state:
-            self.optimiser.load_state_dict(state)
 
     def fresh_network(self) -> nn.Module:
         """A randomly initialised, frozen network in train mode (weights from torch's default generator)."""
@@ -99,12 +88,8 @@ class MatchingDistiller(Distiller):
     def step(self) -> dict[str, float]:
         self.require_initialised()
         g = self.spec.num_classes
-        batch = min(self.config.batch_real, self.real.min_class_count)
-        real = self.real.sample(batch, self.generator).to(self.device, non_blocking=True)
-        syn = self.images.view(g, self.ipc, *self.images.shape[1:])
-        if self.dsa.enabled:
-            transform = self.dsa.sample(g, self.generator, self.device)
-            real, syn = transform(real), transform(syn)
+        real, syn = self.matching_batches(self.config.batch_real)
+        batch = real.shape[1]
         net = self.fresh_network()
         if self.config.batched:
             loss = self.class_loss(net, real, syn, self._chunk_size(net, g * batch))
