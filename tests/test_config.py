@@ -189,7 +189,8 @@ def test_every_shipped_config_file_builds():
     from datadistill.methods import METHODS
     from datadistill.models import MODELS
 
-    files = sorted((Path(__file__).resolve().parent.parent / "configs").rglob("*.yaml"))
+    root = Path(__file__).resolve().parent.parent / "configs"
+    files = sorted(p for p in root.rglob("*.yaml") if p.parent.name != "experts")
     assert len(files) >= 10
     for path in files:
         cfg = build_config(path)
@@ -238,3 +239,23 @@ def test_invalid_max_seconds(value):
 
 def test_max_seconds_from_string():
     assert build_config(None, {"max_seconds": "2.5"}).max_seconds == 2.5
+
+
+def test_every_shipped_expert_config_builds():
+    """Each YAML under configs/experts/ gives valid expert settings (datadistill experts --config)."""
+    from pathlib import Path
+
+    from datadistill.api import _settings_from
+    from datadistill.config import read_yaml_mapping
+    from datadistill.data import DATASETS
+    from datadistill.trajectory import Curriculum, ExpertSettings
+
+    files = sorted((Path(__file__).resolve().parent.parent / "configs" / "experts").glob("*.yaml"))
+    assert files
+    for path in files:
+        values = read_yaml_mapping(path)
+        assert values.pop("dataset") in DATASETS, path
+        curriculum = values.pop("curriculum", None)
+        if curriculum is not None:
+            values["curriculum"] = _settings_from(Curriculum, curriculum, "curriculum")
+        assert isinstance(_settings_from(ExpertSettings, values, "expert"), ExpertSettings)

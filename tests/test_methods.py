@@ -8,7 +8,9 @@ from datadistill.errors import ConfigError, NonFiniteLossError
 from datadistill.methods import INITS, METHODS, MethodConfig
 from helpers import make_distiller as _make_distiller
 
-ALL_METHODS = METHODS.names()
+# the MTT family needs expert trajectories: tests/test_trajectory.py covers it
+EXPERT_METHODS = {"mtt", "datm", "pad"}
+ALL_METHODS = [m for m in METHODS.names() if m not in EXPERT_METHODS]
 LEARNING_METHODS = [m for m in ALL_METHODS if METHODS.get(m).learns]  # the coreset methods select instead
 MATCHING_METHODS = ["dm", "datadam"]  # those with class_loss
 DSA_ON = "color_crop_cutout_scale_rotate"
@@ -32,13 +34,16 @@ def data(tiny_dataset, tiny_model):
 
 
 def test_registry_has_the_methods():
-    assert {"dm", "datadam", "dc", "dsa", "cafe", "cafe_dsa", "random", "herding", "k_center"} <= set(ALL_METHODS)
-    for name in ALL_METHODS:
+    assert {"dm", "datadam", "dc", "dsa", "cafe", "cafe_dsa", "random", "herding", "k_center",
+            "el2n", "grand", "forgetting", "uncertainty"} <= set(ALL_METHODS)
+    assert EXPERT_METHODS <= set(METHODS.names())
+    for name in METHODS.names():
         cls = METHODS.get(name)
         assert cls.name == name
         assert issubclass(cls.config_class, MethodConfig)
     assert INITS == ("real", "noise", "random", "herding", "k_center")
-    assert set(ALL_METHODS) - set(LEARNING_METHODS) == {"random", "herding", "k_center"}
+    assert set(ALL_METHODS) - set(LEARNING_METHODS) == {"random", "herding", "k_center", "el2n", "grand",
+                                                        "forgetting", "uncertainty"}
 
 
 def _is_real_image_of_class(img, real_images, real_labels, c):

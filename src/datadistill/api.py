@@ -19,7 +19,7 @@ import yaml
 from datadistill import __version__
 from datadistill.augment import DSA
 from datadistill.config import DistillConfig
-from datadistill.data import DatasetSpec, RealSet, SplitDataset, load_dataset
+from datadistill.data import DatasetSpec, LabelledImages, RealSet, SplitDataset, load_dataset
 from datadistill.evaluation import EvalResult, EvalSettings, evaluate_synthetic_set
 from datadistill.io import SyntheticSet, atomic_write_text, load_synthetic_set, save_grid, save_synthetic_set
 from datadistill.methods import METHODS, Distiller
@@ -132,7 +132,10 @@ def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), datas
     MODELS.get(config.resolved_eval_model)
     method_cfg = method_config(config)
     device = select_device(config.device)
+    from datadistill.preprocess import ZCA
+
     data = dataset or load_dataset(config.dataset, config.data_root)
+    zca = ZCA.fit(data.train.images, eps=config.zca_eps) if config.zca_eps is not None else None
     spec = data.spec
     dsa = DSA(config.dsa_strategy or spec.dsa_strategy)
     seed_everything(config.seed)
@@ -140,15 +143,18 @@ def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), datas
     train, validation = data.train, None
     if config.select_every:
         train, validation = data.carve_validation(config.val_size, generator)
+    if zca is not None:  # the methods see whitened images; evaluation whitens the test set with the same ZCA
+        train = LabelledImages(zca.whiten(train.images), train.labels)
     real = RealSet(train, spec.num_classes)
     start = time.perf_counter()
     distiller: Distiller = cls(method_cfg, spec, real, ipc=config.ipc, model=config.model, dsa=dsa,
-                               device=device, generator=generator)
+                               device=device, generator=generator, zca_eps=config.zca_eps)
     distiller.initialise(config.init)
 
     def current(it: int) -> SyntheticSet:
-        return SyntheticSet(distiller.images.detach().cpu().clone(), distiller.labels.cpu().clone(),
-                            metadata=_metadata(config, spec, method_cfg, it))
+        images, labels, lr = distiller.output()
+        return SyntheticSet(images.cpu().clone(), labels.cpu().clone(), lr,
+                            metadata=_metadata(config, spec, method_cfg, it), zca=zca)
 
     initial = current(0)
     iterations = config.iterations if cls.learns else 0
@@ -250,9 +256,80 @@ def run_distill(config: DistillConfig, out_dir: str | os.PathLike, callbacks: Se
     out.mkdir(parents=True, exist_ok=True)
     syn, init = result.synthetic_set, result.initial_set
     save_synthetic_set(syn, out / "synthetic.safetensors")
-    save_grid(init.images, init.labels, syn.metadata["mean"], syn.metadata["std"], out / "init.png")
-    save_grid(syn.images, syn.labels, syn.metadata["mean"], syn.metadata["std"], out / "synthetic.png")
+    save_grid(init.images, init.hard_labels, syn.metadata["mean"], syn.metadata["std"], out / "init.png", zca=init.zca)
+    save_grid(syn.images, syn.hard_labels, syn.metadata["mean"], syn.metadata["std"], out / "synthetic.png", zca=syn.zca)
     atomic_write_text(out / "metrics.json", json.dumps(result.metrics(), indent=2) + "\n")
     atomic_write_text(out / "config.yaml", yaml.safe_dump(syn.metadata["config"], sort_keys=True))
     atomic_write_text(out / "distill.log", "\n".join(records) + "\n")
+    return result
+
+
+def _settings_from(cls, values: dict[str, Any], what: str):
+    """``cls(**values)`` with unknown keys and wrong types reported as ConfigError."""
+    from datadistill.config import coerce
+    from datadistill.errors import ConfigError
+    from typing import get_type_hints
+
+    hints = get_type_hints(cls)
+    unknown = [k for k in values if k not in hints]
+    if unknown:
+        raise ConfigError(f"unknown {what} setting {unknown[0]!r}: expected one of {', '.join(sorted(hints))}")
+    return cls(**{k: v if v is None or k == "curriculum" else coerce(k, v, hints[k]) for k, v in values.items()})
+
+
+def run_experts(values: dict[str, Any], out_dir: str | os.PathLike, *, device: str = "auto",
+                data_root: str | None = None, progress=None) -> Path:
+    """Train and save expert trajectories (``datadistill experts``).
+
+    Args:
+        values: ``dataset`` plus :class:`~datadistill.trajectory.ExpertSettings` fields; ``curriculum``
+            is a mapping of :class:`~datadistill.trajectory.Curriculum` fields (with ``scores_file``).
+        out_dir: the trajectory folder (resumed when it already holds some epochs).
+
+    Raises:
+        ConfigError: an unknown or invalid setting, a scores file that does not fit the training set.
+        ScoresFileError: unreadable scores file.
+    """
+    from datadistill.errors import ConfigError
+    from datadistill.preprocess.dataset import whiten_dataset
+    from datadistill.selection.difficulty import load_scores
+    from datadistill.trajectory import Curriculum, ExpertSettings, train_experts
+
+    values = dict(values)
+    dataset = values.pop("dataset", "mnist")
+    curriculum = values.pop("curriculum", None)
+    if curriculum is not None:
+        if not isinstance(curriculum, dict) or "scores_file" not in curriculum:
+            raise ConfigError(f"curriculum must be a mapping with a scores_file, got {curriculum!r}")
+        values["curriculum"] = _settings_from(Curriculum, curriculum, "curriculum")
+    settings = _settings_from(ExpertSettings, values, "expert")
+    data, _ = whiten_dataset(load_dataset(dataset, data_root), settings.zca_eps)
+    order = None
+    if settings.curriculum is not None:
+        scores = load_scores(settings.curriculum.scores_file)
+        if len(scores.values) != len(data.train):
+            raise ConfigError(f"{settings.curriculum.scores_file} scores {len(scores.values)} images but the "
+                              f"{dataset} training set has {len(data.train)}")
+        order = scores.order_by_class(data.spec.num_classes)
+    seed_everything(settings.seed)
+    return train_experts(data, out_dir, settings, select_device(device), order, progress)
+
+
+def run_scores(dataset: str, score: str, out: str | os.PathLike, *, model: str = "convnet", num_networks: int = 3,
+               epochs: int = 2, seed: int = 0, zca_eps: float | None = None, device: str = "auto",
+               data_root: str | None = None):
+    """Compute per-sample difficulty scores of ``dataset``'s training set and save them to ``out``
+    (``datadistill scores``); returns the :class:`~datadistill.selection.difficulty.DifficultyScores`.
+
+    Raises:
+        ConfigError / UnknownNameError: unknown score, model or dataset, invalid settings.
+    """
+    from datadistill.preprocess.dataset import whiten_dataset
+    from datadistill.selection.difficulty import ScoreSettings, compute_scores, save_scores
+
+    settings = ScoreSettings(model=model, num_networks=num_networks, epochs=epochs, seed=seed)
+    data, _ = whiten_dataset(load_dataset(dataset, data_root), zca_eps)
+    result = compute_scores(score, data.train, data.spec, settings, select_device(device))
+    result.metadata["zca_eps"] = zca_eps
+    save_scores(result, out)
     return result

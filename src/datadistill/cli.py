@@ -61,7 +61,8 @@ def main() -> None:
 @click.option("--dataset", help="Dataset name (see `datadistill list`). Default: mnist.")
 @click.option("--method", help="Method name (see `datadistill list`). Default: datadam.")
 @click.option("--ipc", type=click.INT, help="Images per class. Default: 10.")
-@click.option("--init", help="Initial synthetic set: real, noise, or a coreset (random, herding, k_center). Default: real.")
+@click.option("--init", help="Initial synthetic set: real, noise, a coreset (random, herding, k_center), or "
+              "samples_predicted_correctly (datm, pad). Default: real.")
 @click.option("--iterations", type=click.INT, help="Optimisation steps (outer iterations for dc, dsa, cafe). Default: 1000.")
 @click.option("--max-seconds", type=click.FLOAT, help="Wall-clock budget of the optimisation; stops early when spent. Default: none.")
 @click.option("--batch-real", type=click.INT, help="Real images per class per step. Default: the method's (64 for dm/datadam, 256 for dc/dsa/cafe).")
@@ -76,6 +77,7 @@ def main() -> None:
               help="Keep the best iterate, scored every N iterations on a validation split of the training set. Default: 0 (off).")
 @click.option("--val-size", type=click.INT, help="Validation images carved from the training set for --select-every. Default: 5000.")
 @click.option("--seed", type=click.INT, help="Random seed. Default: 0.")
+@click.option("--zca-eps", type=click.FLOAT, help="ZCA-whiten the real set with this eps (saved with the set). Default: no ZCA.")
 @click.option("--device", help="auto, cpu, cuda or cuda:N. Default: auto.")
 @click.option("--data-root", type=click.Path(file_okay=False), help="Dataset folder. Default: $DATADISTILL_DATA or ~/.cache/datadistill.")
 @click.option("--method-arg", "method_args", multiple=True, metavar="KEY=VALUE",
@@ -153,6 +155,63 @@ def evaluate(file, model, num_eval, eval_epochs, eval_lr, eval_batch, dsa_strate
         click.echo(f"model {d['model']}: accuracy {d['accuracy_mean']:.2f} ± {d['accuracy_std']:.2f} % over "
                    f"{len(d['accuracies'])} models ({', '.join(f'{a:.2f}' for a in d['accuracies'])}); "
                    f"{d['eval_seconds']:.1f} s")
+
+
+def _load_mapping(path: str | None) -> dict:
+    from datadistill.config import read_yaml_mapping
+
+    return read_yaml_mapping(path) if path else {}
+
+
+@main.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML file of settings (flags override it).")
+@click.option("--dataset", help="Dataset name. Default: mnist.")
+@click.option("--model", help="Expert architecture (the student of mtt/datm/pad must match). Default: convnet.")
+@click.option("--num-experts", type=click.INT, help="Trajectories to train. Default: 5.")
+@click.option("--epochs", type=click.INT, help="Epochs per expert (parameters saved after each). Default: 50.")
+@click.option("--lr", type=click.FLOAT, help="SGD learning rate (lr_teacher). Default: 0.01.")
+@click.option("--momentum", type=click.FLOAT, help="SGD momentum. Default: 0.")
+@click.option("--batch-size", type=click.INT, help="Mini-batch size. Default: 256.")
+@click.option("--dsa-strategy", help="DSA strategy or none. Default: the dataset's.")
+@click.option("--zca-eps", type=click.FLOAT, help="ZCA-whiten the inputs with this eps (0.1 in MTT). Default: no ZCA.")
+@click.option("--curriculum", "scores_file", type=click.Path(dir_okay=False),
+              help="PAD: train on a difficulty-scheduled subset ranked by this scores file (`datadistill scores`).")
+@click.option("--seed", type=click.INT, help="Expert k uses seed + k. Default: 0.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--data-root", type=click.Path(file_okay=False), default=None)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder of the trajectories (resumed if it exists).")
+def experts(config_file, scores_file, device, data_root, out, **flags) -> None:
+    """Train expert networks on the real set and save their parameters after every epoch (MTT family)."""
+    from datadistill.api import run_experts
+
+    values = {**_load_mapping(config_file), **{k: v for k, v in flags.items() if v is not None}}
+    if scores_file:
+        values["curriculum"] = {**(values.get("curriculum") or {}), "scores_file": scores_file}
+    root = run_experts(values, out, device=device, data_root=data_root,
+                       progress=lambda k, e, a: click.echo(f"expert {k} epoch {e}: test accuracy {a:.2f} %"))
+    click.echo(f"wrote trajectories to {root}")
+
+
+@main.command()
+@click.option("--dataset", default="mnist", show_default=True, help="Dataset name.")
+@click.option("--score", "score_name", required=True, help="el2n, grand, forgetting or uncertainty.")
+@click.option("--model", default="convnet", show_default=True, help="Scoring network.")
+@click.option("--num-networks", type=click.INT, default=3, show_default=True, help="Networks averaged.")
+@click.option("--epochs", type=click.INT, default=2, show_default=True, help="Training epochs of each network.")
+@click.option("--seed", type=click.INT, default=0, show_default=True)
+@click.option("--zca-eps", type=click.FLOAT, default=None, help="Score ZCA-whitened inputs. Default: no ZCA.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--data-root", type=click.Path(file_okay=False), default=None)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Scores file (.safetensors).")
+def scores(dataset, score_name, model, num_networks, epochs, seed, zca_eps, device, data_root, out) -> None:
+    """Per-sample difficulty scores of the training set (higher = harder) and per-class easy → hard orders."""
+    from datadistill.api import run_scores
+
+    result = run_scores(dataset, score_name, out, model=model, num_networks=num_networks, epochs=epochs, seed=seed,
+                        zca_eps=zca_eps, device=device, data_root=data_root)
+    v = result.values
+    click.echo(f"{score_name} of {len(v)} images: min {float(v.min()):.4g}, median {float(v.median()):.4g}, "
+               f"max {float(v.max()):.4g}; wrote {out}")
 
 
 @main.group()

@@ -56,7 +56,8 @@ class DistillConfig:
         dataset: registered dataset name.
         method: registered method name.
         ipc: images per class (≥ 1).
-        init: ``real`` or ``noise``.
+        init: ``real``, ``noise``, a coreset (``random``, ``herding``, ``k_center``) or, for datm and
+            pad, ``samples_predicted_correctly``.
         iterations: optimisation steps of the synthetic set (≥ 0); for the bi-level methods (DC, DSA,
             CAFE) one step is one outer iteration with a fresh network.
         max_seconds: wall-clock budget of the optimisation loop in seconds: the run stops after the
@@ -79,6 +80,9 @@ class DistillConfig:
         val_size, select_num_eval, select_epochs: see ``select_every``.
         seed: seeds sampling, network initialisation and evaluation.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        zca_eps: ZCA-whiten the real set (fitted on the training images, kornia's eps) before
+            distilling; the ZCA is saved in the synthetic-set file and applied to the test set at
+            evaluation. None = no ZCA (MTT uses 0.1 on CIFAR).
         data_root: where datasets live; None = ``$DATADISTILL_DATA`` or the user cache.
         method_args: method-specific settings (``datadistill list`` shows them per method).
     """
@@ -106,6 +110,7 @@ class DistillConfig:
     select_epochs: int = 100
     seed: int = 0
     device: str = "auto"
+    zca_eps: float | None = None
     data_root: str | None = None
     method_args: dict[str, Any] = field(default_factory=dict)
 
@@ -128,6 +133,8 @@ class DistillConfig:
             ("val_size", self.val_size >= 1, "an integer ≥ 1"),
             ("select_num_eval", self.select_num_eval >= 1, "an integer ≥ 1"),
             ("select_epochs", self.select_epochs >= 1, "an integer ≥ 1"),
+            ("zca_eps", self.zca_eps is None or (self.zca_eps > 0 and math.isfinite(self.zca_eps)),
+             "a finite number > 0 (or unset: no ZCA)"),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -151,11 +158,11 @@ class DistillConfig:
         return self.eval_model or self.model
 
 
-def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML mapping of :class:`DistillConfig` fields.
+def read_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML file holding a mapping.
 
     Raises:
-        ConfigError: missing file, invalid YAML, not a mapping, or an unknown key (lists the valid ones).
+        ConfigError: missing file, invalid YAML, or not a mapping.
     """
     path = Path(path)
     if not path.is_file():
@@ -166,6 +173,16 @@ def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of settings, got {type(data).__name__}")
+    return data
+
+
+def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML mapping of :class:`DistillConfig` fields.
+
+    Raises:
+        ConfigError: missing file, invalid YAML, not a mapping, or an unknown key (lists the valid ones).
+    """
+    data = read_yaml_mapping(path)
     known = {f.name for f in fields(DistillConfig)}
     unknown = [k for k in data if k not in known]
     if unknown:

@@ -21,5 +21,13 @@ class SyntheticSetFileError(DatadistillError):
     """A synthetic-set file is missing, corrupt or not written by datadistill."""
 
 
+class ScoresFileError(DatadistillError):
+    """A difficulty-scores file is missing, corrupt or not written by datadistill."""
+
+
+class TrajectoryFileError(DatadistillError):
+    """An expert-trajectory folder or file is missing, corrupt or not written by datadistill."""
+
+
 class NonFiniteLossError(DatadistillError, FloatingPointError):
     """The matching loss became NaN or infinite; the synthetic set of the previous step is kept."""

@@ -1,26 +1,34 @@
-"""PNG grids of synthetic sets: one row per class, de-normalised to pixels in [0, 1]."""
+"""PNG grids of synthetic sets: one row per class, unwhitened (ZCA) and de-normalised to pixels in [0, 1]."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torchvision.utils import save_image
 
 from datadistill.io.atomic import atomic_write
 
+if TYPE_CHECKING:
+    from datadistill.preprocess import ZCA
+
 
 def save_grid(images: torch.Tensor, labels: torch.Tensor, mean, std, path: str | os.PathLike,
-              upscale: int = 2) -> Path:
+              upscale: int = 2, *, zca: ZCA | None = None) -> Path:
     """Save a grid with one row per class to ``path`` (PNG, written atomically).
 
     Args:
-        images: (N, C, H, W) float32 normalised with ``mean``/``std`` (per-channel sequences).
+        images: (N, C, H, W) float32 normalised with ``mean``/``std`` (per-channel sequences), then
+            whitened if ``zca`` is given.
         labels: (N,) int64 class indices; rows follow class order, columns the order within a class.
         upscale: integer nearest-neighbour magnification, so 28-px digits stay visible.
+        zca: when given, ``images`` are ZCA-whitened and are unwhitened before de-normalising.
     """
     images = images.detach().cpu().float()
+    if zca is not None:
+        images = zca.unwhiten(images)
     m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
     pixels = (images * s + m).clamp(0, 1)

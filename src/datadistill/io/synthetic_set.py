@@ -5,10 +5,15 @@ Tensors:
     ``labels``: (N,) int64 hard labels, or (N, K) float32 soft labels (logits or probabilities as
         written by the method; ``metadata["label_kind"]`` says which).
     ``learned_lr`` (optional): () float32, the learning rate learned with the set (MTT family).
+    ``zca_mean`` (1, D), ``zca_transform`` (D, D), ``zca_inverse`` (D, D) (optional, together), float32,
+        D = C*H*W: the ZCA whitening fitted on the real training set (:class:`datadistill.preprocess.ZCA`).
+        When present, ``images`` are in whitened space: normalised, then whitened. The test set must be
+        whitened with ``zca_transform`` before evaluation, and ``zca_inverse`` maps images back for display.
 
 Metadata (safetensors header ``__metadata__``, key ``datadistill``, a JSON object): ``format``,
 ``format_version``, ``dataset``, ``channels``, ``image_size``, ``class_names``, ``mean``, ``std``,
-``method``, ``ipc``, ``config``, ``seed``, ``iterations``, ``package_version``, ``label_kind``.
+``method``, ``ipc``, ``config``, ``seed``, ``iterations``, ``package_version``, ``label_kind``, and
+``zca`` = ``{"eps": float}`` when (and only when) the ZCA tensors are stored.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from safetensors.torch import load_file, save_file
 
 from datadistill.errors import SyntheticSetFileError
 from datadistill.io.atomic import atomic_write
+from datadistill.preprocess.zca import ZCA
 
 FORMAT = "datadistill.synthetic_set"
 FORMAT_VERSION = 1
@@ -37,16 +43,19 @@ class SyntheticSet:
     """A synthetic set with what is needed to evaluate and display it.
 
     Attributes:
-        images: (N, C, H, W) float32, normalised with ``metadata["mean"]``/``["std"]``.
+        images: (N, C, H, W) float32, normalised with ``metadata["mean"]``/``["std"]`` (then whitened
+            with ``zca`` when it is set).
         labels: (N,) int64 class indices, or (N, K) float32 soft labels.
         learned_lr: learning rate learned with the set (MTT family), else None.
         metadata: dataset, image shape, mean/std, method, config, seed, iterations, … (JSON-able).
+        zca: the ZCA whitening the images live in (fitted on the real training set), else None.
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     learned_lr: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    zca: ZCA | None = None
 
     def __post_init__(self) -> None:
         if self.images.dim() != 4:
@@ -56,6 +65,9 @@ class SyntheticSet:
                 f"{self.images.shape[0]} images but {self.labels.shape[0]} labels")
         if self.labels.dim() == 1 and self.labels.dtype != torch.int64:
             raise SyntheticSetFileError(f"hard labels must be int64, got {self.labels.dtype}")
+        if self.zca is not None and tuple(self.images.shape[1:]) != self.zca.shape:
+            raise SyntheticSetFileError(f"images of shape {tuple(self.images.shape[1:])} do not match the ZCA "
+                                        f"fitted on shape {self.zca.shape}")
 
     @property
     def label_kind(self) -> str:
@@ -77,6 +89,10 @@ def save_synthetic_set(syn: SyntheticSet, path: str | os.PathLike) -> Path:
     if syn.learned_lr is not None:
         tensors["learned_lr"] = torch.tensor(float(syn.learned_lr), dtype=torch.float32)
     meta = {**syn.metadata, "format": FORMAT, "format_version": FORMAT_VERSION, "label_kind": syn.label_kind}
+    meta.pop("zca", None)
+    if syn.zca is not None:
+        tensors.update(syn.zca.tensors())
+        meta["zca"] = {"eps": syn.zca.eps}
     header = {"datadistill": json.dumps(meta, sort_keys=True)}
     return atomic_write(path, lambda p: save_file(tensors, str(p), metadata=header))
 
@@ -86,7 +102,8 @@ def load_synthetic_set(path: str | os.PathLike) -> SyntheticSet:
 
     Raises:
         SyntheticSetFileError: the file is missing, not a safetensors file, corrupt, or not a
-            datadistill synthetic set (missing tensors or metadata).
+            datadistill synthetic set (missing tensors or metadata, or metadata ``zca`` without
+            its tensors).
     """
     path = Path(path)
     if not path.is_file():
@@ -122,4 +139,11 @@ def load_synthetic_set(path: str | os.PathLike) -> SyntheticSet:
         raise SyntheticSetFileError(
             f"{path}: images of shape {tuple(syn.images.shape[1:])} do not match metadata "
             f"channels={meta['channels']} image_size={meta['image_size']}")
+    if meta.get("zca") is not None:
+        if not isinstance(meta["zca"], dict) or "eps" not in meta["zca"]:
+            raise SyntheticSetFileError(f"{path}: metadata 'zca' is {meta['zca']!r}, expected {{\"eps\": float}}")
+        try:
+            syn.zca = ZCA.from_tensors(tensors, meta["zca"]["eps"], syn.images.shape[1:])
+        except SyntheticSetFileError as exc:
+            raise SyntheticSetFileError(f"{path}: {exc}") from exc
     return syn

@@ -77,6 +77,8 @@ class Distiller(ABC):
         dsa: DSA augmentation (``DSA("none")`` to disable).
         device: where the synthetic set and the networks live.
         generator: CPU generator for real-batch sampling and augmentation draws.
+        zca_eps: the ZCA eps the real set was whitened with (None = no ZCA); methods that depend on
+            the preprocessing (the MTT family's experts) check it.
 
     Raises:
         ConfigError: IPC out of range.
@@ -87,7 +89,7 @@ class Distiller(ABC):
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
 
     def __init__(self, config: MethodConfig, spec: DatasetSpec, real: RealSet, *, ipc: int, model: str,
-                 dsa: DSA, device: torch.device, generator: torch.Generator) -> None:
+                 dsa: DSA, device: torch.device, generator: torch.Generator, zca_eps: float | None = None) -> None:
         if ipc < 1 or ipc > real.min_class_count:
             raise ConfigError(f"ipc {ipc} out of range: expected 1 to {real.min_class_count} (smallest class)")
         self.config = config
@@ -98,6 +100,7 @@ class Distiller(ABC):
         self.dsa = dsa
         self.device = device
         self.generator = generator
+        self.zca_eps = zca_eps
         self.iteration = 0
         self.images: torch.Tensor | None = None
         self.labels: torch.Tensor | None = None
@@ -135,6 +138,12 @@ class Distiller(ABC):
         """Create the optimisers of the learned tensors (called after initialise and load_state_dict):
         by default SGD on the images at ``lr_img`` with ``momentum_img``."""
         self.optimiser = torch.optim.SGD([self.images], lr=self.config.lr_img, momentum=self.config.momentum_img)
+
+    def output(self) -> tuple[torch.Tensor, torch.Tensor, float | None]:
+        """What the synthetic-set file holds: images (N, C, H, W), labels ((N,) int64 or (N, K) soft
+        logits) and the learned lr (None unless the method learns one), detached."""
+        self.require_initialised()
+        return self.images.detach(), self.labels, None
 
     def require_initialised(self) -> None:
         if self.images is None:

@@ -103,3 +103,66 @@ def gradient_distance(real: Sequence[torch.Tensor], syn: Sequence[torch.Tensor],
     if distance == "mse":
         return (a - b).pow(2).sum()
     return (1 - (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1) + 1e-6)).sum()
+
+
+def shallow_mask(num_params: int, ratio: float, device=None) -> torch.Tensor:
+    """PAD's depth mask (Li et al. 2024, §3.2): False for the first ``⌊ratio · P⌋`` entries of the
+    flattened parameter vector (the shallow layers, in ``named_parameters`` order), True after.
+
+    Returns:
+        (P,) bool.
+
+    Raises:
+        ValueError: ratio outside [0, 1).
+    """
+    if not 0 <= ratio < 1:
+        raise ValueError(f"mask ratio {ratio} must be in [0, 1)")
+    mask = torch.ones(num_params, dtype=torch.bool, device=device)
+    mask[: int(num_params * ratio)] = False
+    return mask
+
+
+def smallest_error_mask(student: torch.Tensor, target: torch.Tensor, ratio: float) -> torch.Tensor:
+    """PAD's loss-based mask: False for the ``⌊ratio · P⌋`` parameters whose matching error
+    (θ̂ − θ*)² is smallest (ties to the lower index), True for the rest. Computed without gradient.
+
+    Args:
+        student, target: (P,) float.
+
+    Returns:
+        (P,) bool.
+    """
+    if not 0 <= ratio < 1:
+        raise ValueError(f"mask ratio {ratio} must be in [0, 1)")
+    k = int(student.numel() * ratio)
+    mask = torch.ones(student.numel(), dtype=torch.bool, device=student.device)
+    if k:
+        err = (student.detach() - target).pow(2)
+        mask[torch.argsort(err, stable=True)[:k]] = False
+    return mask
+
+
+def trajectory_loss(student: torch.Tensor, start: torch.Tensor, target: torch.Tensor,
+                    mask: torch.Tensor | None = None) -> torch.Tensor:
+    """MTT's normalised parameter matching loss (Cazenavette et al., CVPR 2022, eq. 2):
+    ‖θ̂_{t+N} − θ*_{t+M}‖² / ‖θ*_t − θ*_{t+M}‖², both sums over the entries kept by ``mask``
+    (PAD, eq. 6: masked parameters leave the numerator and the normaliser).
+
+    Args:
+        student: (P,) float, the student's flattened parameters after N steps on the synthetic set.
+        start: (P,) float, the expert's parameters at epoch t (where the student started).
+        target: (P,) float, the expert's parameters at epoch t + M.
+        mask: (P,) bool, True = matched; None = all.
+
+    Returns:
+        Scalar ≥ 0; 0 iff the student reaches the target on the kept entries. A start equal to the
+        target gives inf or NaN (the caller treats it as a non-finite step).
+    """
+    if not student.shape == start.shape == target.shape:
+        raise ValueError(f"parameter vectors differ in shape: {tuple(student.shape)}, {tuple(start.shape)}, "
+                         f"{tuple(target.shape)}")
+    num = (student - target).pow(2)
+    den = (start - target).pow(2)
+    if mask is not None:
+        num, den = num[mask], den[mask]
+    return num.sum() / den.sum()

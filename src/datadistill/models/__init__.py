@@ -29,6 +29,8 @@ MODELS.register("convnet_ln")(_convnet(norm="layernorm"))
 MODELS.register("convnet_nn")(_convnet(norm="none"))
 for _depth in range(1, 8):
     MODELS.register(f"convnet_d{_depth}")(_convnet(depth=_depth))
+for _width in (32, 64):  # narrow ConvNet-3s: CPU-sized experts and students for the MTT family
+    MODELS.register(f"convnet_w{_width}")(_convnet(width=_width))
 
 
 def build_model(name: str, channels: int, num_classes: int, image_size: tuple[int, int], **kwargs) -> nn.Module:

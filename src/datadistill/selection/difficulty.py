@@ -1,0 +1,472 @@
+"""Per-sample difficulty scores and per-class easy → hard orderings (PAD's data scheduling, data pruning).
+
+Four scores, all **higher = harder**:
+
+* ``el2n`` (Paul, Ganguli & Dziugaite, "Deep Learning on a Data Diet", NeurIPS 2021, eq. 2):
+  ``EL2N(x, y) = ‖softmax(f(x)) − onehot(y)‖₂``, averaged over networks trained a few epochs.
+* ``grand`` (same paper, eq. 1): ``GraNd(x, y) = ‖∇_θ CE(f(x), y)‖₂`` over all parameters θ,
+  averaged over networks (``epochs = 0`` gives GraNd at initialisation, as in the paper).
+* ``forgetting`` (Toneva et al., "An Empirical Study of Example Forgetting during Deep Neural
+  Network Learning", ICLR 2019): the number of correct → incorrect transitions of a sample's
+  classification over one training run; samples never classified correctly get ``epochs + 1``
+  (more than any learned sample can reach; Toneva et al. count them as forgotten infinitely often).
+* ``uncertainty`` (least confidence, as DeepCore's ``Uncertainty(selection_method="LeastConfidence")``,
+  Guo, Zhao & Bai, DEXA 2022): ``1 − max_k softmax(f(x))_k``, averaged over networks.
+
+PAD (Li et al., 2024) ranks each class's samples easy → hard by such a score and schedules the
+data its expert networks see; used on their own, the scores select a coreset (keep the hardest
+or the easiest ``ipc`` images of each class, :meth:`DifficultyScores.select`).
+
+Scoring networks are trained with SGD (momentum, weight decay) on the DSA-augmented training set;
+network k is initialised after ``torch.manual_seed(seed + k)`` and shuffled/augmented with
+``make_generator(seed + k)``, so scores repeat exactly on the same machine and torch build.
+EL2N, GraNd and uncertainty are then measured in eval mode on the un-augmented images.
+
+Files: :func:`save_scores` writes one ``.safetensors`` file with tensors ``values`` (N,) float32
+and ``labels`` (N,) int64 and a JSON object under the header metadata key ``datadistill``
+(``format = "datadistill.difficulty_scores"``, ``format_version = 1``, ``score``, ``dataset``,
+``num_images``, ``num_classes``, ``settings``, ``package_version``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from datadistill.augment import DSA, parse_strategy
+from datadistill.data import DatasetSpec, LabelledImages
+from datadistill.errors import ConfigError, ScoresFileError
+from datadistill.io.atomic import atomic_write
+from datadistill.models import MODELS, build_model
+from datadistill.runtime import make_generator
+
+SCORES = ("el2n", "grand", "forgetting", "uncertainty")
+KEEP = ("hardest", "easiest")
+FORMAT = "datadistill.difficulty_scores"
+FORMAT_VERSION = 1
+
+ProgressCallback = Callable[[int, float], None]
+
+
+# --------------------------------------------------------------------------- the maths
+def el2n(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """EL2N score ``‖softmax(z) − onehot(y)‖₂`` of each row (Paul et al. 2021, eq. 2).
+
+    Args:
+        logits: (N, K) float logits z.
+        labels: (N,) int64 classes y in [0, K).
+
+    Returns:
+        (N,) float32 on the logits' device, in [0, √2]; higher = harder.
+    """
+    probs = torch.softmax(logits.float(), dim=1)
+    onehot = F.one_hot(labels.long(), probs.shape[1]).to(probs)
+    return torch.linalg.vector_norm(probs - onehot, dim=1)
+
+
+def uncertainty(logits: torch.Tensor) -> torch.Tensor:
+    """Least-confidence uncertainty ``1 − max_k softmax(z)_k`` of each row (DeepCore's LeastConfidence).
+
+    Args:
+        logits: (N, K) float logits.
+
+    Returns:
+        (N,) float32 on the logits' device, in [0, 1 − 1/K]; higher = harder.
+    """
+    return 1.0 - torch.softmax(logits.float(), dim=1).amax(dim=1)
+
+
+def grand(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+    """GraNd score ``‖∇_θ CE(f(x), y)‖₂`` of each sample over all of ``net``'s parameters θ
+    (Paul et al. 2021, eq. 1), from per-sample gradients (``torch.func``: ``functional_call`` +
+    ``vmap(grad)``), ``chunk`` samples at a time.
+
+    The network is evaluated as it is (call ``net.eval()`` first for batch-norm models: in train
+    mode, batch statistics of a single sample are meaningless); weight decay is not part of the loss.
+
+    Args:
+        net: the network; its parameters are not modified and get no ``.grad``.
+        images: (N, …) float inputs (moved chunk by chunk to the parameters' device).
+        labels: (N,) int64 classes.
+        chunk: samples per vmapped batch (memory ≈ chunk × number of parameters floats).
+
+    Returns:
+        (N,) float32 on the CPU; higher = harder.
+
+    Raises:
+        ValueError: ``chunk`` < 1 or images and labels of different lengths.
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be ≥ 1, got {chunk}")
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
+    from torch.func import functional_call, grad, vmap
+
+    params = {k: v.detach() for k, v in net.named_parameters()}
+    buffers = {k: v.detach() for k, v in net.named_buffers()}
+    device = next(iter(params.values())).device if params else images.device
+
+    def loss(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out = functional_call(net, (p, buffers), (x.unsqueeze(0),))
+        return F.cross_entropy(out, y.unsqueeze(0))
+
+    per_sample = vmap(grad(loss), in_dims=(None, 0, 0))
+    norms = []
+    for x, y in zip(images.split(chunk), labels.split(chunk)):
+        grads = per_sample(params, x.to(device), y.to(device).long())
+        sq = sum(g.flatten(1).double().pow(2).sum(dim=1) for g in grads.values())
+        norms.append(sq.sqrt().float().cpu())
+    return torch.cat(norms) if norms else torch.zeros(0)
+
+
+def forgetting_events(correct_history: torch.Tensor | Sequence[Sequence[bool]],
+                      never_learned: float | None = None) -> torch.Tensor:
+    """Number of forgetting events of each sample (Toneva et al. 2019): transitions from classified
+    correctly at one presentation to incorrectly at the next.
+
+    Args:
+        correct_history: a bool tensor (T, N) (row t = correctness of every sample at its t-th
+            presentation), or one sequence of bools per sample (lengths may differ).
+        never_learned: score of a sample never classified correctly; default ``T + 1`` (T = the
+            number of presentations, the longest sequence), above the ⌊T/2⌋ events any learned
+            sample can reach, so never-learned samples rank hardest.
+
+    Returns:
+        (N,) float32 on the CPU; higher = harder.
+
+    Raises:
+        ValueError: a tensor that is not 2-D.
+    """
+    if isinstance(correct_history, torch.Tensor):
+        if correct_history.dim() != 2:
+            raise ValueError(f"correct_history must be (T, N), got shape {tuple(correct_history.shape)}")
+        hist = correct_history.bool().cpu()
+        t = hist.shape[0]
+        events = (hist[:-1] & ~hist[1:]).sum(dim=0).float()
+        learned = hist.any(dim=0)
+    else:
+        seqs = [[bool(v) for v in s] for s in correct_history]
+        t = max((len(s) for s in seqs), default=0)
+        events = torch.tensor([sum(a and not b for a, b in zip(s, s[1:])) for s in seqs], dtype=torch.float32)
+        learned = torch.tensor([any(s) for s in seqs], dtype=torch.bool)
+    fill = float(t + 1) if never_learned is None else float(never_learned)
+    return torch.where(learned, events, torch.full_like(events, fill))
+
+
+# --------------------------------------------------------------------------- settings and results
+@dataclass(frozen=True)
+class ScoreSettings:
+    """How the scoring networks are built and trained.
+
+    Attributes:
+        model: registered model name (:func:`datadistill.models.build_model`).
+        num_networks: networks whose scores are averaged (≥ 1).
+        epochs: training epochs per network before scoring (≥ 0; ``forgetting`` needs ≥ 1, and
+            records one presentation per epoch). Paul et al. score after a few epochs (early training).
+        lr, momentum, weight_decay: SGD settings (lr > 0, momentum in [0, 1), weight decay ≥ 0).
+        batch_size: training and scoring mini-batch size (≥ 1).
+        dsa_strategy: DSA strategy of the training batches; None = the dataset's
+            ``spec.dsa_strategy``, ``"none"`` = no augmentation.
+        seed: network k uses ``seed + k`` (≥ 0).
+        grad_chunk: samples per vmapped per-sample-gradient batch of GraNd (≥ 1; memory only).
+
+    Raises:
+        ConfigError / UnknownNameError: a value out of range (the message names the field and what
+            is accepted) or an unregistered model.
+    """
+
+    model: str = "convnet"
+    num_networks: int = 3
+    epochs: int = 2
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 256
+    dsa_strategy: str | None = None
+    seed: int = 0
+    grad_chunk: int = 64
+
+    def __post_init__(self) -> None:
+        MODELS.get(self.model)
+        def number(v: Any) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+        def integer(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        checks = (
+            ("num_networks", self.num_networks, integer(self.num_networks) and self.num_networks >= 1,
+             "an integer ≥ 1"),
+            ("epochs", self.epochs, integer(self.epochs) and self.epochs >= 0, "an integer ≥ 0"),
+            ("lr", self.lr, number(self.lr) and self.lr > 0, "a number > 0"),
+            ("momentum", self.momentum, number(self.momentum) and 0 <= self.momentum < 1, "a number in [0, 1)"),
+            ("weight_decay", self.weight_decay, number(self.weight_decay) and self.weight_decay >= 0,
+             "a number ≥ 0"),
+            ("batch_size", self.batch_size, integer(self.batch_size) and self.batch_size >= 1, "an integer ≥ 1"),
+            ("seed", self.seed, integer(self.seed) and self.seed >= 0, "an integer ≥ 0"),
+            ("grad_chunk", self.grad_chunk, integer(self.grad_chunk) and self.grad_chunk >= 1, "an integer ≥ 1"),
+        )
+        for name, value, ok, accepted in checks:
+            if not ok:
+                raise ConfigError(f"score setting {name}={value!r} is invalid: expected {accepted}")
+        if self.dsa_strategy is not None:
+            parse_strategy(self.dsa_strategy)
+
+
+def check_score(score: str) -> str:
+    """``score`` if it is one of :data:`SCORES`, else ConfigError listing them."""
+    if score not in SCORES:
+        raise ConfigError(f"unknown difficulty score {score!r}: expected one of {', '.join(SCORES)}")
+    return score
+
+
+@dataclass
+class DifficultyScores:
+    """Per-sample difficulty scores of a training set (higher = harder).
+
+    Attributes:
+        score: one of :data:`SCORES`.
+        values: (N,) float32 CPU, the score of sample i of the set.
+        labels: (N,) int64 CPU, its class.
+        metadata: JSON-able: dataset, score, settings, num_images, … (see the module docstring).
+
+    Raises:
+        ValueError: values and labels not 1-D of the same length.
+    """
+
+    score: str
+    values: torch.Tensor
+    labels: torch.Tensor
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.values = self.values.detach().float().cpu()
+        self.labels = self.labels.detach().long().cpu()
+        if self.values.dim() != 1 or self.labels.dim() != 1 or self.values.shape != self.labels.shape:
+            raise ValueError(f"values {tuple(self.values.shape)} and labels {tuple(self.labels.shape)} "
+                             "must be 1-D of the same length")
+
+    def __len__(self) -> int:
+        return int(self.values.shape[0])
+
+    def order_by_class(self, num_classes: int) -> list[torch.Tensor]:
+        """Per class, the indices (into the set) of its samples from easiest to hardest.
+
+        Ascending score, stable: ties keep the lower index first.
+
+        Returns:
+            ``num_classes`` (N_c,) int64 tensors (empty for a class without samples).
+
+        Raises:
+            ConfigError: a label outside [0, num_classes).
+        """
+        if len(self) and not (0 <= int(self.labels.min()) and int(self.labels.max()) < num_classes):
+            raise ConfigError(f"labels range {int(self.labels.min())}..{int(self.labels.max())} does not fit "
+                              f"num_classes={num_classes}")
+        orders = []
+        for c in range(num_classes):
+            idx = torch.nonzero(self.labels == c).flatten()
+            orders.append(idx[torch.sort(self.values[idx], stable=True).indices])
+        return orders
+
+    def select(self, ipc: int, num_classes: int, keep: str = "hardest") -> torch.Tensor:
+        """``ipc`` indices per class: the hardest (last ``ipc`` of the easy → hard order) or the
+        easiest (first ``ipc``).
+
+        Returns:
+            (num_classes · ipc,) int64, class-major (class 0 first); within a class in easy → hard order.
+
+        Raises:
+            ConfigError: ``keep`` not in :data:`KEEP`, ``ipc`` < 1 or larger than a class.
+        """
+        if keep not in KEEP:
+            raise ConfigError(f"keep={keep!r} is invalid: expected one of {', '.join(KEEP)}")
+        orders = self.order_by_class(num_classes)
+        smallest = min((len(o) for o in orders), default=0)
+        if not 1 <= ipc <= smallest:
+            raise ConfigError(f"ipc {ipc} out of range: expected 1 to {smallest} (smallest class)")
+        picked = [o[len(o) - ipc:] if keep == "hardest" else o[:ipc] for o in orders]
+        return torch.cat(picked)
+
+
+# --------------------------------------------------------------------------- computing scores
+def train_scoring_network(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: ScoreSettings,
+                          dsa: DSA, generator: torch.Generator, record: bool = False) -> torch.Tensor | None:
+    """Train ``net`` in place for ``settings.epochs`` epochs (SGD, shuffled mini-batches, DSA per batch).
+
+    Args:
+        images: (N, C, H, W) float32 normalised, on the network's device.
+        labels: (N,) int64 on the same device.
+        generator: CPU generator for shuffling and augmentation.
+        record: also return the correctness of every sample on the forward pass of its mini-batch
+            (train mode, augmented, before the update), one row per epoch.
+
+    Returns:
+        (epochs, N) bool CPU history if ``record``, else None.
+    """
+    n = images.shape[0]
+    history = torch.zeros(settings.epochs, n, dtype=torch.bool) if record else None
+    opt = torch.optim.SGD(net.parameters(), lr=settings.lr, momentum=settings.momentum,
+                          weight_decay=settings.weight_decay)
+    net.train()
+    for epoch in range(settings.epochs):
+        order = torch.randperm(n, generator=generator)
+        for idx in order.split(settings.batch_size):
+            dev_idx = idx.to(images.device)
+            x, y = images[dev_idx], labels[dev_idx]
+            if dsa.enabled:
+                x = dsa(x, generator)
+            logits = net(x)
+            if history is not None:
+                history[epoch, idx] = (logits.detach().argmax(dim=1) == y).cpu()
+            loss = F.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return history
+
+
+def _score_network(score: str, net: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                   settings: ScoreSettings) -> torch.Tensor:
+    net.eval()
+    if score == "grand":
+        return grand(net, images, labels, settings.grad_chunk)
+    with torch.no_grad():
+        logits = torch.cat([net(x) for x in images.split(settings.batch_size)])
+    values = el2n(logits, labels) if score == "el2n" else uncertainty(logits)
+    return values.cpu()
+
+
+def compute_scores(score: str, data: LabelledImages, spec: DatasetSpec, settings: ScoreSettings,
+                   device: torch.device | str, progress: ProgressCallback | None = None) -> DifficultyScores:
+    """Score every sample of ``data`` with ``settings.num_networks`` networks and average.
+
+    For ``el2n``, ``grand`` and ``uncertainty`` each network is trained ``settings.epochs`` epochs
+    and then scored (eval mode, no augmentation); for ``forgetting`` the events are counted over its
+    training run (:func:`forgetting_events`). torch's global random state is restored afterwards.
+
+    Args:
+        score: one of :data:`SCORES`.
+        data: images (N, C, H, W) float32 normalised, labels (N,) int64 in [0, spec.num_classes).
+        spec: the dataset's spec (channels, image size, classes, default DSA strategy).
+        device: where the networks run (CPU or CUDA).
+        progress: optional callable ``(k, mean score of network k)`` after each network.
+
+    Returns:
+        :class:`DifficultyScores` with values (N,) float32, labels (N,) int64 and metadata.
+
+    Raises:
+        ConfigError: unknown score, ``forgetting`` with 0 epochs, an empty set, or labels out of range.
+    """
+    check_score(score)
+    if score == "forgetting" and settings.epochs < 1:
+        raise ConfigError("the forgetting score needs epochs ≥ 1 (events are counted over training), got 0")
+    n = len(data)
+    if n == 0:
+        raise ConfigError("cannot score an empty training set")
+    if int(data.labels.min()) < 0 or int(data.labels.max()) >= spec.num_classes:
+        raise ConfigError(f"labels must be in [0, {spec.num_classes}) for {spec.name}, "
+                          f"got {int(data.labels.min())}..{int(data.labels.max())}")
+    device = torch.device(device)
+    strategy = spec.dsa_strategy if settings.dsa_strategy is None else settings.dsa_strategy
+    dsa = DSA(strategy)
+    images, labels = data.images.to(device), data.labels.long().to(device)
+    total = torch.zeros(n, dtype=torch.float64)
+    cuda_ids = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda_ids):
+        for k in range(settings.num_networks):
+            torch.manual_seed(settings.seed + k)
+            generator = make_generator(settings.seed + k)
+            net = build_model(settings.model, spec.channels, spec.num_classes, spec.image_size).to(device)
+            history = train_scoring_network(net, images, labels, settings, dsa, generator,
+                                            record=score == "forgetting")
+            if history is not None:
+                values = forgetting_events(history)
+            else:
+                values = _score_network(score, net, images, labels, settings)
+            total += values.double()
+            if progress:
+                progress(k, float(values.mean()))
+    from datadistill import __version__
+
+    metadata = {"dataset": spec.name, "score": score, "num_images": n, "num_classes": spec.num_classes,
+                "settings": {**asdict(settings), "dsa_strategy": strategy}, "package_version": __version__}
+    return DifficultyScores(score, (total / settings.num_networks).float(), data.labels.long().cpu(), metadata)
+
+
+# --------------------------------------------------------------------------- files
+def save_scores(scores: DifficultyScores, path: str | os.PathLike) -> Path:
+    """Write ``scores`` to a ``.safetensors`` file atomically (format in the module docstring).
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
+    from safetensors.torch import save_file
+
+    tensors = {"values": scores.values.contiguous(), "labels": scores.labels.contiguous()}
+    meta = {**scores.metadata, "format": FORMAT, "format_version": FORMAT_VERSION, "score": scores.score}
+    header = {"datadistill": json.dumps(meta)}
+    return atomic_write(path, lambda p: save_file(tensors, str(p), metadata=header))
+
+
+def load_scores(path: str | os.PathLike) -> DifficultyScores:
+    """Read a file written by :func:`save_scores` (no unpickling).
+
+    Raises:
+        ScoresFileError: the file is missing, not a readable safetensors file, not a datadistill
+            difficulty-scores file (e.g. a synthetic set or a foreign file), of a newer format
+            version, or with missing / malformed tensors.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise ScoresFileError(f"difficulty-scores file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            header = fh.metadata() or {}
+            raw = header.get("datadistill")
+            if raw is None:
+                raise ScoresFileError(
+                    f"{path} is a safetensors file but not datadistill difficulty scores (no 'datadistill' metadata)")
+            try:
+                meta = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ScoresFileError(f"{path}: metadata is not valid JSON ({exc})") from exc
+            if not isinstance(meta, dict):
+                raise ScoresFileError(f"{path}: metadata is {type(meta).__name__}, expected a JSON object")
+            if meta.get("format") != FORMAT:
+                raise ScoresFileError(f"{path}: format {meta.get('format')!r} is not {FORMAT!r}")
+            version = meta.get("format_version")
+            if not isinstance(version, int) or version > FORMAT_VERSION:
+                raise ScoresFileError(
+                    f"{path}: format version {version!r} is not one this datadistill reads (≤ {FORMAT_VERSION})")
+            missing = [k for k in ("values", "labels") if k not in fh.keys()]
+            if missing:
+                raise ScoresFileError(f"{path}: missing tensor {missing[0]!r}")
+            values, labels = fh.get_tensor("values"), fh.get_tensor("labels")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise ScoresFileError(f"{path} is not a readable safetensors file ({exc})") from exc
+    score = meta.get("score")
+    if score not in SCORES:
+        raise ScoresFileError(f"{path}: score {score!r} is not one of {', '.join(SCORES)}")
+    if not values.is_floating_point() or labels.is_floating_point() or labels.dtype == torch.bool:
+        raise ScoresFileError(f"{path}: values must be float and labels integer, got {values.dtype} and {labels.dtype}")
+    if values.dim() != 1 or labels.dim() != 1 or values.shape != labels.shape:
+        raise ScoresFileError(f"{path}: values {tuple(values.shape)} and labels {tuple(labels.shape)} "
+                              "must be 1-D of the same length")
+    return DifficultyScores(score, values, labels, meta)
+
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "KEEP", "SCORES", "DifficultyScores", "ScoreSettings", "check_score",
+           "compute_scores", "el2n", "forgetting_events", "grand", "load_scores", "save_scores", "uncertainty",
+           "train_scoring_network"]

@@ -1,0 +1,365 @@
+"""Expert trajectories for the trajectory-matching family (MTT, DATM, PAD).
+
+An *expert* is a network trained on the real training set; its *trajectory* is its parameters at the
+start of training (epoch 0) and after every epoch. Reference settings (MTT, Cazenavette et al. CVPR
+2022, `buffer.py`): SGD lr 0.01 without momentum or weight decay, mini-batches of 256, DSA on every
+batch, 50 epochs. PAD (Li et al. 2024, §3.1) trains its experts on a difficulty-scheduled subset of
+each class (:class:`Curriculum`).
+
+On disk (``--out DIR``)::
+
+    DIR/experts.json                    settings, dataset, model, preprocessing (mean/std, ZCA eps)
+    DIR/zca.safetensors                 the ZCA fitted on the training set (only with ZCA)
+    DIR/expert_000/epoch_000.safetensors   parameters θ*_0 (+ buffers), metadata, RNG state
+    DIR/expert_000/epoch_001.safetensors   θ*_1 …
+
+Every file is written atomically, so a killed run leaves only whole epochs behind and
+:func:`train_experts` continues from the last finished epoch of every expert (the shuffling and
+augmentation stream is restored from the RNG state saved with each epoch, so a resumed trajectory
+equals an uninterrupted one).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from datadistill import __version__
+from datadistill.augment import DSA
+from datadistill.data import SplitDataset
+from datadistill.errors import ConfigError, TrajectoryFileError
+from datadistill.evaluation import accuracy
+from datadistill.io.atomic import atomic_write, atomic_write_text
+from datadistill.models import MODELS, build_model
+from datadistill.runtime import make_generator
+
+MANIFEST = "experts.json"
+FORMAT = "datadistill.expert_trajectories"
+FORMAT_VERSION = 1
+_RNG_KEY = "__rng_state__"
+_MOMENTUM_PREFIX = "__momentum__."
+
+
+@dataclass(frozen=True)
+class Curriculum:
+    """PAD's difficulty schedule of the data an expert sees (Li et al. 2024, §3.1, "filtering
+    information extraction").
+
+    Each class's images are ranked easy → hard by a difficulty score. At epoch e (0-based) the expert
+    trains on the slice ``[lo, hi)`` of every class's ranking, with
+    ``hi = ceil(n · (init_ratio + (1 − init_ratio) · min(e / add_end_epoch, 1)))`` (the easiest
+    ``init_ratio`` first, harder ones added linearly until ``add_end_epoch``) and
+    ``lo = floor(n · rm_easy_ratio_first)`` from ``rm_epoch_first`` on, ``floor(n · rm_easy_ratio_second)``
+    from ``rm_epoch_second`` on (the easiest dropped late in training), else 0.
+
+    Attributes:
+        scores_file: the difficulty scores (``datadistill scores``), one per training image.
+        init_ratio, add_end_epoch, rm_epoch_first, rm_epoch_second, rm_easy_ratio_first,
+        rm_easy_ratio_second: the schedule above (paper values 0.75, 20, 40, 60, 0.1, 0.2 for 100-epoch experts).
+    """
+
+    scores_file: str
+    init_ratio: float = 0.75
+    add_end_epoch: int = 20
+    rm_epoch_first: int = 40
+    rm_epoch_second: int = 60
+    rm_easy_ratio_first: float = 0.1
+    rm_easy_ratio_second: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not 0 < self.init_ratio <= 1:
+            raise ConfigError(f"init_ratio = {self.init_ratio} is invalid: expected a fraction in (0, 1]")
+        for name in ("rm_easy_ratio_first", "rm_easy_ratio_second"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"{name} = {getattr(self, name)} is invalid: expected a fraction in [0, 1)")
+        for name in ("add_end_epoch", "rm_epoch_first", "rm_epoch_second"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} = {getattr(self, name)} is invalid: expected an epoch ≥ 0")
+
+    def window(self, epoch: int, n: int) -> tuple[int, int]:
+        """The slice ``(lo, hi)`` of a class's easy → hard ranking of ``n`` images used at ``epoch``."""
+        grow = 1.0 if self.add_end_epoch == 0 else min(epoch / self.add_end_epoch, 1.0)
+        hi = min(n, math.ceil(n * (self.init_ratio + (1.0 - self.init_ratio) * grow) - 1e-9))
+        lo = 0
+        if epoch >= self.rm_epoch_second:
+            lo = math.floor(n * self.rm_easy_ratio_second)
+        elif epoch >= self.rm_epoch_first:
+            lo = math.floor(n * self.rm_easy_ratio_first)
+        return min(lo, hi - 1), max(hi, 1)
+
+    def subset(self, epoch: int, order_by_class: list[torch.Tensor]) -> torch.Tensor:
+        """Indices (into the training set) used at ``epoch``: every class's window, concatenated."""
+        parts = []
+        for order in order_by_class:
+            lo, hi = self.window(epoch, len(order))
+            parts.append(order[lo:hi])
+        return torch.cat(parts)
+
+
+@dataclass(frozen=True)
+class ExpertSettings:
+    """How experts are trained (defaults: MTT's ``buffer.py``).
+
+    Attributes:
+        model: registered model name.
+        num_experts: trajectories to train (≥ 1).
+        epochs: epochs per expert (≥ 1); epoch files 0 … epochs are written.
+        lr: SGD learning rate (MTT's lr_teacher), momentum, weight_decay: SGD settings.
+        batch_size: mini-batch size.
+        dsa_strategy: DSA on every batch; None = the dataset's default; ``none`` disables it.
+        seed: expert k draws its initial weights and its data stream from ``seed + k``.
+        zca_eps: ZCA-whiten the inputs (fitted on the training set) with this eps; None = no ZCA.
+        curriculum: PAD's data schedule, or None (every epoch sees the whole training set).
+    """
+
+    model: str = "convnet"
+    num_experts: int = 5
+    epochs: int = 50
+    lr: float = 0.01
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    dsa_strategy: str | None = None
+    seed: int = 0
+    zca_eps: float | None = None
+    curriculum: Curriculum | None = None
+
+    def __post_init__(self) -> None:
+        MODELS.get(self.model)
+        checks = [("num_experts", self.num_experts >= 1, "an integer ≥ 1"),
+                  ("epochs", self.epochs >= 1, "an integer ≥ 1"),
+                  ("lr", self.lr > 0 and math.isfinite(self.lr), "a finite number > 0"),
+                  ("momentum", 0 <= self.momentum < 1, "a number in [0, 1)"),
+                  ("weight_decay", self.weight_decay >= 0, "a number ≥ 0"),
+                  ("batch_size", self.batch_size >= 1, "an integer ≥ 1"),
+                  ("zca_eps", self.zca_eps is None or self.zca_eps > 0, "a number > 0 (or unset: no ZCA)")]
+        for name, ok, expected in checks:
+            if not ok:
+                raise ConfigError(f"{name} = {getattr(self, name)!r} is invalid: expected {expected}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _epoch_path(root: Path, expert: int, epoch: int) -> Path:
+    return root / f"expert_{expert:03d}" / f"epoch_{epoch:03d}.safetensors"
+
+
+def _finished_epochs(root: Path, expert: int, epochs: int) -> int:
+    """The last epoch e such that epoch files 0 … e all exist (-1 if none)."""
+    last = -1
+    while last + 1 <= epochs and _epoch_path(root, expert, last + 1).is_file():
+        last += 1
+    return last
+
+
+def _save_epoch(path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, generator: torch.Generator,
+                meta: dict[str, Any]) -> None:
+    tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    tensors[_RNG_KEY] = generator.get_state().clone()
+    names = dict(net.named_parameters())
+    for name, p in names.items():
+        buf = opt.state.get(p, {}).get("momentum_buffer")
+        if buf is not None:
+            tensors[_MOMENTUM_PREFIX + name] = buf.detach().cpu().contiguous()
+    header = {"datadistill": json.dumps(meta, sort_keys=True)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda p: save_file(tensors, str(p), metadata=header))
+
+
+def _read_epoch(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    try:
+        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as fh:
+            meta = json.loads((fh.metadata() or {}).get("datadistill", "{}"))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise TrajectoryFileError(f"{path} is not a readable expert-epoch file ({exc})") from exc
+    return tensors, meta
+
+
+def train_experts(data: SplitDataset, out_dir: str | os.PathLike, settings: ExpertSettings,
+                  device: torch.device, order_by_class: list[torch.Tensor] | None = None,
+                  progress: Callable[[int, int, float], None] | None = None) -> Path:
+    """Train ``settings.num_experts`` experts on ``data.train`` and save their trajectories in ``out_dir``.
+
+    Resumes: epochs already on disk are not retrained; an existing ``experts.json`` with different
+    settings, dataset or model raises instead of mixing trajectories.
+
+    Args:
+        data: the dataset, images normalised per channel (and ZCA-whitened when ``settings.zca_eps``
+            is set: :func:`datadistill.preprocess.whiten_dataset` does both the whitening and the fit).
+        order_by_class: each class's training-set indices ranked easy → hard; required with a
+            curriculum (from :meth:`DifficultyScores.order_by_class`).
+        progress: called ``(expert, epoch, test accuracy %)`` after each epoch.
+
+    Returns:
+        ``out_dir`` as a Path.
+
+    Raises:
+        ConfigError: a curriculum without ``order_by_class``, or ``out_dir`` holding experts trained
+            with other settings.
+    """
+    root = Path(out_dir)
+    if settings.curriculum is not None and order_by_class is None:
+        raise ConfigError("a curriculum needs the per-class easy → hard order of the difficulty scores")
+    spec = data.spec
+    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "dataset": spec.name, "model": settings.model,
+                "settings": settings.as_dict(), "channels": spec.channels, "image_size": list(spec.image_size),
+                "num_classes": spec.num_classes, "preprocessing": {"mean": list(spec.mean), "std": list(spec.std),
+                                                                     "zca_eps": settings.zca_eps},
+                "package_version": __version__}
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"expert folder {root} exists and is not a folder")
+    if (root / MANIFEST).is_file():
+        old = json.loads((root / MANIFEST).read_text())
+        for key in ("dataset", "model", "settings", "preprocessing"):
+            if old.get(key) != manifest[key]:
+                raise ConfigError(f"{root} holds experts with another {key} ({old.get(key)!r}); "
+                                  f"choose another --out or the same settings to resume")
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    dsa = DSA(settings.dsa_strategy or spec.dsa_strategy)
+    train = data.train.to(device)
+    test = data.test.to(device)
+    for k in range(settings.num_experts):
+        done = _finished_epochs(root, k, settings.epochs)
+        if done == settings.epochs:
+            continue
+        torch.manual_seed(settings.seed + k)
+        net = build_model(settings.model, spec.channels, spec.num_classes, spec.image_size).to(device)
+        opt = torch.optim.SGD(net.parameters(), lr=settings.lr, momentum=settings.momentum,
+                              weight_decay=settings.weight_decay)
+        generator = make_generator(settings.seed + k)
+        meta = {"format": FORMAT, "dataset": spec.name, "model": settings.model, "expert": k, "seed": settings.seed + k}
+        if done >= 0:  # resume from the last finished epoch
+            tensors, _ = _read_epoch(_epoch_path(root, k, done))
+            generator.set_state(tensors.pop(_RNG_KEY))
+            momentum = {n[len(_MOMENTUM_PREFIX):]: tensors.pop(n) for n in list(tensors) if n.startswith(_MOMENTUM_PREFIX)}
+            net.load_state_dict(tensors)
+            for name, p in net.named_parameters():
+                if name in momentum:
+                    opt.state[p]["momentum_buffer"] = momentum[name].to(device)
+        else:
+            _save_epoch(_epoch_path(root, k, 0), net, opt, generator, {**meta, "epoch": 0, "test_accuracy": None})
+        for epoch in range(done + 1 if done >= 0 else 0, settings.epochs):
+            if settings.curriculum is not None:
+                subset = settings.curriculum.subset(epoch, order_by_class).to(device)
+            else:
+                subset = torch.arange(len(train), device=device)
+            net.train()
+            order = subset[torch.randperm(len(subset), generator=generator).to(device)]
+            for i in range(0, len(order), settings.batch_size):
+                idx = order[i:i + settings.batch_size]
+                x = train.images[idx]
+                if dsa.enabled:
+                    x = dsa(x, generator)
+                loss = F.cross_entropy(net(x), train.labels[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            acc = accuracy(net, test, device)
+            _save_epoch(_epoch_path(root, k, epoch + 1), net, opt, generator,
+                        {**meta, "epoch": epoch + 1, "test_accuracy": acc, "train_images": len(subset)})
+            if progress:
+                progress(k, epoch + 1, acc)
+    return root
+
+
+@dataclass
+class ExpertBuffer:
+    """The saved trajectories of a folder written by :func:`train_experts`, loaded into memory.
+
+    Attributes:
+        root: the folder.
+        manifest: the ``experts.json`` content (dataset, model, settings, preprocessing).
+        trajectories: ``trajectories[k][e]`` = expert k's parameters after epoch e, a dict
+            name → tensor in ``named_parameters`` order (buffers excluded), float32 on the CPU.
+        test_accuracy: ``test_accuracy[k][e]`` in percent (None for epoch 0).
+    """
+
+    root: Path
+    manifest: dict[str, Any]
+    trajectories: list[list[dict[str, torch.Tensor]]] = field(default_factory=list)
+    test_accuracy: list[list[float | None]] = field(default_factory=list)
+
+    @property
+    def num_experts(self) -> int:
+        return len(self.trajectories)
+
+    @property
+    def epochs(self) -> int:
+        """Epochs available in every trajectory (the shortest one's)."""
+        return min(len(t) for t in self.trajectories) - 1
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, parameter_names: list[str] | None = None) -> "ExpertBuffer":
+        """Load every finished trajectory in ``path`` (no unpickling).
+
+        Args:
+            parameter_names: keep only these tensors, in this order (the student's ``named_parameters``);
+                None keeps every tensor except the RNG and optimiser state.
+
+        Raises:
+            TrajectoryFileError: no manifest, a foreign or corrupt file, or no expert with ≥ 1 epoch,
+                or a trajectory missing a parameter the student has.
+        """
+        root = Path(path)
+        if not (root / MANIFEST).is_file():
+            raise TrajectoryFileError(f"{root} has no {MANIFEST}: train experts with `datadistill experts --out {root}`")
+        try:
+            manifest = json.loads((root / MANIFEST).read_text())
+        except json.JSONDecodeError as exc:
+            raise TrajectoryFileError(f"{root / MANIFEST} is not valid JSON ({exc})") from exc
+        if manifest.get("format") != FORMAT:
+            raise TrajectoryFileError(f"{root / MANIFEST}: format {manifest.get('format')!r} is not {FORMAT!r}")
+        buf = cls(root, manifest)
+        epochs = int(manifest["settings"]["epochs"])
+        for k in range(int(manifest["settings"]["num_experts"])):
+            last = _finished_epochs(root, k, epochs)
+            if last < 1:
+                continue
+            traj, accs = [], []
+            for e in range(last + 1):
+                tensors, meta = _read_epoch(_epoch_path(root, k, e))
+                if parameter_names is None:
+                    params = {n: t for n, t in tensors.items() if n != _RNG_KEY and not n.startswith(_MOMENTUM_PREFIX)}
+                else:
+                    missing = [n for n in parameter_names if n not in tensors]
+                    if missing:
+                        raise TrajectoryFileError(f"{_epoch_path(root, k, e)} lacks parameter {missing[0]!r}: "
+                                                  f"the experts were trained with model {manifest.get('model')!r}")
+                    params = {n: tensors[n].float() for n in parameter_names}
+                traj.append(params)
+                accs.append(meta.get("test_accuracy"))
+            buf.trajectories.append(traj)
+            buf.test_accuracy.append(accs)
+        if not buf.trajectories:
+            raise TrajectoryFileError(f"{root} holds no expert with a finished epoch")
+        return buf
+
+    def check_compatible(self, dataset: str, model: str, zca_eps: float | None) -> None:
+        """Raise ConfigError unless the experts were trained on ``dataset`` with ``model`` and the same
+        preprocessing (a ZCA mismatch gives 10 % accuracy in the reference code, §7)."""
+        m = self.manifest
+        if m.get("dataset") != dataset:
+            raise ConfigError(f"experts in {self.root} were trained on {m.get('dataset')!r}, not {dataset!r}")
+        if m.get("model") != model:
+            raise ConfigError(f"experts in {self.root} are {m.get('model')!r} networks but the run uses model "
+                              f"{model!r}: pass --model {m.get('model')}")
+        theirs = (m.get("preprocessing") or {}).get("zca_eps")
+        if theirs != zca_eps:
+            raise ConfigError(f"experts in {self.root} used ZCA eps {theirs} but the run uses {zca_eps}: "
+                              f"set zca_eps to {theirs} (null = no ZCA)")
+
+
+__all__ = ["Curriculum", "ExpertBuffer", "ExpertSettings", "train_experts"]
