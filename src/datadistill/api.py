@@ -48,6 +48,8 @@ class DistillResult:
             ``synthetic_set`` is then the best candidate (its metadata says which iteration).
         iterations_run: steps actually taken (fewer than asked when ``max_seconds`` ran out; 0 for
             the coreset methods, which select instead of learning).
+        skipped_iterations: steps that changed nothing (MTT family: non-finite loss rolled back, or
+            DATM's loss threshold exceeded).
     """
 
     config: DistillConfig
@@ -61,6 +63,7 @@ class DistillResult:
     snapshots: dict[int, SyntheticSet] = field(default_factory=dict)
     selection: list[tuple[int, float]] = field(default_factory=list)
     iterations_run: int = 0
+    skipped_iterations: int = 0
 
     def metrics(self) -> dict[str, Any]:
         """The ``metrics.json`` content (accuracies in percent, times in seconds)."""
@@ -72,6 +75,8 @@ class DistillResult:
             "eval_seconds": self.eval_seconds, "num_eval": cfg.num_eval, "eval_epochs": cfg.eval_epochs,
             "eval_model": cfg.resolved_eval_model, "final_loss": self.loss_history[-1][1] if self.loss_history else None,
             "loss_history": self.loss_history, "package_version": __version__,
+            "skipped_iterations": self.skipped_iterations, "learned_lr": self.synthetic_set.learned_lr,
+            "label_kind": self.synthetic_set.label_kind, "zca_eps": cfg.zca_eps,
         }
         if self.evaluation:
             ev = self.evaluation
@@ -171,8 +176,11 @@ def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), datas
     select_settings = dataclasses.replace(eval_settings(config, spec), num_eval=config.select_num_eval,
                                           epochs=config.select_epochs)
 
+    skipped = [0]
+
     def record(it: int, metrics: dict[str, float]) -> None:
         history.append((it, metrics["loss"]))
+        skipped[0] += int(metrics.get("skipped", 0))
         if it in wanted:
             snapshots[it] = current(it)
         if validation is not None and (it % config.select_every == 0 or it == config.iterations or out_of_time()):
@@ -188,7 +196,7 @@ def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), datas
     distill_seconds = time.perf_counter() - start
     syn = best[0][1] if best else current(distiller.iteration)
     result = DistillResult(config, syn, initial, history, distill_seconds, snapshots=snapshots, selection=selection,
-                           iterations_run=distiller.iteration)
+                           iterations_run=distiller.iteration, skipped_iterations=skipped[0])
     if evaluate and config.num_eval > 0:
         settings = eval_settings(config, spec)
         t0 = time.perf_counter()

@@ -82,9 +82,12 @@ def main() -> None:
 @click.option("--data-root", type=click.Path(file_okay=False), help="Dataset folder. Default: $DATADISTILL_DATA or ~/.cache/datadistill.")
 @click.option("--method-arg", "method_args", multiple=True, metavar="KEY=VALUE",
               help="Method-specific setting, repeatable (e.g. attention_power=4).")
+@click.option("--mask-shallow", type=click.FLOAT,
+              help="dm, datadam: leave this fraction of the matched layers, shallowest first, out of the loss "
+                   "(PAD's idea; dm also needs --method-arg layers=all). Same as --method-arg mask_shallow=RATIO.")
 @click.option("--out", type=click.Path(file_okay=True), help="Output folder. Default: runs/DATASET_METHOD_ipcN.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def distill(config_file, out, quiet, method_args, **flags) -> None:
+def distill(config_file, out, quiet, method_args, mask_shallow, **flags) -> None:
     """Learn a synthetic set, evaluate it and write it with its grids and metrics to --out."""
     from tqdm import tqdm
 
@@ -92,6 +95,8 @@ def distill(config_file, out, quiet, method_args, **flags) -> None:
     from datadistill.config import build_config
 
     flags["method_args"] = _parse_method_args(method_args) or None
+    if mask_shallow is not None:
+        flags["method_args"] = {**(flags["method_args"] or {}), "mask_shallow": mask_shallow}
     config = build_config(config_file, flags)
     out_dir = Path(out or f"runs/{config.dataset}_{config.method}_ipc{config.ipc}")
     from datadistill.methods import METHODS

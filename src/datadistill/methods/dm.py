@@ -7,13 +7,33 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from datadistill.errors import ConfigError
 from datadistill.methods.base import register_method
 from datadistill.methods.matching import MatchingConfig, MatchingDistiller
 
 
+LAYERS = ("last", "all")
+
+
 @dataclass
 class DMConfig(MatchingConfig):
-    """DM settings. Paper: lr_img 1 (SGD, momentum 0.5), batch_real 256, 20,000 iterations, init real."""
+    """DM settings. Paper: lr_img 1 (SGD, momentum 0.5), batch_real 256, 20,000 iterations, init real.
+
+    Attributes:
+        layers: ``last`` matches the last block's embedding (the paper); ``all`` matches the pooled
+            output of every block (the last one is the embedding), so that ``mask_shallow`` can
+            leave the shallow blocks out. ``mask_shallow`` > 0 needs ``all``.
+    """
+
+    layers: str = "last"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.layers not in LAYERS:
+            raise ConfigError(f"layers = {self.layers!r} is invalid: expected one of {', '.join(LAYERS)}")
+        if self.mask_shallow > 0 and self.layers == "last":
+            raise ConfigError(f"mask_shallow = {self.mask_shallow} needs layers=all: with layers=last DM "
+                              f"matches one layer, the deepest, which is never masked")
 
 
 @register_method("dm")
@@ -24,8 +44,13 @@ class DM(MatchingDistiller):
 
     config_class = DMConfig
 
+    config: DMConfig
+
     def statistics(self, net: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
-        return [net.embed(images)]
+        if self.config.layers == "last":
+            return [net.embed(images)]
+        feats = net.features(images)
+        return [net.pool(a).flatten(1) for a in feats.activations[:-1]] + [feats.embedding]
 
     def combine(self, terms: list[torch.Tensor]) -> torch.Tensor:
-        return terms[0]
+        return sum(terms)

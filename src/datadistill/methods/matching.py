@@ -32,15 +32,21 @@ class MatchingConfig(MethodConfig):
         chunk: images per forward call inside a pass; 0 = automatic (32 on CPU, where small calls
             are faster because they stay in cache; the whole pass on CUDA). Networks with
             BatchNorm are never chunked, since chunks would change their batch statistics.
+        mask_shallow: PAD's filtering of information embedding (Li et al. 2024, §3.2) carried over to
+            distribution matching: the fraction of the matched layers, shallowest first, left out of
+            the loss (⌊mask_shallow · n⌋ of the n layer terms; the deepest is always kept). 0 = none.
     """
 
     batched: bool = True
     chunk: int = 0
+    mask_shallow: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.chunk < 0:
             raise ConfigError(f"chunk must be ≥ 0 (0 = automatic), got {self.chunk}")
+        if not 0 <= self.mask_shallow < 1:
+            raise ConfigError(f"mask_shallow = {self.mask_shallow!r} is invalid: expected a fraction in [0, 1)")
 
 
 class MatchingDistiller(Distiller):
@@ -59,7 +65,7 @@ class MatchingDistiller(Distiller):
     @abstractmethod
     def statistics(self, net: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
         """Per-sample statistics whose class means are matched: a list of (N, D_k) tensors for
-        images (N, C, H, W)."""
+        images (N, C, H, W), one per matched layer, shallowest first."""
 
     @abstractmethod
     def combine(self, terms: list[torch.Tensor]) -> torch.Tensor:
@@ -83,7 +89,9 @@ class MatchingDistiller(Distiller):
         with torch.no_grad():
             real_stats = self.grouped_statistics(net, real, chunk)
         syn_stats = self.grouped_statistics(net, syn, chunk)
-        return self.combine([mean_matching_loss(r, s) for r, s in zip(real_stats, syn_stats)])
+        terms = [mean_matching_loss(r, s) for r, s in zip(real_stats, syn_stats)]
+        masked = min(int(self.config.mask_shallow * len(terms)), len(terms) - 1)
+        return self.combine([t.new_zeros(()) if i < masked else t for i, t in enumerate(terms)])
 
     def step(self) -> dict[str, float]:
         self.require_initialised()

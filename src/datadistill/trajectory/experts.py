@@ -298,19 +298,20 @@ class ExpertBuffer:
 
     @property
     def epochs(self) -> int:
-        """Epochs available in every trajectory (the shortest one's)."""
-        return min(len(t) for t in self.trajectories) - 1
+        """Epochs of every trajectory (files 0 … epochs)."""
+        return len(self.trajectories[0]) - 1
 
     @classmethod
     def load(cls, path: str | os.PathLike, parameter_names: list[str] | None = None) -> "ExpertBuffer":
-        """Load every finished trajectory in ``path`` (no unpickling).
+        """Load every finished trajectory in ``path`` (no unpickling); experts still training or killed
+        before their last epoch are left out.
 
         Args:
             parameter_names: keep only these tensors, in this order (the student's ``named_parameters``);
                 None keeps every tensor except the RNG and optimiser state.
 
         Raises:
-            TrajectoryFileError: no manifest, a foreign or corrupt file, or no expert with ≥ 1 epoch,
+            TrajectoryFileError: no manifest, a foreign or corrupt file, no finished expert,
                 or a trajectory missing a parameter the student has.
         """
         root = Path(path)
@@ -326,7 +327,7 @@ class ExpertBuffer:
         epochs = int(manifest["settings"]["epochs"])
         for k in range(int(manifest["settings"]["num_experts"])):
             last = _finished_epochs(root, k, epochs)
-            if last < 1:
+            if last < epochs:  # unfinished (still training, or killed: resume with `datadistill experts`)
                 continue
             traj, accs = [], []
             for e in range(last + 1):
@@ -344,7 +345,7 @@ class ExpertBuffer:
             buf.trajectories.append(traj)
             buf.test_accuracy.append(accs)
         if not buf.trajectories:
-            raise TrajectoryFileError(f"{root} holds no expert with a finished epoch")
+            raise TrajectoryFileError(f"{root} holds no finished expert: finish them with `datadistill experts --out {root}`")
         return buf
 
     def check_compatible(self, dataset: str, model: str, zca_eps: float | None) -> None:
