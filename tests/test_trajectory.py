@@ -480,17 +480,14 @@ class Killed(RuntimeError):
 # Resuming therefore skips one training epoch: with files 0 … 2 it trains only epoch 3 and writes its parameters
 # (3 epochs of training) as epoch_004, epoch_003 is never written; with files 0 … 3 it trains nothing and the
 # expert never finishes. Expected ``range(max(done, 0), settings.epochs)``.
-RESUME_BUG = ("train_experts resumes one epoch too late (range(done + 1, …) should be range(done, …)): "
-              "an epoch file is skipped / never written")
-
 
 @pytest.mark.parametrize("kill_at", [
     pytest.param(0, id="expert0_epoch0"),
     pytest.param(5, id="expert1_epoch0"),
-    pytest.param(1, id="expert0_epoch1", marks=pytest.mark.xfail(strict=True, reason=RESUME_BUG)),
-    pytest.param(3, id="expert0_epoch3", marks=pytest.mark.xfail(strict=True, reason=RESUME_BUG)),
-    pytest.param(7, id="expert1_epoch2", marks=pytest.mark.xfail(strict=True, reason=RESUME_BUG)),
-    pytest.param(9, id="expert1_epoch4", marks=pytest.mark.xfail(strict=True, reason=RESUME_BUG)),
+    pytest.param(1, id="expert0_epoch1"),
+    pytest.param(3, id="expert0_epoch3"),
+    pytest.param(7, id="expert1_epoch2"),
+    pytest.param(9, id="expert1_epoch4"),
 ])
 def test_killed_run_resumes_to_the_uninterrupted_trajectories(tiny_dataset, tiny_model, tmp_path, monkeypatch,
                                                               kill_at):
@@ -519,7 +516,6 @@ def test_killed_run_resumes_to_the_uninterrupted_trajectories(tiny_dataset, tiny
     assert_same_folders(full, killed)
 
 
-@pytest.mark.xfail(strict=True, reason=RESUME_BUG)
 def test_resume_after_losing_the_last_epochs(experts, tiny_dataset, tiny_model, tmp_path):
     reference = tmp_path / "reference"
     shutil.copytree(experts, reference)
@@ -901,3 +897,21 @@ def test_cli_scores_unknown_score_exits_2(mnist_root, tiny_model, tmp_path):
     error_line(run_cli("scores", "--data-root", mnist_root, "--score", "bogus", "--epochs", 1, "--num-networks", 1,
                        "--model", tiny_model, "--device", "cpu", "--out", out), "bogus")
     assert not out.exists()
+
+
+def test_explicit_eval_lr_replaces_the_learned_lr(monkeypatch):
+    """EvalSettings(use_learned_lr=False) trains with settings.lr even when the set learned one."""
+    import datadistill.evaluation.protocol as protocol
+    from datadistill.data import LabelledImages
+    from datadistill.evaluation import EvalSettings, evaluate_synthetic_set
+    from datadistill.io import SyntheticSet
+
+    seen = []
+    monkeypatch.setattr(protocol, "train_network", lambda net, images, targets, settings, lr, gen: seen.append(lr) or net)
+    syn = SyntheticSet(torch.randn(4, 1, 28, 28), torch.tensor([0, 0, 1, 1]), 0.05, {"num_classes": 2})
+    test = LabelledImages(torch.randn(6, 1, 28, 28), torch.tensor([0, 1, 0, 1, 0, 1]))
+    for use, expected in ((True, 0.05), (False, 0.02)):
+        settings = EvalSettings(model="convnet_w32", num_eval=1, epochs=1, lr=0.02, dsa_strategy="none",
+                                use_learned_lr=use)
+        evaluate_synthetic_set(syn, test, settings, torch.device("cpu"))
+        assert seen[-1] == pytest.approx(expected)

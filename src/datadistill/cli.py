@@ -139,7 +139,8 @@ def distill(config_file, out, quiet, method_args, mask_shallow, **flags) -> None
 @click.option("--model", default="convnet", show_default=True, help="Model to train on the set.")
 @click.option("--num-eval", type=int, default=3, show_default=True, help="Networks trained.")
 @click.option("--eval-epochs", type=int, default=300, show_default=True, help="Epochs per network.")
-@click.option("--eval-lr", type=float, default=None, help="Initial lr (default 0.01, or the set's learned lr).")
+@click.option("--eval-lr", type=float, default=None,
+              help="Initial lr; given, it replaces the set's learned lr. Default: the learned lr, else 0.01.")
 @click.option("--eval-batch", type=int, default=256, show_default=True, help="Mini-batch size.")
 @click.option("--dsa-strategy", default=None, help="DSA strategy (default: the dataset's).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -152,7 +153,8 @@ def evaluate(file, model, num_eval, eval_epochs, eval_lr, eval_batch, dsa_strate
     from datadistill.api import evaluate_file
 
     result = evaluate_file(file, data_root=data_root, device=device, seed=seed, model=model, num_eval=num_eval,
-                           epochs=eval_epochs, lr=eval_lr, batch_size=eval_batch, dsa_strategy=dsa_strategy)
+                           epochs=eval_epochs, lr=eval_lr, batch_size=eval_batch, dsa_strategy=dsa_strategy,
+                           use_learned_lr=eval_lr is None)
     d = result.as_dict()
     if as_json:
         click.echo(json.dumps(d, indent=2))

@@ -37,6 +37,7 @@ class EvalSettings:
         batch_size: mini-batch size.
         momentum, weight_decay: SGD settings.
         dsa_strategy: DSA strategy applied to every training batch (``"none"`` to disable).
+        use_learned_lr: train with the set's learned lr when it has one (MTT family); False uses ``lr``.
     """
 
     model: str = "convnet"
@@ -47,6 +48,7 @@ class EvalSettings:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     dsa_strategy: str = "color_crop_cutout_scale_rotate"
+    use_learned_lr: bool = True
 
     def __post_init__(self) -> None:
         if self.num_eval < 1:
@@ -157,7 +159,7 @@ def evaluate_synthetic_set(syn: SyntheticSet, test: LabelledImages, settings: Ev
                       (syn.labels.shape[1] if syn.labels.dim() == 2 else int(syn.labels.max()) + 1))
     if syn.zca is not None:
         test = LabelledImages(syn.zca.whiten(test.images), test.labels)
-    lr = syn.learned_lr if syn.learned_lr is not None else settings.lr
+    lr = syn.learned_lr if syn.learned_lr is not None and settings.use_learned_lr else settings.lr
     images, targets = syn.images.to(device), syn.labels.to(device)
     start = time.perf_counter()
     accs, train_accs = [], []

@@ -7,6 +7,7 @@ Construction stores settings and validates them; :meth:`Distiller.initialise` cr
 
 from __future__ import annotations
 
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -42,8 +43,8 @@ class MethodConfig:
     batch_real: int = 64
 
     def __post_init__(self) -> None:
-        if not self.lr_img > 0:
-            raise ConfigError(f"lr_img must be > 0, got {self.lr_img}")
+        if not (self.lr_img > 0 and math.isfinite(self.lr_img)):
+            raise ConfigError(f"lr_img must be a finite number > 0, got {self.lr_img}")
         if not 0 <= self.momentum_img < 1:
             raise ConfigError(f"momentum_img must be in [0, 1), got {self.momentum_img}")
         if self.batch_real < 1:

@@ -83,7 +83,6 @@ class DATM(MTT):
 
     config_class = DATMConfig
     config: DATMConfig
-    extra_inits = ("samples_predicted_correctly",)
 
     def __init__(self, config: DATMConfig, spec, real, **kwargs) -> None:
         super().__init__(config, spec, real, **kwargs)

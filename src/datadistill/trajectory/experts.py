@@ -240,7 +240,8 @@ def train_experts(data: SplitDataset, out_dir: str | os.PathLike, settings: Expe
         opt = torch.optim.SGD(net.parameters(), lr=settings.lr, momentum=settings.momentum,
                               weight_decay=settings.weight_decay)
         generator = make_generator(settings.seed + k)
-        meta = {"format": FORMAT, "dataset": spec.name, "model": settings.model, "expert": k, "seed": settings.seed + k}
+        meta = {"format": FORMAT, "dataset": spec.name, "model": settings.model, "expert": k, "seed": settings.seed + k,
+                "preprocessing": manifest["preprocessing"]}
         if done >= 0:  # resume from the last finished epoch
             tensors, _ = _read_epoch(_epoch_path(root, k, done))
             generator.set_state(tensors.pop(_RNG_KEY))
@@ -251,7 +252,7 @@ def train_experts(data: SplitDataset, out_dir: str | os.PathLike, settings: Expe
                     opt.state[p]["momentum_buffer"] = momentum[name].to(device)
         else:
             _save_epoch(_epoch_path(root, k, 0), net, opt, generator, {**meta, "epoch": 0, "test_accuracy": None})
-        for epoch in range(done + 1 if done >= 0 else 0, settings.epochs):
+        for epoch in range(max(done, 0), settings.epochs):  # epoch files 0 … done hold done epochs of training
             if settings.curriculum is not None:
                 subset = settings.curriculum.subset(epoch, order_by_class).to(device)
             else:
