@@ -3,6 +3,8 @@ import math
 import os
 
 import pytest
+
+import datadistill.io.tensor_file as tensor_file_module
 import torch
 from PIL import Image
 from safetensors.torch import save_file
@@ -100,7 +102,7 @@ def test_failing_save_leaves_no_file(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(synthetic_set_module, "save_file", boom)
+    monkeypatch.setattr(tensor_file_module, "save_file", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         save_synthetic_set(make_set(), tmp_path / "x.safetensors")
     assert os.listdir(tmp_path) == []
@@ -116,7 +118,7 @@ def test_failing_save_keeps_previous_file(tmp_path, monkeypatch):
             fh.write(b"partial")
         raise OSError("interrupted")
 
-    monkeypatch.setattr(synthetic_set_module, "save_file", half_write)
+    monkeypatch.setattr(tensor_file_module, "save_file", half_write)
     with pytest.raises(OSError):
         save_synthetic_set(make_set(seed=3), path)
     assert os.listdir(tmp_path) == ["x.safetensors"]

@@ -15,6 +15,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+
+import datadistill.io.tensor_file as tensor_file_mod
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
@@ -495,7 +497,7 @@ def test_killed_run_resumes_to_the_uninterrupted_trajectories(tiny_dataset, tiny
     # momentum and DSA on: the resume must restore the momentum buffers and the shuffle/augmentation stream
     settings = expert_settings(tiny_model, momentum=0.9, dsa_strategy=DSA_ON)
     full = train_experts(tiny_dataset, tmp_path / "full", settings, CPU)
-    real_save = experts_mod.save_file
+    real_save = tensor_file_mod.save_file
     calls = []
 
     def dying(tensors, path, metadata=None):
@@ -505,13 +507,13 @@ def test_killed_run_resumes_to_the_uninterrupted_trajectories(tiny_dataset, tiny
             raise Killed("killed while writing")
         return real_save(tensors, path, metadata=metadata)
 
-    monkeypatch.setattr(experts_mod, "save_file", dying)
+    monkeypatch.setattr(tensor_file_mod, "save_file", dying)
     killed = tmp_path / "killed"
     with pytest.raises(Killed):
         train_experts(tiny_dataset, killed, settings, CPU)
     left = [f for f in files_under(killed) if f != "experts.json"]  # whole epochs only, no temporary file
     assert len(left) == kill_at and all(f.endswith(".safetensors") and "/epoch_" in f for f in left)
-    monkeypatch.setattr(experts_mod, "save_file", real_save)
+    monkeypatch.setattr(tensor_file_mod, "save_file", real_save)
     train_experts(tiny_dataset, killed, settings, CPU)
     assert_same_folders(full, killed)
 

@@ -18,18 +18,14 @@ Metadata (safetensors header ``__metadata__``, key ``datadistill``, a JSON objec
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-
 from datadistill.errors import SyntheticSetFileError
-from datadistill.io.atomic import atomic_write
+from datadistill.io.tensor_file import read_tensor_file, write_tensor_file
 from datadistill.preprocess.zca import ZCA
 
 FORMAT = "datadistill.synthetic_set"
@@ -84,17 +80,15 @@ class SyntheticSet:
 
 def save_synthetic_set(syn: SyntheticSet, path: str | os.PathLike) -> Path:
     """Write ``syn`` to ``path`` atomically (a temporary file renamed into place)."""
-    tensors = {"images": syn.images.detach().to("cpu", torch.float32).contiguous(),
-               "labels": syn.labels.detach().cpu().contiguous()}
+    tensors = {"images": syn.images.detach().to("cpu", torch.float32), "labels": syn.labels.detach()}
     if syn.learned_lr is not None:
         tensors["learned_lr"] = torch.tensor(float(syn.learned_lr), dtype=torch.float32)
-    meta = {**syn.metadata, "format": FORMAT, "format_version": FORMAT_VERSION, "label_kind": syn.label_kind}
+    meta = {**syn.metadata, "label_kind": syn.label_kind}
     meta.pop("zca", None)
     if syn.zca is not None:
         tensors.update(syn.zca.tensors())
         meta["zca"] = {"eps": syn.zca.eps}
-    header = {"datadistill": json.dumps(meta, sort_keys=True)}
-    return atomic_write(path, lambda p: save_file(tensors, str(p), metadata=header))
+    return write_tensor_file(path, tensors, meta, FORMAT, FORMAT_VERSION)
 
 
 def load_synthetic_set(path: str | os.PathLike) -> SyntheticSet:
@@ -105,31 +99,7 @@ def load_synthetic_set(path: str | os.PathLike) -> SyntheticSet:
             datadistill synthetic set (missing tensors or metadata, or metadata ``zca`` without
             its tensors).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise SyntheticSetFileError(f"synthetic-set file {path} does not exist")
-    try:
-        tensors = load_file(str(path))
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as fh:
-            header = fh.metadata() or {}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise SyntheticSetFileError(f"{path} is not a readable safetensors file ({exc})") from exc
-    raw = header.get("datadistill")
-    if raw is None:
-        raise SyntheticSetFileError(f"{path} is a safetensors file but not a datadistill synthetic set (no 'datadistill' metadata)")
-    try:
-        meta = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise SyntheticSetFileError(f"{path}: metadata is not valid JSON ({exc})") from exc
-    if not isinstance(meta, dict):
-        raise SyntheticSetFileError(f"{path}: metadata is {type(meta).__name__}, expected a JSON object")
-    if meta.get("format") != FORMAT:
-        raise SyntheticSetFileError(f"{path}: format {meta.get('format')!r} is not {FORMAT!r}")
-    if int(meta.get("format_version", -1)) > FORMAT_VERSION:
-        raise SyntheticSetFileError(
-            f"{path}: format version {meta.get('format_version')} is newer than this datadistill reads ({FORMAT_VERSION})")
+    tensors, meta = read_tensor_file(path, FORMAT, FORMAT_VERSION, SyntheticSetFileError, "synthetic set")
     missing = [k for k in _REQUIRED_META if k not in meta] + [k for k in ("images", "labels") if k not in tensors]
     if missing:
         raise SyntheticSetFileError(f"{path}: missing {missing[0]!r}")

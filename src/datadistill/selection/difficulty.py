@@ -410,12 +410,10 @@ def save_scores(scores: DifficultyScores, path: str | os.PathLike) -> Path:
     Returns:
         ``path`` as a ``Path``.
     """
-    from safetensors.torch import save_file
+    from datadistill.io.tensor_file import write_tensor_file
 
-    tensors = {"values": scores.values.contiguous(), "labels": scores.labels.contiguous()}
-    meta = {**scores.metadata, "format": FORMAT, "format_version": FORMAT_VERSION, "score": scores.score}
-    header = {"datadistill": json.dumps(meta)}
-    return atomic_write(path, lambda p: save_file(tensors, str(p), metadata=header))
+    return write_tensor_file(path, {"values": scores.values, "labels": scores.labels},
+                             {**scores.metadata, "score": scores.score}, FORMAT, FORMAT_VERSION)
 
 
 def load_scores(path: str | os.PathLike) -> DifficultyScores:
@@ -426,36 +424,13 @@ def load_scores(path: str | os.PathLike) -> DifficultyScores:
             difficulty-scores file (e.g. a synthetic set or a foreign file), of a newer format
             version, or with missing / malformed tensors.
     """
-    from safetensors import SafetensorError, safe_open
+    from datadistill.io.tensor_file import read_tensor_file
 
-    path = Path(path)
-    if not path.is_file():
-        raise ScoresFileError(f"difficulty-scores file {path} does not exist")
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            header = fh.metadata() or {}
-            raw = header.get("datadistill")
-            if raw is None:
-                raise ScoresFileError(
-                    f"{path} is a safetensors file but not datadistill difficulty scores (no 'datadistill' metadata)")
-            try:
-                meta = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise ScoresFileError(f"{path}: metadata is not valid JSON ({exc})") from exc
-            if not isinstance(meta, dict):
-                raise ScoresFileError(f"{path}: metadata is {type(meta).__name__}, expected a JSON object")
-            if meta.get("format") != FORMAT:
-                raise ScoresFileError(f"{path}: format {meta.get('format')!r} is not {FORMAT!r}")
-            version = meta.get("format_version")
-            if not isinstance(version, int) or version > FORMAT_VERSION:
-                raise ScoresFileError(
-                    f"{path}: format version {version!r} is not one this datadistill reads (≤ {FORMAT_VERSION})")
-            missing = [k for k in ("values", "labels") if k not in fh.keys()]
-            if missing:
-                raise ScoresFileError(f"{path}: missing tensor {missing[0]!r}")
-            values, labels = fh.get_tensor("values"), fh.get_tensor("labels")
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise ScoresFileError(f"{path} is not a readable safetensors file ({exc})") from exc
+    tensors, meta = read_tensor_file(path, FORMAT, FORMAT_VERSION, ScoresFileError, "difficulty scores")
+    missing = [k for k in ("values", "labels") if k not in tensors]
+    if missing:
+        raise ScoresFileError(f"{path}: missing tensor {missing[0]!r}")
+    values, labels = tensors["values"], tensors["labels"]
     score = meta.get("score")
     if score not in SCORES:
         raise ScoresFileError(f"{path}: score {score!r} is not one of {', '.join(SCORES)}")

@@ -31,15 +31,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 
 from datadistill import __version__
 from datadistill.augment import DSA
 from datadistill.data import SplitDataset
 from datadistill.errors import ConfigError, TrajectoryFileError
 from datadistill.evaluation import accuracy
-from datadistill.io.atomic import atomic_write, atomic_write_text
+from datadistill.io.atomic import atomic_write_text
+from datadistill.io.tensor_file import read_tensor_file, write_tensor_file
 from datadistill.models import MODELS, build_model
 from datadistill.runtime import make_generator
 
@@ -165,26 +164,18 @@ def _finished_epochs(root: Path, expert: int, epochs: int) -> int:
 
 def _save_epoch(path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, generator: torch.Generator,
                 meta: dict[str, Any]) -> None:
-    tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    tensors = dict(net.state_dict())
     tensors[_RNG_KEY] = generator.get_state().clone()
-    names = dict(net.named_parameters())
-    for name, p in names.items():
+    for name, p in net.named_parameters():
         buf = opt.state.get(p, {}).get("momentum_buffer")
         if buf is not None:
-            tensors[_MOMENTUM_PREFIX + name] = buf.detach().cpu().contiguous()
-    header = {"datadistill": json.dumps(meta, sort_keys=True)}
+            tensors[_MOMENTUM_PREFIX + name] = buf
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda p: save_file(tensors, str(p), metadata=header))
+    write_tensor_file(path, tensors, meta, FORMAT, FORMAT_VERSION)
 
 
 def _read_epoch(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    try:
-        tensors = load_file(str(path))
-        with safe_open(str(path), framework="pt") as fh:
-            meta = json.loads((fh.metadata() or {}).get("datadistill", "{}"))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise TrajectoryFileError(f"{path} is not a readable expert-epoch file ({exc})") from exc
-    return tensors, meta
+    return read_tensor_file(path, FORMAT, FORMAT_VERSION, TrajectoryFileError, "expert epoch")
 
 
 def train_experts(data: SplitDataset, out_dir: str | os.PathLike, settings: ExpertSettings,
@@ -240,7 +231,7 @@ def train_experts(data: SplitDataset, out_dir: str | os.PathLike, settings: Expe
         opt = torch.optim.SGD(net.parameters(), lr=settings.lr, momentum=settings.momentum,
                               weight_decay=settings.weight_decay)
         generator = make_generator(settings.seed + k)
-        meta = {"format": FORMAT, "dataset": spec.name, "model": settings.model, "expert": k, "seed": settings.seed + k,
+        meta = {"dataset": spec.name, "model": settings.model, "expert": k, "seed": settings.seed + k,
                 "preprocessing": manifest["preprocessing"]}
         if done >= 0:  # resume from the last finished epoch
             tensors, _ = _read_epoch(_epoch_path(root, k, done))
