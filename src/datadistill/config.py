@@ -47,6 +47,14 @@ def coerce(name: str, value: Any, typ: Any) -> Any:
         raise ConfigError(f"{name} = {value!r} is not a valid {base.__name__}") from None
 
 
+def check_fields(obj: Any, checks: list[tuple[str, bool, str]]) -> None:
+    """Raise ConfigError for the first ``(field, ok, expected)`` whose ``ok`` is False, naming the
+    field, its value on ``obj`` and what is accepted."""
+    for name, ok, expected in checks:
+        if not ok:
+            raise ConfigError(f"{name} = {getattr(obj, name)!r} is invalid: expected {expected}")
+
+
 @dataclass
 class DistillConfig:
     """Everything a ``distill`` run needs. Defaults are the no-argument main job: DataDAM on MNIST at
@@ -136,9 +144,7 @@ class DistillConfig:
             ("zca_eps", self.zca_eps is None or (self.zca_eps > 0 and math.isfinite(self.zca_eps)),
              "a finite number > 0 (or unset: no ZCA)"),
         ]
-        for name, ok, expected in checks:
-            if not ok:
-                raise ConfigError(f"{name} = {getattr(self, name)!r} is invalid: expected {expected}")
+        check_fields(self, checks)
         if not isinstance(self.method_args, dict):
             raise ConfigError(f"method_args must be a mapping, got {self.method_args!r}")
 

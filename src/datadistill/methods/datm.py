@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch.func import functional_call
 
+from datadistill.config import check_fields
 from datadistill.errors import ConfigError
 from datadistill.methods.base import register_method
 from datadistill.methods.trajectory import MTT, MTTConfig
@@ -72,9 +73,7 @@ class DATMConfig(MTTConfig):
             ("loss_threshold", self.loss_threshold >= 0, "a number ≥ 0 (0 = never skip)"),
             ("ema_decay", 0 <= self.ema_decay < 1, "a number in [0, 1) (0 = no EMA)"),
         ]
-        for name, ok, expected in checks:
-            if not ok:
-                raise ConfigError(f"{name} = {getattr(self, name)!r} is invalid: expected {expected}")
+        check_fields(self, checks)
 
 
 @register_method("datm")

@@ -34,6 +34,7 @@ from torch import nn
 from torch.func import functional_call
 
 from datadistill.augment.dsa import DSATransform
+from datadistill.config import check_fields
 from datadistill.errors import ConfigError
 from datadistill.methods.base import Distiller, MethodConfig, register_method
 from datadistill.methods.losses import shallow_mask, smallest_error_mask, trajectory_loss
@@ -99,9 +100,7 @@ class MTTConfig(MethodConfig):
             ("mask_ratio", 0 <= self.mask_ratio < 1, "a fraction in [0, 1)"),
             ("mask_mode", self.mask_mode in MASK_MODES, f"one of {', '.join(MASK_MODES)}"),
         ]
-        for name, ok, expected in checks:
-            if not ok:
-                raise ConfigError(f"{name} = {getattr(self, name)!r} is invalid: expected {expected}")
+        check_fields(self, checks)
 
 
 def student_step(net: nn.Module, names: list[str], params: list[torch.Tensor], x: torch.Tensor,

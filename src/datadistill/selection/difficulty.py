@@ -30,7 +30,6 @@ and ``labels`` (N,) int64 and a JSON object under the header metadata key ``data
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from datadistill import __version__
 from datadistill.augment import DSA
 from datadistill.data import SplitDataset
+from datadistill.config import check_fields
 from datadistill.errors import ConfigError, TrajectoryFileError
 from datadistill.evaluation import accuracy
 from datadistill.io.atomic import atomic_write_text
@@ -142,9 +143,7 @@ class ExpertSettings:
                   ("weight_decay", self.weight_decay >= 0, "a number ≥ 0"),
                   ("batch_size", self.batch_size >= 1, "an integer ≥ 1"),
                   ("zca_eps", self.zca_eps is None or self.zca_eps > 0, "a number > 0 (or unset: no ZCA)")]
-        for name, ok, expected in checks:
-            if not ok:
-                raise ConfigError(f"{name} = {getattr(self, name)!r} is invalid: expected {expected}")
+        check_fields(self, checks)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
