@@ -43,7 +43,6 @@ from torch import nn
 from datadistill.augment import DSA, parse_strategy
 from datadistill.data import DatasetSpec, LabelledImages
 from datadistill.errors import ConfigError, ScoresFileError
-from datadistill.io.atomic import atomic_write
 from datadistill.models import MODELS, build_model
 from datadistill.runtime import make_generator
 
