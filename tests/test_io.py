@@ -257,3 +257,11 @@ def test_save_grid_content_is_denormalised(tmp_path):
     assert img.getpixel((2 + 1, 2 + 1)) == 255
     assert img.getpixel((2 + 1, 2 + 6 + 1)) == 0
     assert math.isclose(img.size[1], 2 * 6 + 2)
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path):
+    """A synthetic-set file is readable like any file the user creates (0666 minus the umask), not 0600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path = save_synthetic_set(make_set(), tmp_path / "x.safetensors")
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask

@@ -20,9 +20,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     tmp_path = Path(tmp)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)
     try:
         write(tmp_path)
+        # after the write: some writers (safetensors) replace the file and leave it 0600
+        os.chmod(tmp_path, 0o666 & ~umask)
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)
