@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from datadistill.augment import DSA
 from datadistill.data import LabelledImages
@@ -23,6 +22,7 @@ from datadistill.errors import ConfigError
 from datadistill.io.synthetic_set import SyntheticSet
 from datadistill.models import build_model
 from datadistill.runtime import make_generator
+from datadistill.training import train_epoch
 
 
 @dataclass(frozen=True)
@@ -84,12 +84,6 @@ class EvalResult:
                 "eval_seconds": self.seconds}
 
 
-def _loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    if targets.dim() == 1:
-        return F.cross_entropy(logits, targets)
-    return -(targets.softmax(dim=1) * logits.log_softmax(dim=1)).sum(dim=1).mean()  # soft CE on logits
-
-
 @torch.no_grad()
 def accuracy(net: torch.nn.Module, data: LabelledImages, device: torch.device, batch_size: int = 1000) -> float:
     """Top-1 accuracy in percent of ``net`` (eval mode) on ``data``."""
@@ -121,15 +115,7 @@ def train_network(net: torch.nn.Module, images: torch.Tensor, targets: torch.Ten
             for group in opt.param_groups:
                 group["lr"] = lr * 0.1
         order = torch.randperm(n, generator=generator).to(images.device)
-        for i in range(0, n, settings.batch_size):
-            idx = order[i:i + settings.batch_size]
-            x = images[idx]
-            if dsa.enabled:
-                x = dsa(x, generator)
-            loss = _loss(net(x), targets[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        train_epoch(net, opt, images, targets, order, settings.batch_size, dsa, generator)
     return net
 
 

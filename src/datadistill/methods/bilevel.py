@@ -7,13 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from datadistill.augment import DSA
 from datadistill.errors import ConfigError
 from datadistill.methods.base import Distiller, MethodConfig
 from datadistill.models import build_model
+from datadistill.training import train_epoch
 
 BN_IMAGES_PER_CLASS = 16  # real images per class used to set BatchNorm statistics (reference code: 16)
 
@@ -72,13 +72,7 @@ def train_on_synthetic(net: nn.Module, optimiser: torch.optim.Optimizer, images:
     n = images.shape[0]
     for _ in range(epochs):
         order = torch.randperm(n, generator=generator).to(images.device)
-        for i in range(0, n, batch_size):
-            idx = order[i:i + batch_size]
-            x = dsa(images[idx], generator) if dsa.enabled else images[idx]
-            loss = F.cross_entropy(net(x), labels[idx])
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
+        train_epoch(net, optimiser, images, labels, order, batch_size, dsa, generator)
 
 
 class BilevelDistiller(Distiller):

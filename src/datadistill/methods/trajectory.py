@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
@@ -39,6 +38,7 @@ from datadistill.errors import ConfigError
 from datadistill.methods.base import Distiller, MethodConfig, register_method
 from datadistill.methods.losses import shallow_mask, smallest_error_mask, trajectory_loss
 from datadistill.models import build_model
+from datadistill.training import classification_loss
 from datadistill.trajectory import ExpertBuffer
 
 log = logging.getLogger("datadistill")
@@ -117,10 +117,7 @@ def student_step(net: nn.Module, names: list[str], params: list[torch.Tensor], x
         create_graph: keep the graph of the gradient (to differentiate through the step).
     """
     logits = functional_call(net, dict(zip(names, params)), (x,))
-    if targets.dim() == 1:
-        ce = F.cross_entropy(logits, targets)
-    else:
-        ce = -(targets.softmax(dim=1) * logits.log_softmax(dim=1)).sum(dim=1).mean()
+    ce = classification_loss(logits, targets)
     grads = torch.autograd.grad(ce, params, create_graph=create_graph)
     return [p - lr * g for p, g in zip(params, grads)]
 

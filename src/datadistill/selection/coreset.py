@@ -17,11 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
+from datadistill.augment import DSA
 from datadistill.data import DatasetSpec, LabelledImages, RealSet
 from datadistill.errors import ConfigError
 from datadistill.models import build_model
+from datadistill.training import train_epoch
 
 SELECTIONS = ("random", "herding", "k_center")
 
@@ -126,12 +127,7 @@ def class_features(real: RealSet, spec: DatasetSpec, settings: FeatureSettings, 
         net.train()
         for _ in range(settings.epochs):
             order = torch.randperm(len(data), generator=generator)
-            for idx in order.split(settings.batch_size):
-                x, y = data.images[idx].to(device), data.labels[idx].to(device)
-                loss = F.cross_entropy(net(x), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+            train_epoch(net, opt, data.images, data.labels, order, settings.batch_size, DSA("none"), generator)
     net.eval()
     with torch.no_grad():
         feats = torch.cat([net.embed(x.to(device)).cpu() for x in data.images.split(settings.batch_size)])

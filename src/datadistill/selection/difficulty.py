@@ -45,6 +45,7 @@ from datadistill.data import DatasetSpec, LabelledImages
 from datadistill.errors import ConfigError, ScoresFileError
 from datadistill.models import MODELS, build_model
 from datadistill.runtime import make_generator
+from datadistill.training import train_epoch
 
 SCORES = ("el2n", "grand", "forgetting", "uncertainty")
 KEEP = ("hardest", "easiest")
@@ -316,19 +317,13 @@ def train_scoring_network(net: nn.Module, images: torch.Tensor, labels: torch.Te
                           weight_decay=settings.weight_decay)
     net.train()
     for epoch in range(settings.epochs):
-        order = torch.randperm(n, generator=generator)
-        for idx in order.split(settings.batch_size):
-            dev_idx = idx.to(images.device)
-            x, y = images[dev_idx], labels[dev_idx]
-            if dsa.enabled:
-                x = dsa(x, generator)
-            logits = net(x)
-            if history is not None:
-                history[epoch, idx] = (logits.detach().argmax(dim=1) == y).cpu()
-            loss = F.cross_entropy(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        order = torch.randperm(n, generator=generator).to(images.device)
+
+        def record_correct(idx: torch.Tensor, logits: torch.Tensor, epoch: int = epoch) -> None:
+            history[epoch, idx.cpu()] = (logits.detach().argmax(dim=1) == labels[idx]).cpu()
+
+        train_epoch(net, opt, images, labels, order, settings.batch_size, dsa, generator,
+                    record_correct if history is not None else None)
     return history
 
 

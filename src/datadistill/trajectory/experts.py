@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from datadistill import __version__
 from datadistill.augment import DSA
@@ -42,6 +41,7 @@ from datadistill.io.atomic import atomic_write_text
 from datadistill.io.tensor_file import read_tensor_file, write_tensor_file
 from datadistill.models import MODELS, build_model
 from datadistill.runtime import make_generator
+from datadistill.training import train_epoch
 
 MANIFEST = "experts.json"
 FORMAT = "datadistill.expert_trajectories"
@@ -249,15 +249,7 @@ def train_experts(data: SplitDataset, out_dir: str | os.PathLike, settings: Expe
                 subset = torch.arange(len(train), device=device)
             net.train()
             order = subset[torch.randperm(len(subset), generator=generator).to(device)]
-            for i in range(0, len(order), settings.batch_size):
-                idx = order[i:i + settings.batch_size]
-                x = train.images[idx]
-                if dsa.enabled:
-                    x = dsa(x, generator)
-                loss = F.cross_entropy(net(x), train.labels[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+            train_epoch(net, opt, train.images, train.labels, order, settings.batch_size, dsa, generator)
             acc = accuracy(net, test, device)
             _save_epoch(_epoch_path(root, k, epoch + 1), net, opt, generator,
                         {**meta, "epoch": epoch + 1, "test_accuracy": acc, "train_images": len(subset)})
