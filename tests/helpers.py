@@ -63,3 +63,15 @@ def write_fake_mnist(root: Path, n_train: int = 200, n_test: int = 100, seed: in
     for name, arr in arrays.items():
         (raw / name).write_bytes(idx_bytes(arr))
     return arrays
+
+
+def assert_clean_failure(result, *needles):
+    """Non-zero exit, no traceback, and exactly one error line that names every needle."""
+    assert result.exit_code != 0, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    err_lines = [line for line in result.stderr.splitlines() if line.lower().startswith("error")]
+    assert len(err_lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in err_lines[0], (needle, err_lines[0])
+    return err_lines[0]

@@ -13,7 +13,7 @@ from datadistill.cli import main
 from datadistill.data.torchvision_sets import FASHION_MNIST_SPEC
 from datadistill.evaluation import EvalResult
 from datadistill.io import SyntheticSet, load_synthetic_set, save_synthetic_set
-from helpers import write_fake_mnist
+from helpers import assert_clean_failure, write_fake_mnist
 
 # Tiny but real settings: ConvNet-3 (width 128), 10 classes, 1 image per class.
 FAST = {"--iterations": "2", "--num-eval": "1", "--eval-epochs": "1", "--ipc": "1", "--batch-real": "4"}
@@ -43,18 +43,6 @@ def distilled(fake_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "out"
     result = run(*distill_args(fake_root, out))
     return result, out
-
-
-def assert_clean_failure(result, *needles):
-    """Non-zero exit, no traceback, and exactly one error line that names every needle."""
-    assert result.exit_code != 0, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    err_lines = [line for line in result.stderr.splitlines() if line.lower().startswith("error")]
-    assert len(err_lines) == 1, result.stderr
-    for needle in needles:
-        assert needle in err_lines[0], (needle, err_lines[0])
-    return err_lines[0]
 
 
 # --------------------------------------------------------------------------- distill: success

@@ -39,7 +39,7 @@ from datadistill.models import build_model
 from datadistill.preprocess.dataset import whiten_dataset
 from datadistill.selection import load_scores
 from datadistill.trajectory import Curriculum, ExpertBuffer, ExpertSettings, train_experts
-from helpers import make_distiller
+from helpers import assert_clean_failure, make_distiller
 
 CPU = torch.device("cpu")
 DSA_ON = "color_crop_cutout_scale_rotate"
@@ -846,13 +846,7 @@ def run_cli(*args):
 def error_line(result, *needles) -> str:
     """Exit status 2, no traceback, exactly one error line naming every needle."""
     assert result.exit_code == 2, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.lower().startswith("error")]
-    assert len(lines) == 1, result.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
+    return assert_clean_failure(result, *needles)
 
 
 def experts_args(root: Path, out: Path, model: str, *extra) -> list:
