@@ -12,7 +12,7 @@ from torch import nn
 from datadistill.augment import DSA
 from datadistill.errors import ConfigError
 from datadistill.methods.base import Distiller, MethodConfig
-from datadistill.models import build_model
+from datadistill.models import build_model, has_batchnorm
 from datadistill.training import train_epoch
 
 BN_IMAGES_PER_CLASS = 16  # real images per class used to set BatchNorm statistics (reference code: 16)
@@ -38,10 +38,6 @@ class BilevelConfig(MethodConfig):
             raise ConfigError(f"lr_net must be > 0, got {self.lr_net}")
         if self.batch_train < 1:
             raise ConfigError(f"batch_train must be ≥ 1, got {self.batch_train}")
-
-
-def has_batchnorm(net: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
 
 
 def freeze_batchnorm(net: nn.Module, real: torch.Tensor) -> None:
