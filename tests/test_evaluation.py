@@ -88,9 +88,9 @@ def _capture_training(monkeypatch):
     calls = []
     real_train = protocol.train_network
 
-    def spy(net, images, targets, s, lr, generator):
+    def spy(net, images, targets, s, lr, generator, after_epoch=None):
         calls.append({"net": net, "lr": lr, "targets": targets, "settings": s})
-        return real_train(net, images, targets, s, lr, generator)
+        return real_train(net, images, targets, s, lr, generator, after_epoch)
 
     monkeypatch.setattr(protocol, "train_network", spy)
     return calls
@@ -124,6 +124,7 @@ def test_num_classes_from_metadata_or_labels(tiny_dataset, tiny_model, monkeypat
     ({"lr": -1.0}, "lr"),
     ({"lr": float("nan")}, "lr"),
     ({"batch_size": 0}, "batch"),
+    ({"curve_every": -1}, "curve_every"),
 ])
 def test_eval_settings_validation(kw, match):
     with pytest.raises(ConfigError, match=match):
@@ -133,7 +134,9 @@ def test_eval_settings_validation(kw, match):
 def test_eval_settings_defaults():
     s = EvalSettings()
     assert (s.model, s.num_eval, s.epochs, s.lr, s.batch_size, s.momentum, s.weight_decay) == (
-        "convnet", 3, 300, 0.01, 256, 0.9, 5e-4)
+        "convnet", 3, 300, None, 256, 0.9, 5e-4)
+    assert s.resolved_lr == 0.01  # the architecture's default (reference code: 0.01 everywhere)
+    assert EvalSettings(lr=0.03).resolved_lr == 0.03
 
 
 class _LookupNet(nn.Module):
@@ -172,3 +175,74 @@ def test_train_network_lowers_lr_at_half(tiny_model, monkeypatch):
     images, labels = torch.randn(6, 1, 28, 28), torch.tensor([0, 1, 2, 0, 1, 2])
     train_network(net, images, labels, settings(epochs=4, batch_size=3, dsa_strategy="none"), 0.2, make_generator(0))
     assert lrs == pytest.approx([0.2] * 4 + [0.02] * 4)
+
+
+# --- vectorised training, learning curves, per-network callback ---------------------------------
+
+def _trained(vectorise, tiny_dataset, **kw):
+    nets = []
+    res = evaluate_synthetic_set(tiny_set(), tiny_dataset.test, settings(vectorise=vectorise, epochs=3, **kw), CPU,
+                                 seed=3, on_model=lambda k, net: nets.append((k, net)))
+    return res, nets
+
+
+def test_vectorised_training_equals_the_sequential_loop(tiny_dataset, tiny_model):
+    """Same initialisation, shuffles and DSA draws per network: the K networks trained under vmap end
+    where the sequential loop leaves them, up to float rounding."""
+    seq, seq_nets = _trained(False, tiny_dataset)
+    vec, vec_nets = _trained(True, tiny_dataset)
+    assert vec.vectorised and not seq.vectorised
+    assert [k for k, _ in vec_nets] == [0, 1] == [k for k, _ in seq_nets]
+    for (_, a), (_, b) in zip(seq_nets, vec_nets):
+        for (name, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
+            assert torch.allclose(pa, pb, atol=1e-5, rtol=1e-4), name
+        assert not torch.equal(next(a.parameters()), next(seq_nets[0][1].parameters())) or a is seq_nets[0][1]
+    assert vec.accuracies == seq.accuracies and vec.train_accuracies == seq.train_accuracies
+
+
+def test_vectorised_networks_differ_from_each_other(tiny_dataset, tiny_model):
+    _, nets = _trained(True, tiny_dataset)
+    (_, a), (_, b) = nets
+    assert not torch.allclose(next(a.parameters()), next(b.parameters()))
+
+
+def test_vectorised_soft_labels_and_learned_lr_match_sequential(tiny_dataset, tiny_model):
+    soft = torch.randn(6, 3, generator=torch.Generator().manual_seed(1))
+    syn = SyntheticSet(torch.randn(6, 1, 28, 28, generator=torch.Generator().manual_seed(2)), soft, 0.02, {})
+    out = [evaluate_synthetic_set(syn, tiny_dataset.test, settings(vectorise=v, epochs=2), CPU) for v in (False, True)]
+    assert out[0].lr == out[1].lr == 0.02 and out[1].vectorised
+    assert out[0].accuracies == out[1].accuracies
+
+
+def test_batchnorm_models_fall_back_to_the_sequential_loop(tiny_dataset):
+    res = evaluate_synthetic_set(tiny_set(), tiny_dataset.test,
+                                 EvalSettings(model="convnet_bn", num_eval=2, epochs=1, batch_size=6), CPU)
+    assert not res.vectorised and len(res.accuracies) == 2
+    with pytest.raises(ConfigError, match="BatchNorm"):
+        from datadistill.models import build_model
+
+        nets = [build_model("convnet_bn", 1, 3, (28, 28)) for _ in range(2)]
+        protocol.train_networks_vectorised(nets, torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 2, 0]),
+                                           EvalSettings(epochs=1), 0.01, [make_generator(0), make_generator(1)])
+
+
+@pytest.mark.parametrize("vectorise", [False, True])
+def test_learning_curves_are_recorded_and_end_at_the_final_accuracy(tiny_dataset, tiny_model, vectorise):
+    res = evaluate_synthetic_set(tiny_set(), tiny_dataset.test, settings(vectorise=vectorise, epochs=5, curve_every=2),
+                                 CPU, seed=1)
+    assert len(res.curves) == 2
+    for k, c in enumerate(res.curves):
+        assert c["epochs"] == [2, 4, 5]
+        assert len(c["train_accuracy"]) == len(c["test_accuracy"]) == len(c["seconds"]) == 3
+        assert c["seconds"] == sorted(c["seconds"])
+        assert c["test_accuracy"][-1] == res.accuracies[k] and c["train_accuracy"][-1] == res.train_accuracies[k]
+    # recording curves must not change training
+    plain = evaluate_synthetic_set(tiny_set(), tiny_dataset.test, settings(vectorise=vectorise, epochs=5), CPU, seed=1)
+    assert plain.accuracies == res.accuracies and plain.curves == []
+
+
+def test_as_dict_reports_train_accuracy_summary_and_lr(tiny_dataset, tiny_model):
+    d = evaluate_synthetic_set(tiny_set(), tiny_dataset.test, settings(lr=0.05), CPU).as_dict()
+    assert d["lr"] == 0.05 and d["epochs"] == 2
+    assert d["train_accuracy_mean"] == pytest.approx(sum(d["train_accuracies"]) / 2)
+    assert d["train_seconds"] <= d["eval_seconds"]

@@ -768,9 +768,9 @@ def spy_train_network(monkeypatch) -> list[tuple[float, torch.Tensor]]:
     seen = []
     real = protocol.train_network
 
-    def spy(net, images, targets, settings, lr, generator):
+    def spy(net, images, targets, settings, lr, generator, after_epoch=None):
         seen.append((lr, targets.detach().cpu().clone()))
-        return real(net, images, targets, settings, lr, generator)
+        return real(net, images, targets, settings, lr, generator, after_epoch)
 
     monkeypatch.setattr(protocol, "train_network", spy)
     return seen
@@ -903,7 +903,7 @@ def test_explicit_eval_lr_replaces_the_learned_lr(monkeypatch):
     from datadistill.io import SyntheticSet
 
     seen = []
-    monkeypatch.setattr(protocol, "train_network", lambda net, images, targets, settings, lr, gen: seen.append(lr) or net)
+    monkeypatch.setattr(protocol, "train_network", lambda net, images, targets, settings, lr, gen, after_epoch=None: seen.append(lr) or net)
     syn = SyntheticSet(torch.randn(4, 1, 28, 28), torch.tensor([0, 0, 1, 1]), 0.05, {"num_classes": 2})
     test = LabelledImages(torch.randn(6, 1, 28, 28), torch.tensor([0, 1, 0, 1, 0, 1]))
     for use, expected in ((True, 0.05), (False, 0.02)):

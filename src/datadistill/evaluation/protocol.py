@@ -1,28 +1,41 @@
 """The evaluation protocol of dataset distillation (reference §2).
 
 Train K freshly initialised networks from scratch on the synthetic set — SGD, momentum 0.9, weight
-decay 5e-4, lr 0.01 (or the set's learned lr) divided by 10 once at epoch E/2, mini-batches of 256,
-DSA augmentation of every batch — then test each once on the real test set and report mean ± std.
-No test-set selection: the accuracy reported is the one after the last epoch.
+decay 5e-4, the architecture's default lr (0.01 for every registered model, as in the reference code)
+or the set's learned lr, divided by 10 once at epoch E/2, mini-batches of 256, DSA augmentation of
+every batch — then test each once on the real test set and report mean ± std.
+No test-set selection: the accuracy reported is the one after the last epoch (learning curves, when
+asked for, are recorded for plotting only).
 A set stored with a ZCA whitening is trained on as it is and tested on the test set whitened
 with that same ZCA (MTT/DATM/PAD on CIFAR).
+
+The K networks of one architecture are trained together (``vectorise``): their parameters are stacked
+with ``torch.func.stack_module_state`` and one ``torch.vmap`` of ``functional_call`` runs all K on
+their own mini-batches. Each network keeps its own initialisation, shuffling and DSA draws (its own
+generator, consumed in the same order as the sequential loop) and its own optimiser state (SGD acts
+element-wise on the stacked tensors), so the result equals the sequential loop's up to float
+rounding. Architectures with BatchNorm (running statistics are updated in place, which vmap does not
+allow) and K = 1 use the sequential loop.
 """
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
 from datadistill.augment import DSA
 from datadistill.data import LabelledImages
 from datadistill.errors import ConfigError
 from datadistill.io.synthetic_set import SyntheticSet
-from datadistill.models import build_model
+from datadistill.models import build_model, default_eval_lr, has_batchnorm
 from datadistill.runtime import make_generator
-from datadistill.training import train_epoch
+from datadistill.training import classification_loss, train_epoch
 
 
 @dataclass(frozen=True)
@@ -33,42 +46,70 @@ class EvalSettings:
         model: registered model name.
         num_eval: K, networks trained (≥ 1).
         epochs: E, passes over the synthetic set (≥ 1).
-        lr: initial learning rate (used unless the set carries a learned lr).
+        lr: initial learning rate; None = the architecture's default (:func:`datadistill.models.default_eval_lr`).
+            Used unless the set carries a learned lr and ``use_learned_lr`` is set.
         batch_size: mini-batch size.
         momentum, weight_decay: SGD settings.
         dsa_strategy: DSA strategy applied to every training batch (``"none"`` to disable).
         use_learned_lr: train with the set's learned lr when it has one (MTT family); False uses ``lr``.
+        vectorise: train the K networks together with ``torch.vmap`` (when K ≥ 2 and the architecture
+            has no BatchNorm); False always uses the sequential loop.
+        curve_every: record train and test accuracy every this many epochs (and after the last) for
+            learning curves; 0 = no curve. Costs one pass over the test set per point.
     """
 
     model: str = "convnet"
     num_eval: int = 3
     epochs: int = 300
-    lr: float = 0.01
+    lr: float | None = None
     batch_size: int = 256
     momentum: float = 0.9
     weight_decay: float = 5e-4
     dsa_strategy: str = "color_crop_cutout_scale_rotate"
     use_learned_lr: bool = True
+    vectorise: bool = True
+    curve_every: int = 0
 
     def __post_init__(self) -> None:
         if self.num_eval < 1:
             raise ConfigError(f"num_eval must be ≥ 1, got {self.num_eval}")
         if self.epochs < 1:
             raise ConfigError(f"eval_epochs must be ≥ 1, got {self.epochs}")
-        if not self.lr > 0:
-            raise ConfigError(f"eval lr must be > 0, got {self.lr}")
+        if self.lr is not None and not self.lr > 0:
+            raise ConfigError(f"eval lr must be > 0 (or unset: the architecture's default), got {self.lr}")
         if self.batch_size < 1:
             raise ConfigError(f"eval batch size must be ≥ 1, got {self.batch_size}")
+        if self.curve_every < 0:
+            raise ConfigError(f"curve_every must be ≥ 0 (0 = no learning curve), got {self.curve_every}")
+
+    @property
+    def resolved_lr(self) -> float:
+        """``lr``, or the architecture's default when unset."""
+        return self.lr if self.lr is not None else default_eval_lr(self.model)
 
 
 @dataclass
 class EvalResult:
-    """Accuracies in percent on the real test set, one per trained network, and timing in seconds."""
+    """Accuracies in percent on the real test set, one per trained network, and timing in seconds.
+
+    Attributes:
+        curves: one learning curve per network when ``curve_every`` > 0: ``{"epochs": [...],
+            "train_accuracy": [...], "test_accuracy": [...], "seconds": [...]}`` (percent; seconds of
+            training since the start, curve evaluations excluded).
+        lr: the initial learning rate the networks trained with.
+        vectorised: whether the K networks were trained together.
+        train_seconds: wall time of training alone (no testing), all K networks.
+    """
 
     model: str
     accuracies: list[float]
     train_accuracies: list[float]
     seconds: float
+    curves: list[dict] = field(default_factory=list)
+    lr: float | None = None
+    vectorised: bool = False
+    train_seconds: float = 0.0
+    epochs: int | None = None
 
     @property
     def mean(self) -> float:
@@ -79,14 +120,17 @@ class EvalResult:
         return statistics.pstdev(self.accuracies) if len(self.accuracies) > 1 else 0.0
 
     def as_dict(self) -> dict:
+        train_std = statistics.pstdev(self.train_accuracies) if len(self.train_accuracies) > 1 else 0.0
         return {"model": self.model, "accuracy_mean": self.mean, "accuracy_std": self.std,
                 "accuracies": self.accuracies, "train_accuracies": self.train_accuracies,
-                "eval_seconds": self.seconds}
+                "train_accuracy_mean": statistics.fmean(self.train_accuracies) if self.train_accuracies else None,
+                "train_accuracy_std": train_std, "eval_seconds": self.seconds, "train_seconds": self.train_seconds,
+                "epochs": self.epochs, "lr": self.lr, "vectorised": self.vectorised}
 
 
 @torch.no_grad()
 def accuracy(net: torch.nn.Module, data: LabelledImages, device: torch.device, batch_size: int = 1000) -> float:
-    """Top-1 accuracy in percent of ``net`` (eval mode) on ``data``."""
+    """Top-1 accuracy in percent of ``net`` on ``data``; the net is left in eval mode."""
     net.eval()
     correct = 0
     for i in range(0, len(data), batch_size):
@@ -96,8 +140,21 @@ def accuracy(net: torch.nn.Module, data: LabelledImages, device: torch.device, b
     return 100.0 * correct / max(len(data), 1)
 
 
+def _lr_at(epoch: int, epochs: int, lr: float) -> float:
+    return lr * 0.1 if epoch >= epochs // 2 and epochs // 2 > 0 else lr
+
+
+def _curve_epochs(settings: EvalSettings) -> set[int]:
+    if not settings.curve_every:
+        return set()
+    return set(range(settings.curve_every, settings.epochs + 1, settings.curve_every)) | {settings.epochs}
+
+
+EpochHook = Callable[[int, float], None]  # (epochs done, training seconds so far)
+
+
 def train_network(net: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor, settings: EvalSettings,
-                  lr: float, generator: torch.Generator) -> torch.nn.Module:
+                  lr: float, generator: torch.Generator, after_epoch: EpochHook | None = None) -> torch.nn.Module:
     """Train ``net`` in place on (images, targets) for ``settings.epochs`` epochs; returns ``net``.
 
     Args:
@@ -105,26 +162,123 @@ def train_network(net: torch.nn.Module, images: torch.Tensor, targets: torch.Ten
         targets: (N,) int64 labels, or (N, K) float32 soft-label logits (soft cross-entropy).
         lr: initial learning rate, divided by 10 at epoch E // 2.
         generator: CPU generator for shuffling and augmentation.
+        after_epoch: called ``(epochs done, training seconds)`` after every epoch (learning curves);
+            its own time is not counted.
     """
     dsa = DSA(settings.dsa_strategy)
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
     n = images.shape[0]
-    net.train()
+    seconds = 0.0
     for epoch in range(settings.epochs):
-        if epoch == settings.epochs // 2 and epoch > 0:
-            for group in opt.param_groups:
-                group["lr"] = lr * 0.1
+        start = time.perf_counter()
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(epoch, settings.epochs, lr)
+        net.train()
         order = torch.randperm(n, generator=generator).to(images.device)
         train_epoch(net, opt, images, targets, order, settings.batch_size, dsa, generator)
+        seconds += time.perf_counter() - start
+        if after_epoch is not None:
+            after_epoch(epoch + 1, seconds)
     return net
 
 
+def can_vectorise(nets: list[nn.Module]) -> bool:
+    """True when ``nets`` (≥ 2, one architecture) can be trained together under ``torch.vmap``."""
+    return len(nets) >= 2 and not any(has_batchnorm(net) for net in nets)
+
+
+def train_networks_vectorised(nets: list[nn.Module], images: torch.Tensor, targets: torch.Tensor,
+                              settings: EvalSettings, lr: float, generators: list[torch.Generator],
+                              after_epoch: EpochHook | None = None) -> list[nn.Module]:
+    """Train the K networks ``nets`` (one architecture, no BatchNorm) together; each ends as
+    :func:`train_network` would leave it with ``generators[k]``, up to float rounding.
+
+    Per step, network k draws its own mini-batch (its own shuffle and DSA draw from ``generators[k]``);
+    the K batches are stacked to (K, B, C, H, W) and one ``vmap``-ed ``functional_call`` gives the
+    (K, B, classes) logits. The loss is the sum of the K networks' mean losses, so each network's
+    gradient is its own; one SGD over the stacked (K, ...) parameters is K independent SGDs.
+
+    Args:
+        nets: K ≥ 1 freshly built networks of the same architecture, on the images' device.
+        images, targets, lr: as in :func:`train_network`.
+        generators: one CPU generator per network.
+        after_epoch: as in :func:`train_network`; ``nets`` hold the current weights when it is called.
+
+    Returns:
+        ``nets``, trained in place (left in eval mode).
+
+    Raises:
+        ConfigError: a network has BatchNorm, or the counts of nets and generators differ.
+    """
+    from torch.func import functional_call, stack_module_state
+
+    if len(nets) != len(generators):
+        raise ConfigError(f"{len(nets)} networks but {len(generators)} generators")
+    if any(has_batchnorm(net) for net in nets):
+        raise ConfigError("networks with BatchNorm cannot be trained under vmap (in-place running statistics); "
+                          "use the sequential loop")
+    for net in nets:
+        net.train()
+    params, buffers = stack_module_state(nets)
+    skeleton = copy.deepcopy(nets[0]).to("meta")
+
+    def one(p, b, x):
+        return functional_call(skeleton, (p, b), (x,))
+
+    forward = torch.vmap(one)
+    opt = torch.optim.SGD(list(params.values()), lr=lr, momentum=settings.momentum,
+                          weight_decay=settings.weight_decay)
+    dsa = DSA(settings.dsa_strategy)
+    n, k = images.shape[0], len(nets)
+    seconds = 0.0
+    for epoch in range(settings.epochs):
+        start = time.perf_counter()
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(epoch, settings.epochs, lr)
+        orders = [torch.randperm(n, generator=g).to(images.device) for g in generators]
+        for i in range(0, n, settings.batch_size):
+            batches, batch_targets = [], []
+            for j in range(k):
+                idx = orders[j][i:i + settings.batch_size]
+                x = images[idx]
+                batches.append(dsa(x, generators[j]) if dsa.enabled else x)
+                batch_targets.append(targets[idx])
+            logits = forward(params, buffers, torch.stack(batches))
+            loss = sum(classification_loss(logits[j], batch_targets[j]) for j in range(k))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        seconds += time.perf_counter() - start
+        if after_epoch is not None or epoch == settings.epochs - 1:
+            _unstack_into(nets, params, buffers)
+            if after_epoch is not None:
+                after_epoch(epoch + 1, seconds)
+                for net in nets:
+                    net.train()
+    return nets
+
+
+@torch.no_grad()
+def _unstack_into(nets: list[nn.Module], params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor]) -> None:
+    for j, net in enumerate(nets):
+        for name, tensor in net.named_parameters():
+            tensor.copy_(params[name][j])
+        for name, tensor in net.named_buffers():
+            tensor.copy_(buffers[name][j])
+
+
+def _num_classes(syn: SyntheticSet) -> int:
+    return int(syn.metadata.get("num_classes") or len(syn.metadata.get("class_names") or []) or
+               (syn.labels.shape[1] if syn.labels.dim() == 2 else int(syn.labels.max()) + 1))
+
+
 def evaluate_synthetic_set(syn: SyntheticSet, test: LabelledImages, settings: EvalSettings,
-                           device: torch.device, seed: int = 0, progress=None) -> EvalResult:
+                           device: torch.device, seed: int = 0, progress=None,
+                           on_model: Callable[[int, nn.Module], None] | None = None) -> EvalResult:
     """Train ``settings.num_eval`` networks on ``syn`` and test each on ``test``.
 
     Network k is initialised and trained with seed ``seed + k``, so results repeat exactly on the
-    same machine and torch build.
+    same machine and torch build (vectorised or not, up to float rounding between the two).
 
     When ``syn.zca`` is set, the set's images are in whitened space: networks are trained on them as
     they are (the train accuracy too), and the test images are whitened with ``syn.zca`` (once, on
@@ -133,7 +287,8 @@ def evaluate_synthetic_set(syn: SyntheticSet, test: LabelledImages, settings: Ev
     Args:
         syn: the synthetic set (images normalised like ``test``, then whitened if ``syn.zca`` is set).
         test: the real test set, (N, C, H, W) float32 normalised (not whitened), labels (N,) int64.
-        progress: optional callable ``(k, accuracy)`` after each network.
+        progress: optional callable ``(k, accuracy)`` after each network is tested.
+        on_model: optional callable ``(k, trained network)`` (e.g. to save it).
 
     Raises:
         ConfigError: the set's channels or image size differ from the test set's.
@@ -141,23 +296,59 @@ def evaluate_synthetic_set(syn: SyntheticSet, test: LabelledImages, settings: Ev
     if syn.images.shape[1:] != test.images.shape[1:]:
         raise ConfigError(f"synthetic images {tuple(syn.images.shape[1:])} do not match the test images "
                           f"{tuple(test.images.shape[1:])} (channels, height, width)")
-    num_classes = int(syn.metadata.get("num_classes") or len(syn.metadata.get("class_names") or []) or
-                      (syn.labels.shape[1] if syn.labels.dim() == 2 else int(syn.labels.max()) + 1))
+    num_classes = _num_classes(syn)
     if syn.zca is not None:
         test = LabelledImages(syn.zca.whiten(test.images), test.labels)
-    lr = syn.learned_lr if syn.learned_lr is not None and settings.use_learned_lr else settings.lr
+    lr = syn.learned_lr if syn.learned_lr is not None and settings.use_learned_lr else settings.resolved_lr
     images, targets = syn.images.to(device), syn.labels.to(device)
+    train_set = LabelledImages(images, syn.hard_labels.to(device))
     start = time.perf_counter()
-    accs, train_accs = [], []
+    nets = []
     for k in range(settings.num_eval):
         torch.manual_seed(seed + k)
-        net = build_model(settings.model, images.shape[1], num_classes, tuple(images.shape[2:])).to(device)
-        train_network(net, images, targets, settings, lr, make_generator(seed + k))
-        train_accs.append(accuracy(net, LabelledImages(images, syn.hard_labels.to(device)), device))
+        nets.append(build_model(settings.model, images.shape[1], num_classes, tuple(images.shape[2:])).to(device))
+    generators = [make_generator(seed + k) for k in range(settings.num_eval)]
+    curve_at = _curve_epochs(settings)
+    curves = [{"epochs": [], "train_accuracy": [], "test_accuracy": [], "seconds": []} for _ in nets]
+
+    curve_seconds = [0.0]  # time spent testing for the curves, excluded from train_seconds
+
+    def record(members: list[int]):
+        def hook(epoch: int, seconds: float) -> None:
+            if epoch in curve_at:
+                t = time.perf_counter()
+                for j in members:
+                    c = curves[j]
+                    c["epochs"].append(epoch)
+                    c["seconds"].append(seconds)
+                    c["train_accuracy"].append(accuracy(nets[j], train_set, device))
+                    c["test_accuracy"].append(accuracy(nets[j], test, device))
+                curve_seconds[0] += time.perf_counter() - t
+        return hook if curve_at else None
+
+    vectorised = settings.vectorise and can_vectorise(nets)
+    train_seconds = 0.0
+    if vectorised:
+        t0 = time.perf_counter()
+        train_networks_vectorised(nets, images, targets, settings, lr, generators, record(list(range(len(nets)))))
+        train_seconds = time.perf_counter() - t0
+    accs, train_accs = [], []
+    for k, net in enumerate(nets):
+        if not vectorised:
+            t0 = time.perf_counter()
+            train_network(net, images, targets, settings, lr, generators[k], record([k]))
+            train_seconds += time.perf_counter() - t0
+        train_accs.append(accuracy(net, train_set, device))
         accs.append(accuracy(net, test, device))
+        if on_model is not None:
+            on_model(k, net)
         if progress:
             progress(k, accs[-1])
-    return EvalResult(settings.model, accs, train_accs, time.perf_counter() - start)
+    train_seconds -= curve_seconds[0]
+    return EvalResult(settings.model, accs, train_accs, time.perf_counter() - start,
+                      curves=curves if curve_at else [], lr=lr, vectorised=vectorised,
+                      train_seconds=train_seconds, epochs=settings.epochs)
 
 
-__all__ = ["EvalResult", "EvalSettings", "accuracy", "evaluate_synthetic_set", "train_network"]
+__all__ = ["EvalResult", "EvalSettings", "accuracy", "can_vectorise", "evaluate_synthetic_set", "train_network",
+           "train_networks_vectorised"]
