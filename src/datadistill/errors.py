@@ -31,3 +31,7 @@ class TrajectoryFileError(DatadistillError):
 
 class NonFiniteLossError(DatadistillError, FloatingPointError):
     """The matching loss became NaN or infinite; the synthetic set of the previous step is kept."""
+
+
+class ModelFileError(DatadistillError):
+    """A saved-model file is missing, corrupt, not written by datadistill, or does not fit its model."""

@@ -1,0 +1,402 @@
+"""One self-contained HTML report of a run folder (``datadistill report RUN_DIR``).
+
+Reads what ``datadistill distill`` wrote (``metrics.json``, required; ``config.yaml``, ``init.png``,
+``synthetic.png``, ``distill.log``), what ``datadistill evaluate --out RUN_DIR`` wrote
+(``evaluation.json``), the learning curves (``curves.json``) and any other ``*.png`` in the folder.
+The page has no external resources: images are base64 data URIs, the CSS is inline, and the only
+script is a few lines that record, after ``load``, how many images decoded (``data-images-loaded``
+and ``data-images-total`` on ``<body>``), so a browser test can check them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+from collections.abc import Mapping
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from datadistill.errors import ConfigError
+from datadistill.io.atomic import atomic_write_text
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+KNOWN_PNGS = ("init.png", "synthetic.png")
+LOG_LINES = 200
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5rem auto; max-width: 1150px;
+       padding: 0 1rem; color: #1b1b1b; background: #ffffff; line-height: 1.4; }
+h1 { font-size: 1.6rem; margin-bottom: 0.2rem; }
+h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #ddd; padding-bottom: 0.2rem; }
+table { border-collapse: collapse; margin: 0.5rem 0; font-size: 0.9rem; }
+th, td { border: 1px solid #ccc; padding: 0.25rem 0.6rem; text-align: left; vertical-align: top; }
+th { background: #f2f2f2; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+table.config td:first-child { font-family: ui-monospace, monospace; }
+table.summary td:first-child { font-weight: 600; background: #f7f7f7; }
+.note { color: #666; font-style: italic; }
+.grids { display: flex; flex-wrap: wrap; gap: 1.5rem; align-items: flex-start; }
+figure { margin: 0; }
+figcaption { font-size: 0.9rem; color: #444; margin-bottom: 0.3rem; }
+img { max-width: 100%; height: auto; }
+img.grid { image-rendering: pixelated; border: 1px solid #ddd; }
+pre { background: #f7f7f7; padding: 0.5rem; overflow-x: auto; font-size: 0.8rem; max-height: 30rem; }
+"""
+
+SCRIPT = """
+window.addEventListener("load", function () {
+  var images = document.images, loaded = 0;
+  for (var i = 0; i < images.length; i++) {
+    if (images[i].complete && images[i].naturalWidth > 0) { loaded++; }
+  }
+  document.body.dataset.imagesTotal = String(images.length);
+  document.body.dataset.imagesLoaded = String(loaded);
+});
+"""
+
+
+# ----------------------------------------------------------------------------------------- formats
+
+
+def _num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _fmt(x: Any, digits: int = 2, unit: str = "") -> str:
+    """A number with ``digits`` decimals (and ``unit``), "–" when missing."""
+    if not _num(x):
+        return "–" if x is None else str(x)
+    return f"{x:.{digits}f}{unit}"
+
+
+def _pm(mean: Any, std: Any) -> str:
+    """``mean ± std`` in percent with 2 decimals, "–" when the mean is missing."""
+    if not _num(mean):
+        return "–"
+    return f"{mean:.2f} ± {std:.2f}" if _num(std) else f"{mean:.2f}"
+
+
+def _mean_std(values: Any) -> tuple[float | None, float | None]:
+    vals = [v for v in values or [] if _num(v)]
+    if not vals:
+        return None, None
+    mean = sum(vals) / len(vals)
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in vals) / len(vals))
+
+
+def _si(x: Any) -> str:
+    """A count with an SI prefix: 1.23 G."""
+    if not _num(x):
+        return "–"
+    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= factor:
+            return f"{x / factor:.3g} {prefix}"
+    return f"{x:.3g}"
+
+
+def _seconds(x: Any) -> str:
+    if not _num(x):
+        return "–"
+    return f"{x:.2f} s" if x < 10 else f"{x:.1f} s" if x < 3600 else f"{x:.0f} s ({x / 3600:.1f} h)"
+
+
+def _value(v: Any) -> str:
+    """A configuration value as text."""
+    if v is None:
+        return "none"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, tuple, dict)):
+        return json.dumps(v, sort_keys=True)
+    return str(v)
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested mappings as ``parent.child`` keys (``method_args.attention_power``)."""
+    out: list[tuple[str, Any]] = []
+    for key in sorted(d, key=str):
+        v = d[key]
+        name = f"{prefix}{key}"
+        if isinstance(v, Mapping) and v:
+            out.extend(_flatten(v, name + "."))
+        else:
+            out.append((name, v))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ pieces
+
+
+def _note(text: str) -> str:
+    return f'<p class="note">{escape(text)}</p>'
+
+
+def _table(headers: list[str] | None, rows: list[list[str]], numeric: set[int] = frozenset(), cls: str = "") -> str:
+    """An HTML table; ``rows`` hold plain text (escaped here); columns in ``numeric`` are right-aligned;
+    no header row when ``headers`` is None."""
+    head = "" if headers is None else "<thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in headers) + "</tr></thead>"
+    body = "".join(
+        "<tr>" + "".join(f'<td class="num">{escape(c)}</td>' if i in numeric else f"<td>{escape(c)}</td>"
+                         for i, c in enumerate(row)) + "</tr>\n" for row in rows)
+    attr = f' class="{cls}"' if cls else ""
+    return f"<table{attr}>\n{head}\n<tbody>\n{body}</tbody>\n</table>"
+
+
+def _img(data: bytes, alt: str, cls: str = "") -> str:
+    src = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    attr = f' class="{cls}"' if cls else ""
+    return f'<img{attr} src="{src}" alt="{escape(alt)}">'
+
+
+def _read_png(path: Path) -> tuple[bytes | None, str | None]:
+    """(bytes, None) for a PNG file, (None, why not) otherwise."""
+    if not path.is_file():
+        return None, f"No {path.name} in this folder."
+    data = path.read_bytes()
+    if not data.startswith(PNG_SIGNATURE):
+        return None, f"{path.name} is not a PNG file; left out."
+    return data, None
+
+
+def _read_json(path: Path) -> tuple[Any, str | None]:
+    """(content, None), or (None, why not) when the file is missing or not JSON."""
+    if not path.is_file():
+        return None, None
+    try:
+        return json.loads(path.read_text(encoding="utf-8")), None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, f"{path.name} could not be read ({exc}); left out."
+
+
+def _figure(fig) -> bytes:
+    from datadistill.io.plots import png_bytes
+
+    return png_bytes(fig)
+
+
+# ---------------------------------------------------------------------------------------- sections
+
+
+def _summary(m: Mapping[str, Any]) -> str:
+    rows = [
+        ["method", _value(m.get("method"))], ["dataset", _value(m.get("dataset"))], ["IPC", _value(m.get("ipc"))],
+        ["initialisation", _value(m.get("init"))], ["distillation model", _value(m.get("model"))],
+        ["iterations run", _value(m.get("iterations"))
+         + (f" of {m['iterations_requested']}" if m.get("iterations_requested") not in (None, m.get("iterations"))
+            else "")],
+        ["distillation time", _seconds(m.get("distill_seconds"))], ["final loss", _fmt(m.get("final_loss"), 6)],
+        ["test accuracy (%)", _pm(m.get("accuracy_mean"), m.get("accuracy_std"))],
+    ]
+    if m.get("learned_lr") is not None:
+        rows.append(["learned lr", _fmt(m.get("learned_lr"), 6)])
+    if m.get("label_kind") not in (None, "hard"):
+        rows.append(["labels", _value(m.get("label_kind"))])
+    if m.get("selected_iteration") is not None:
+        rows.append(["selected iteration (validation)", _value(m.get("selected_iteration"))])
+    if m.get("skipped_iterations"):
+        rows.append(["skipped iterations", _value(m.get("skipped_iterations"))])
+    if m.get("package_version"):
+        rows.append(["datadistill version", _value(m.get("package_version"))])
+    return "<h2>Summary</h2>\n" + _table(None, rows, cls="summary")
+
+
+def _config(run: Path) -> str:
+    out = "<h2>Configuration</h2>\n"
+    path = run / "config.yaml"
+    if not path.is_file():
+        return out + _note("No config.yaml in this folder.")
+    try:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        return out + _note(f"config.yaml could not be read ({exc}); left out.")
+    if not isinstance(cfg, Mapping) or not cfg:
+        return out + _note("config.yaml holds no settings.")
+    return out + _table(["setting", "value"], [[k, _value(v)] for k, v in _flatten(cfg)], cls="config")
+
+
+def _grids(run: Path) -> str:
+    parts = []
+    for name, caption in (("init.png", "Initial set"), ("synthetic.png", "Final synthetic set")):
+        data, why = _read_png(run / name)
+        if data is None:
+            parts.append(f"<figure><figcaption>{escape(caption)}</figcaption>{_note(why)}</figure>")
+        else:
+            parts.append(f"<figure><figcaption>{escape(caption)} ({escape(name)}, one row per class)</figcaption>"
+                         f"{_img(data, caption, 'grid')}</figure>")
+    return '<h2>Synthetic images</h2>\n<div class="grids">\n' + "\n".join(parts) + "\n</div>"
+
+
+def _loss(m: Mapping[str, Any]) -> str:
+    from datadistill.io.plots import loss_curve_figure
+
+    out = "<h2>Distillation loss</h2>\n"
+    history = m.get("loss_history") or []
+    if not history:
+        return out + _note("No loss history in metrics.json (a coreset method learns nothing).")
+    try:
+        fig = loss_curve_figure(history, title=f"{m.get('method', '')} loss")
+    except (ConfigError, TypeError, ValueError) as exc:
+        return out + _note(f"The loss history could not be drawn ({exc}).")
+    return out + _img(_figure(fig), "loss against iteration")
+
+
+def _evaluation(m: Mapping[str, Any], ev: Any, ev_note: str | None) -> str:
+    headers = ["set", "model", "test accuracy (%)", "train accuracy (%)", "networks", "epochs", "seconds"]
+    rows = []
+    epochs = m.get("eval_epochs")
+    if m.get("accuracy_mean") is not None:
+        tmean, tstd = _mean_std(m.get("train_accuracies"))
+        rows.append(["synthetic (distill run)", _value(m.get("eval_model") or m.get("model")),
+                     _pm(m.get("accuracy_mean"), m.get("accuracy_std")), _pm(tmean, tstd),
+                     _value(len(m.get("accuracies") or []) or m.get("num_eval")), _value(epochs),
+                     _seconds(m.get("eval_seconds"))])
+    if m.get("init_accuracy_mean") is not None:
+        rows.append(["initial set (distill run)", _value(m.get("eval_model") or m.get("model")),
+                     _pm(m.get("init_accuracy_mean"), m.get("init_accuracy_std")), "–",
+                     _value(len(m.get("init_accuracies") or []) or m.get("num_eval")), _value(epochs), "–"])
+    notes = []
+    if ev_note:
+        notes.append(ev_note)
+    elif ev is None:
+        notes.append("No evaluation.json in this folder (datadistill evaluate … --out RUN_DIR writes one).")
+    elif not isinstance(ev, Mapping):
+        notes.append("evaluation.json is not an object; left out.")
+    else:
+        source = f"synthetic ({Path(str(ev['file'])).name})" if ev.get("file") else "synthetic (evaluate)"
+        for r in ev.get("rows") or []:
+            if not isinstance(r, Mapping):
+                continue
+            rows.append([source, _value(r.get("model")), _pm(r.get("accuracy_mean"), r.get("accuracy_std")),
+                         _pm(r.get("train_accuracy_mean"), r.get("train_accuracy_std")),
+                         _value(len(r.get("accuracies") or []) or None), _value(r.get("epochs")),
+                         _seconds(r.get("eval_seconds"))])
+    out = "<h2>Evaluation</h2>\n"
+    if rows:
+        out += _table(headers, rows, numeric={2, 3, 4, 5, 6}, cls="evaluation")
+    else:
+        out += _note("metrics.json holds no evaluation (the run had num_eval 0).")
+    return out + "".join(_note(n) for n in notes)
+
+
+def _curves(run: Path) -> str:
+    from datadistill.io.plots import learning_curves_figure
+
+    out = "<h2>Learning curves</h2>\n"
+    curves, why = _read_json(run / "curves.json")
+    if why:
+        return out + _note(why)
+    if curves is None:
+        return out + _note("No curves.json in this folder.")
+    try:
+        fig = learning_curves_figure(curves)
+    except (ConfigError, TypeError, ValueError, KeyError) as exc:
+        return out + _note(f"curves.json could not be drawn ({exc}).")
+    return out + _img(_figure(fig), "test and train accuracy against epoch and training time")
+
+
+def _cost(ev: Any) -> str:
+    out = "<h2>Cost against training on the whole data</h2>\n"
+    if not isinstance(ev, Mapping):
+        return out + _note("No cost comparison (evaluation.json with a whole-data baseline) in this folder.")
+    # "baselines" (one per model) when evaluate compared several architectures, else "baseline"
+    many = ev.get("baselines")
+    baselines = [b for b in (many.values() if isinstance(many, Mapping) and many else [ev.get("baseline")])
+                 if isinstance(b, Mapping)]
+    if not ev.get("cost") and not baselines:
+        return out + _note("No cost comparison (evaluation.json with a whole-data baseline) in this folder.")
+    if baselines:
+        out += _table(
+            ["baseline: whole data", "model", "epochs", "test accuracy (%)", "train accuracy (%)", "training time",
+             "forward FLOPs / image", "training FLOPs"],
+            [[_value(b.get("dataset")), _value(b.get("model")), _value(b.get("epochs")), _fmt(b.get("accuracy")),
+              _fmt(b.get("train_accuracy")), _seconds(b.get("train_seconds")), _si(b.get("forward_flops")),
+              _si(b.get("train_flops"))] for b in baselines], numeric={2, 3, 4, 5, 6, 7}, cls="baseline")
+    cost = [c for c in ev.get("cost") or [] if isinstance(c, Mapping)]
+    if cost:
+        out += _table(
+            ["model", "synthetic accuracy (%)", "whole-data accuracy (%)", "accuracy gap (points)",
+             "synthetic training", "whole-data training", "training-time speedup", "FLOPs ratio"],
+            [[_value(c.get("model")), _fmt(c.get("synthetic_accuracy")), _fmt(c.get("baseline_accuracy")),
+              _fmt(c.get("accuracy_gap")), _seconds(c.get("synthetic_seconds")), _seconds(c.get("baseline_seconds")),
+              _fmt(c.get("time_speedup"), 1, "×"), _fmt(c.get("flops_ratio"), 1, "×")] for c in cost],
+            numeric={1, 2, 3, 4, 5, 6, 7}, cls="cost")
+    else:
+        out += _note("evaluation.json has a baseline but no cost rows.")
+    return out
+
+
+def _others(run: Path) -> str:
+    names = sorted(p.name for p in run.glob("*.png") if p.name not in KNOWN_PNGS and not p.name.startswith("."))
+    if not names:
+        return ""
+    parts = []
+    for name in names:
+        data, why = _read_png(run / name)
+        parts.append(f"<figure><figcaption>{escape(name)}</figcaption>"
+                     f"{_img(data, name) if data is not None else _note(why)}</figure>")
+    return "<h2>Other figures</h2>\n" + "\n".join(parts)
+
+
+def _log(run: Path) -> str:
+    path = run / "distill.log"
+    if not path.is_file():
+        return ""
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    shown = lines[-LOG_LINES:]
+    cut = f", last {LOG_LINES} of {len(lines)} lines" if len(lines) > LOG_LINES else ""
+    return (f"<h2>Log</h2>\n<details><summary>distill.log{escape(cut)}</summary>\n"
+            f"<pre>{escape(chr(10).join(shown))}</pre>\n</details>")
+
+
+# -------------------------------------------------------------------------------------------- main
+
+
+def render_report(run_dir: str | os.PathLike) -> str:
+    """The HTML text of the report of ``run_dir`` (see :func:`write_report`)."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise ConfigError(f"run folder {run} does not exist or is not a folder")
+    metrics_path = run / "metrics.json"
+    if not metrics_path.is_file():
+        raise ConfigError(f"run folder {run} has no metrics.json (written by datadistill distill): nothing to report")
+    try:
+        m = json.loads(metrics_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{metrics_path} is not valid JSON ({exc})") from exc
+    if not isinstance(m, dict):
+        raise ConfigError(f"{metrics_path} holds {type(m).__name__}, expected a JSON object")
+    ev, ev_note = _read_json(run / "evaluation.json")
+    title = f"{m.get('method', '?')} on {m.get('dataset', '?')}, IPC {m.get('ipc', '?')}"
+    sections = [_summary(m), _config(run), _grids(run), _loss(m), _evaluation(m, ev, ev_note), _curves(run),
+                _cost(None if ev_note else ev), _others(run), _log(run)]
+    body = "\n\n".join(s for s in sections if s)
+    total = body.count("<img ")
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        f"<title>{escape('datadistill: ' + title)}</title>\n<style>{CSS}</style>\n"
+        f"<script>{SCRIPT}</script>\n</head>\n"
+        f'<body data-images-total="{total}" data-images-loaded="0">\n'
+        f"<h1>{escape(title)}</h1>\n<p class=\"note\">Run folder: {escape(str(run.resolve()))}</p>\n\n"
+        f"{body}\n</body>\n</html>\n")
+
+
+def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+    """Write one self-contained HTML report of the run folder ``run_dir`` to ``out`` (default
+    ``run_dir/report.html``), atomically, and return its path.
+
+    Sections: title (method, dataset, IPC), summary, configuration (``config.yaml``, nested settings
+    flattened as ``method_args.name``), initial and final grids, loss curve (``metrics.json``'s
+    ``loss_history``), evaluation table (``metrics.json`` and ``evaluation.json``), learning curves
+    (``curves.json``), cost against the whole-data baseline (``evaluation.json``), other ``*.png``
+    figures, and the log. A missing optional file leaves its section with a short note.
+
+    Raises:
+        ConfigError: ``run_dir`` is not a folder, or has no readable ``metrics.json``.
+    """
+    html = render_report(run_dir)
+    return atomic_write_text(Path(out) if out is not None else Path(run_dir) / "report.html", html)
