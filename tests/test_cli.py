@@ -129,10 +129,13 @@ def test_evaluate_json(distilled, fake_root):
                  "--eval-epochs", "1", "--json")
     assert result.exit_code == 0, result.output + repr(result.exception)
     d = json.loads(result.stdout)
-    assert d["model"] == "convnet"
-    assert len(d["accuracies"]) == 1 and 0 <= d["accuracy_mean"] <= 100 and d["accuracy_std"] == 0
-    assert d["accuracy_mean"] == pytest.approx(d["accuracies"][0])
-    assert "eval_seconds" in d and "train_accuracies" in d
+    assert [r["model"] for r in d["rows"]] == ["convnet"]
+    r = d["rows"][0]
+    assert len(r["accuracies"]) == 1 and 0 <= r["accuracy_mean"] <= 100 and r["accuracy_std"] == 0
+    assert r["accuracy_mean"] == pytest.approx(r["accuracies"][0])
+    assert "eval_seconds" in r and "train_accuracies" in r
+    assert r["forward_flops"] > 0 and r["train_flops"] == pytest.approx(r["forward_flops"] * 3 * d["images"], rel=0.1)
+    assert d["cost"] == [] and d["dataset"] == "mnist"
 
 
 def test_evaluate_text(distilled, fake_root):
@@ -140,18 +143,19 @@ def test_evaluate_text(distilled, fake_root):
     result = run("evaluate", out / "synthetic.safetensors", "--data-root", fake_root, "--num-eval", "1",
                  "--eval-epochs", "1", "--dsa-strategy", "none")
     assert result.exit_code == 0, result.output + repr(result.exception)
-    assert result.stdout.startswith("model convnet: accuracy")
+    header, row = result.stdout.splitlines()[:2]
+    assert header.split()[:3] == ["model", "test", "accuracy"] and row.split()[0] == "convnet"
 
 
 def _fake_evaluation(monkeypatch):
     captured = {}
 
-    def fake(syn, test, settings, device, seed=0, progress=None):
+    def fake(syn, test, settings, device, seed=0, progress=None, on_model=None):
         captured["settings"] = settings
         captured["seed"] = seed
-        return EvalResult(settings.model, [50.0], [100.0], 0.0)
+        return EvalResult(settings.model, [50.0], [100.0], 0.0, epochs=settings.epochs)
 
-    monkeypatch.setattr("datadistill.api.evaluate_synthetic_set", fake)
+    monkeypatch.setattr("datadistill.evaluation.suite.evaluate_synthetic_set", fake)
     return captured
 
 

@@ -341,3 +341,175 @@ def run_scores(dataset: str, score: str, out: str | os.PathLike, *, model: str =
     result.metadata["zca_eps"] = zca_eps
     save_scores(result, out)
     return result
+
+
+def run_baseline(dataset: str, out_dir: str | os.PathLike, *, device: str = "auto", data_root: str | None = None,
+                 progress=None, **settings):
+    """Train one network on the whole real training set (``datadistill baseline``) and write
+    ``out_dir/baseline.json`` (accuracy %, training seconds, FLOPs, per-epoch curve).
+
+    ``settings`` are :class:`~datadistill.evaluation.baseline.BaselineSettings` fields (None values ignored).
+
+    Returns:
+        The :class:`~datadistill.evaluation.baseline.BaselineResult`.
+
+    Raises:
+        ConfigError / UnknownNameError / DatasetNotFoundError: bad setting, model or dataset.
+    """
+    from datadistill.evaluation.baseline import BaselineSettings, train_whole_data
+
+    values = _settings_from(BaselineSettings, {k: v for k, v in settings.items() if v is not None}, "baseline")
+    MODELS.get(values.model)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        from datadistill.errors import ConfigError
+
+        raise ConfigError(f"output path {out} exists and is not a folder")
+    data = load_dataset(dataset, data_root)
+    result = train_whole_data(data, values, select_device(device), progress)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "baseline.json", json.dumps({**result.as_dict(), "package_version": __version__},
+                                                        indent=2) + "\n")
+    return result
+
+
+def _read_baseline(path: str | os.PathLike) -> dict[str, Any]:
+    from datadistill.errors import ConfigError
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "baseline.json"
+    if not p.is_file():
+        raise ConfigError(f"baseline file {p} does not exist: expected a baseline.json written by `datadistill baseline`")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"baseline file {p} is not valid JSON ({exc})") from None
+    need = ("dataset", "model", "accuracy", "train_seconds", "train_flops")
+    if not isinstance(data, dict) or any(k not in data for k in need):
+        raise ConfigError(f"baseline file {p} is not a datadistill baseline: expected the keys {', '.join(need)}")
+    return data
+
+
+def run_evaluate(path: str | os.PathLike, models: Sequence[str] = ("convnet",), *, out: str | os.PathLike | None = None,
+                 baselines: Sequence[str | os.PathLike] = (), save_models: str | os.PathLike | None = None,
+                 data_root: str | None = None, device: str = "auto", seed: int = 0, progress=None, **overrides):
+    """Evaluate a saved synthetic set on one or more architectures (``datadistill evaluate``).
+
+    Args:
+        path: a ``.safetensors`` synthetic set.
+        models: registered model names.
+        out: folder for ``evaluation.json`` (and ``curves.json``, ``curves.png`` when ``curve_every``
+            is set); None writes nothing.
+        baselines: ``baseline.json`` files (or their folders) of ``datadistill baseline``.
+        save_models: folder for the trained networks, ``<model>_<k>.safetensors`` (``datadistill test-model``).
+        overrides: :class:`~datadistill.evaluation.EvalSettings` fields (None = default; the DSA
+            strategy defaults to the dataset's).
+
+    Returns:
+        The :class:`~datadistill.evaluation.suite.CrossArchResult`.
+
+    Raises:
+        SyntheticSetFileError, DatasetNotFoundError, UnknownNameError, ConfigError: bad file, dataset,
+            model, setting or baseline. Nothing is written then.
+    """
+    from datadistill.errors import ConfigError
+    from datadistill.evaluation.suite import evaluate_architectures
+
+    syn = load_synthetic_set(path)
+    base = [_read_baseline(b) for b in baselines]
+    for target in (out, save_models):
+        if target is not None and Path(target).exists() and not Path(target).is_dir():
+            raise ConfigError(f"output path {target} exists and is not a folder")
+    for name in models:
+        MODELS.get(name)
+    data = load_dataset(syn.metadata["dataset"], data_root)
+    if overrides.get("dsa_strategy") is None:
+        overrides["dsa_strategy"] = data.spec.dsa_strategy
+    settings = EvalSettings(**{"model": models[0] if models else "convnet",
+                               **{k: v for k, v in overrides.items() if v is not None}})
+    on_model = None
+    if save_models is not None:
+        from datadistill.io.model_file import save_model
+
+        spec, folder = data.spec, Path(save_models)
+
+        def on_model(model: str, k: int, net) -> None:
+            folder.mkdir(parents=True, exist_ok=True)
+            save_model(net, folder / f"{model}_{k}.safetensors", model=model, channels=spec.channels,
+                       num_classes=spec.num_classes, image_size=spec.image_size, dataset=spec.name, mean=spec.mean,
+                       std=spec.std, zca=syn.zca,
+                       extra={"synthetic_set": str(path), "seed": seed + k, "epochs": settings.epochs})
+
+    result = evaluate_architectures(syn, data.test, models, settings, select_device(device), seed=seed,
+                                    baselines=base, progress=progress, on_model=on_model)
+    result.metadata["file"] = str(path)
+    if out is not None:
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / "evaluation.json", json.dumps(result.as_dict(), indent=2) + "\n")
+        curves = result.curves()
+        if curves is not None:
+            from datadistill.io.plots import plot_learning_curves
+
+            atomic_write_text(folder / "curves.json", json.dumps(curves, indent=2) + "\n")
+            plot_learning_curves(curves, folder / "curves.png")
+    return result
+
+
+def evaluate_saved_model(path: str | os.PathLike, *, data_root: str | None = None, device: str = "auto") -> dict[str, Any]:
+    """Test a network saved by ``datadistill evaluate --save-models`` on its dataset's real test set
+    (``datadistill test-model``), whitening the test images with the ZCA stored with it.
+
+    Returns:
+        ``{"model", "dataset", "accuracy" (percent), "per_class_accuracy" {class name: percent}, "test_images"}``.
+
+    Raises:
+        ModelFileError: missing, corrupt or foreign file. DatasetNotFoundError: its dataset is not on disk.
+    """
+    from datadistill.io.model_file import load_model
+
+    net, meta, zca = load_model(path)
+    data = load_dataset(meta["dataset"], data_root)
+    dev = select_device(device)
+    test = data.test if zca is None else LabelledImages(zca.whiten(data.test.images), data.test.labels)
+    net = net.to(dev).eval()
+    predictions = []
+    with torch.no_grad():
+        for i in range(0, len(test), 1000):
+            predictions.append(net(test.images[i:i + 1000].to(dev)).argmax(1).cpu())
+    pred = torch.cat(predictions)
+    correct = pred == test.labels
+    per_class = {}
+    for c, name in enumerate(data.spec.class_names):
+        mask = test.labels == c
+        per_class[name] = 100.0 * int(correct[mask].sum()) / int(mask.sum()) if mask.any() else None
+    return {"model": meta["model"], "dataset": meta["dataset"], "accuracy": 100.0 * int(correct.sum()) / max(len(test), 1),
+            "per_class_accuracy": per_class, "test_images": len(test), "file": str(path)}
+
+
+def run_import(path: str | os.PathLike, dataset: str, out: str | os.PathLike, *, experiment: int = 0,
+               zca_eps: float | None = None, data_root: str | None = None) -> SyntheticSet:
+    """Convert a synthetic set saved by the reference code (VICO's ``res_*.pt``; MTT/DATM/PAD's
+    ``images_best.pt`` + ``labels_best.pt`` + ``lr_best.pt``) into a datadistill file (``datadistill import``).
+
+    Files are read with ``torch.load(weights_only=True)``: nothing is unpickled.
+
+    Args:
+        dataset: the dataset the set was distilled from (its spec checks the shapes; with
+            ``zca_eps``, its training set fits the ZCA the reference run whitened with).
+        experiment: which experiment of a VICO file.
+        zca_eps: the run used ZCA with this eps (MTT: 0.1 on CIFAR); the ZCA is refitted on the
+            real training set (kornia, as the reference code) and stored with the set.
+
+    Raises:
+        SyntheticSetFileError: unreadable or malformed file. DatasetNotFoundError / UnknownNameError.
+    """
+    from datadistill.io.importers import import_reference
+    from datadistill.preprocess import ZCA
+
+    data = load_dataset(dataset, data_root)
+    zca = ZCA.fit(data.train.images, eps=zca_eps) if zca_eps is not None else None
+    syn = import_reference(path, data.spec, experiment=experiment, zca=zca)
+    save_synthetic_set(syn, out)
+    return syn

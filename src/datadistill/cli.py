@@ -134,34 +134,130 @@ def distill(config_file, out, quiet, method_args, mask_shallow, **flags) -> None
     click.echo(f"wrote {out_dir}/synthetic.safetensors, synthetic.png, init.png, metrics.json")
 
 
+def _models(value: str) -> list[str]:
+    names = [m.strip() for m in value.split(",") if m.strip()]
+    if not names:
+        raise click.BadParameter(f"{value!r} names no model: expected a comma-separated list such as "
+                                 "convnet,alexnet,vgg11,resnet18,lenet,mlp", param_hint="--models")
+    return names
+
+
+def _fmt_ratio(x) -> str:
+    return "-" if x is None else f"{x:,.1f}×"
+
+
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--model", default="convnet", show_default=True, help="Model to train on the set.")
-@click.option("--num-eval", type=int, default=3, show_default=True, help="Networks trained.")
+@click.option("--models", "--model", "models", default="convnet", show_default=True,
+              help="Comma-separated models to train on the set (cross-architecture), e.g. convnet,alexnet,vgg11,resnet18,lenet,mlp.")
+@click.option("--num-eval", type=int, default=3, show_default=True, help="Networks trained per model.")
 @click.option("--eval-epochs", type=int, default=300, show_default=True, help="Epochs per network.")
 @click.option("--eval-lr", type=float, default=None,
-              help="Initial lr; given, it replaces the set's learned lr. Default: the learned lr, else 0.01.")
+              help="Initial lr; given, it replaces the set's learned lr. Default: the learned lr, else the model's default (0.01).")
 @click.option("--eval-batch", type=int, default=256, show_default=True, help="Mini-batch size.")
 @click.option("--dsa-strategy", default=None, help="DSA strategy (default: the dataset's).")
+@click.option("--vectorise/--no-vectorise", default=True, show_default=True,
+              help="Train the networks of one model together (torch.vmap); BatchNorm models always run one by one.")
+@click.option("--curve-every", type=int, default=0, show_default=True,
+              help="Record train/test accuracy every N epochs for learning curves (0 = off; needs --out).")
+@click.option("--baseline", "baselines", multiple=True, type=click.Path(),
+              help="baseline.json of `datadistill baseline` (repeatable): adds the cost table for its model.")
+@click.option("--save-models", type=click.Path(file_okay=False), default=None,
+              help="Save every trained network here (`datadistill test-model` tests one).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Write evaluation.json (and curves.json/png) to this folder, e.g. the run folder for `datadistill report`.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--data-root", type=click.Path(file_okay=False), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def evaluate(file, model, num_eval, eval_epochs, eval_lr, eval_batch, dsa_strategy, seed, device, data_root,
-             as_json) -> None:
+def evaluate(file, models, num_eval, eval_epochs, eval_lr, eval_batch, dsa_strategy, vectorise, curve_every, baselines,
+             save_models, out, seed, device, data_root, as_json) -> None:
     """Train fresh networks on a saved synthetic set and test them on the real test set."""
-    from datadistill.api import evaluate_file
+    from datadistill.api import run_evaluate
 
-    result = evaluate_file(file, data_root=data_root, device=device, seed=seed, model=model, num_eval=num_eval,
-                           epochs=eval_epochs, lr=eval_lr, batch_size=eval_batch, dsa_strategy=dsa_strategy,
-                           use_learned_lr=eval_lr is None)
+    names = _models(models)
+    if curve_every and out is None:
+        raise click.BadParameter("learning curves are written to --out: give --out DIR", param_hint="--curve-every")
+    result = run_evaluate(file, names, out=out, baselines=baselines, save_models=save_models, data_root=data_root,
+                          device=device, seed=seed, num_eval=num_eval, epochs=eval_epochs, lr=eval_lr,
+                          batch_size=eval_batch, dsa_strategy=dsa_strategy, use_learned_lr=eval_lr is None,
+                          vectorise=vectorise, curve_every=curve_every)
     d = result.as_dict()
     if as_json:
         click.echo(json.dumps(d, indent=2))
-    else:
-        click.echo(f"model {d['model']}: accuracy {d['accuracy_mean']:.2f} ± {d['accuracy_std']:.2f} % over "
-                   f"{len(d['accuracies'])} models ({', '.join(f'{a:.2f}' for a in d['accuracies'])}); "
-                   f"{d['eval_seconds']:.1f} s")
+        return
+    click.echo(f"{'model':<12} {'test accuracy %':>16} {'train accuracy %':>17} {'seconds':>9}  per-network test accuracies")
+    for r in d["rows"]:
+        click.echo(f"{r['model']:<12} {r['accuracy_mean']:>8.2f} ± {r['accuracy_std']:<5.2f} "
+                   f"{r['train_accuracy_mean']:>10.2f} ± {r['train_accuracy_std']:<4.2f} {r['eval_seconds']:>9.1f}  "
+                   + ", ".join(f"{a:.2f}" for a in r["accuracies"]))
+    for c in d["cost"]:
+        click.echo(f"{c['model']} against the whole data ({c['baseline_accuracy']:.2f} %): accuracy gap "
+                   f"{c['accuracy_gap']:.2f} points, training {_fmt_ratio(c['time_speedup'])} faster "
+                   f"({c['synthetic_seconds']:.1f} s vs {c['baseline_seconds']:.1f} s), "
+                   f"{_fmt_ratio(c['flops_ratio'])} fewer training FLOPs")
+    if out:
+        click.echo(f"wrote {Path(out) / 'evaluation.json'}")
+
+
+@main.command("test-model")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--device", default="auto", show_default=True)
+@click.option("--data-root", type=click.Path(file_okay=False), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def test_model(file, device, data_root, as_json) -> None:
+    """Test a network saved by `evaluate --save-models` on its dataset's real test set."""
+    from datadistill.api import evaluate_saved_model
+
+    r = evaluate_saved_model(file, data_root=data_root, device=device)
+    if as_json:
+        click.echo(json.dumps(r, indent=2))
+        return
+    click.echo(f"{r['model']} on the {r['dataset']} test set ({r['test_images']} images): accuracy {r['accuracy']:.2f} %")
+    click.echo("per class: " + ", ".join(f"{k} {v:.1f}" for k, v in r["per_class_accuracy"].items() if v is not None))
+
+
+@main.command("import")
+@click.argument("path", type=click.Path())
+@click.option("--dataset", required=True, help="Dataset the set was distilled from (checks shapes, gives mean/std).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="datadistill file to write (.safetensors).")
+@click.option("--experiment", type=int, default=0, show_default=True, help="VICO files: which experiment's set.")
+@click.option("--zca-eps", type=float, default=None, help="The run used ZCA with this eps (refitted on the training set).")
+@click.option("--data-root", type=click.Path(file_okay=False), default=None)
+def import_cmd(path, dataset, out, experiment, zca_eps, data_root) -> None:
+    """Convert a set saved by the reference code (VICO res_*.pt; MTT/DATM/PAD images_best.pt, labels_best.pt,
+    lr_best.pt) into a datadistill file. Read with weights_only: nothing is unpickled."""
+    from datadistill.api import run_import
+
+    syn = run_import(path, dataset, out, experiment=experiment, zca_eps=zca_eps, data_root=data_root)
+    lr = f", learned lr {syn.learned_lr:.4g}" if syn.learned_lr is not None else ""
+    click.echo(f"imported {len(syn)} images ({syn.label_kind} labels{lr}) from {path}; wrote {out}")
+
+
+@main.command()
+@click.option("--config", "config_file", required=True, type=click.Path(dir_okay=False), help="YAML grid (see configs/compare/).")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Output folder (overrides the config's out).")
+def compare(config_file, out) -> None:
+    """Run a grid of methods × IPC × init × seeds; write results.csv/json/md and plots. Finished cells are reused."""
+    from datadistill.compare import run_compare
+
+    result = run_compare(config_file, out, progress=lambda cell, status: click.echo(f"{cell}: {status}"))
+    click.echo(f"wrote {result.out}/results.csv, results.json, results.md, accuracy_vs_ipc.png, accuracy_vs_time.png")
+    if not result.ok:
+        for row in result.failures:
+            click.echo(f"error: cell {row.get('label')} ipc {row.get('ipc')} seed {row.get('seed')} failed: {row.get('error')}",
+                       err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="HTML file. Default: RUN_DIR/report.html.")
+def report(run_dir, out) -> None:
+    """Write one self-contained HTML page for a run folder: config, grids, loss, evaluation, curves, cost."""
+    from datadistill.io.report import write_report
+
+    click.echo(f"wrote {write_report(run_dir, out)}")
 
 
 def _load_mapping(path: str | None) -> dict:
@@ -219,6 +315,31 @@ def scores(dataset, score_name, model, num_networks, epochs, seed, zca_eps, devi
     v = result.values
     click.echo(f"{score_name} of {len(v)} images: min {float(v.min()):.4g}, median {float(v.median()):.4g}, "
                f"max {float(v.max()):.4g}; wrote {out}")
+
+
+@main.command()
+@click.option("--dataset", default="mnist", show_default=True, help="Dataset name.")
+@click.option("--model", default="convnet", show_default=True, help="Model trained on the whole training set.")
+@click.option("--epochs", type=click.INT, default=6, show_default=True, help="Epochs (lr ÷10 at half).")
+@click.option("--lr", type=click.FLOAT, default=None, help="Initial lr. Default: the model's default evaluation lr.")
+@click.option("--batch-size", type=click.INT, default=256, show_default=True)
+@click.option("--dsa-strategy", default="none", show_default=True, help="DSA strategy, or none.")
+@click.option("--seed", type=click.INT, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--data-root", type=click.Path(file_okay=False), default=None)
+@click.option("--out", required=True, type=click.Path(file_okay=True), help="Folder for baseline.json.")
+def baseline(dataset, device, data_root, out, **settings) -> None:
+    """Train one network on the whole real training set: test accuracy, training time and FLOPs."""
+    from datadistill.api import run_baseline
+
+    def progress(epoch, test_acc, train_acc):
+        shown = f"{test_acc:.2f} %" if test_acc is not None else "-"
+        click.echo(f"epoch {epoch}: train accuracy {train_acc:.2f} %, test accuracy {shown}")
+
+    r = run_baseline(dataset, out, device=device, data_root=data_root, progress=progress, **settings)
+    click.echo(f"{dataset} whole data ({r.train_images} images), {r.model}, {r.epochs} epochs: test accuracy "
+               f"{r.accuracy:.2f} %, training {r.train_seconds:.1f} s, {r.forward_flops / 1e6:.1f} MFLOP per "
+               f"forward pass, {r.train_flops / 1e12:.2f} TFLOP in training; wrote {Path(out) / 'baseline.json'}")
 
 
 @main.group()
