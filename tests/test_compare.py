@@ -373,7 +373,7 @@ def test_shipped_mnist_cpu_grid_is_valid(tmp_path, monkeypatch):
     cfg = {c.name: c.config for c in plan.cells}
     for c in plan.cells:
         assert (c.config.dataset, c.config.num_eval, c.config.eval_epochs, c.config.resolved_eval_model) == (
-            "mnist", 2, 300, "convnet")
+            "mnist", 1, 300, "convnet")
     assert cfg["dm_ipc10_real_seed0"].max_seconds == 60
     assert cfg["mtt_ipc1_real_seed0"].lr_img == 1000 and cfg["mtt_ipc10_real_seed0"].lr_img == 100
     assert cfg["pad_ipc10_samples_predicted_correctly_seed1"].method_args["experts"] == "runs/experts/mnist_w32_pad"

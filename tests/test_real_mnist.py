@@ -35,7 +35,9 @@ def test_short_real_mnist_run_learns_and_beats_chance(tmp_path, method):
                                           "--eval-epochs", "20", "--seed", "1", "--json"])
     assert evaluated.exit_code == 0, evaluated.output
     again = json.loads(evaluated.output)
-    assert again["accuracies"] == pytest.approx(metrics["accuracies"])  # same seed, same protocol
+    (row,) = again["rows"]  # one row per architecture: the set's own convnet here
+    assert row["model"] == "convnet"
+    assert row["accuracies"] == pytest.approx(metrics["accuracies"])  # same seed, same protocol
 
 
 @pytest.mark.slow
