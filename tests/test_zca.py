@@ -217,14 +217,16 @@ def test_synthetic_set_rejects_zca_of_another_shape():
 # --- evaluation and grids --------------------------------------------------------------------------
 
 def spy_accuracy(monkeypatch) -> list[torch.Tensor]:
+    """Records the images every accuracy pass sees (train accuracy, then the per-class test pass)."""
     seen = []
-    original = protocol.accuracy
+    for name in ("accuracy", "class_correct"):
+        original = getattr(protocol, name)
 
-    def spy(net, data, device, *args, **kwargs):
-        seen.append(data.images.clone())
-        return original(net, data, device, *args, **kwargs)
+        def spy(net, data, device, *args, _original=original, **kwargs):
+            seen.append(data.images.clone())
+            return _original(net, data, device, *args, **kwargs)
 
-    monkeypatch.setattr(protocol, "accuracy", spy)
+        monkeypatch.setattr(protocol, name, spy)
     return seen
 
 

@@ -19,7 +19,7 @@ import yaml
 from datadistill import __version__
 from datadistill.augment import DSA
 from datadistill.config import DistillConfig
-from datadistill.data import DatasetSpec, LabelledImages, RealSet, SplitDataset, load_dataset
+from datadistill.data import DatasetSpec, LabelledImages, RealSet, SplitDataset, load_dataset, load_dataset_of
 from datadistill.evaluation import EvalResult, EvalSettings, evaluate_synthetic_set
 from datadistill.io import SyntheticSet, atomic_write_text, load_synthetic_set, save_grid, save_synthetic_set
 from datadistill.methods import METHODS, Distiller
@@ -50,6 +50,7 @@ class DistillResult:
             the coreset methods, which select instead of learning).
         skipped_iterations: steps that changed nothing (MTT family: non-finite loss rolled back, or
             DATM's loss threshold exceeded).
+        class_counts: real images per class, ``{"train": [...], "test": [...]}`` (class imbalance).
     """
 
     config: DistillConfig
@@ -64,6 +65,7 @@ class DistillResult:
     selection: list[tuple[int, float]] = field(default_factory=list)
     iterations_run: int = 0
     skipped_iterations: int = 0
+    class_counts: dict[str, list[int]] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, Any]:
         """The ``metrics.json`` content (accuracies in percent, times in seconds)."""
@@ -78,10 +80,16 @@ class DistillResult:
             "skipped_iterations": self.skipped_iterations, "learned_lr": self.synthetic_set.learned_lr,
             "label_kind": self.synthetic_set.label_kind, "zca_eps": cfg.zca_eps,
         }
+        if self.class_counts:
+            out["class_counts"] = self.class_counts
         if self.evaluation:
             ev = self.evaluation
             out.update(accuracy_mean=ev.mean, accuracy_std=ev.std, accuracies=ev.accuracies,
                        train_accuracies=ev.train_accuracies)
+            if ev.per_class_accuracies:
+                bal = ev.as_dict()
+                out.update({k: bal[k] for k in ("balanced_accuracy_mean", "balanced_accuracy_std",
+                                                "balanced_accuracies", "per_class_accuracy_mean")})
         if self.selection:
             out.update(selection=self.selection, selected_iteration=self.synthetic_set.metadata["iterations"])
         if self.init_evaluation:
@@ -104,6 +112,50 @@ def _metadata(config: DistillConfig, spec: DatasetSpec, method_cfg, iterations: 
             "model": config.model, "seed": config.seed, "iterations": iterations,
             "config": {**config.as_dict(), "method_args": dataclasses.asdict(method_cfg)},
             "package_version": __version__}
+
+
+def load_dataset_for(config: DistillConfig) -> SplitDataset:
+    """The dataset of a run, read with its ``image_size``, ``stream`` and ``num_workers`` settings."""
+    return load_dataset(config.dataset, config.data_root, image_size=config.image_size, stream=config.stream,
+                        num_workers=config.num_workers)
+
+
+def class_counts(data: SplitDataset) -> dict[str, list[int]]:
+    """Real images per class in each split, ``{"train": [...], "test": [...]}``."""
+    k = data.spec.num_classes
+    return {name: torch.bincount(split.labels.cpu(), minlength=k)[:k].tolist()
+            for name, split in (("train", data.train), ("test", data.test))}
+
+
+def imbalance_line(spec: DatasetSpec, counts: Sequence[int]) -> str:
+    """``"train images per class: HP 1545, SSA 630 (imbalance 2.45:1)"`` (the largest over the smallest class)."""
+    shown = ", ".join(f"{n} {c}" for n, c in zip(spec.class_names[:10], counts[:10]))
+    more = f", … ({len(counts)} classes)" if len(counts) > 10 else ""
+    ratio = max(counts) / max(min(counts), 1)
+    return f"train images per class: {shown}{more} (imbalance {ratio:.2f}:1)"
+
+
+def spec_line(data: SplitDataset) -> str:
+    spec = data.spec
+    how = "streamed from files" if data.train.streamed else "in memory"
+    return (f"{spec.name}: {len(data.train)} train / {len(data.test)} test images of "
+            f"{spec.channels}×{spec.image_size[0]}×{spec.image_size[1]}, {spec.num_classes} classes, {how}; "
+            f"mean {tuple(round(m, 4) for m in spec.mean)}, std {tuple(round(s, 4) for s in spec.std)}")
+
+
+def dataset_info(name: str, data_root: str | None = None, **options) -> dict[str, Any]:
+    """What ``datadistill data info`` prints: sizes, classes, images per class, imbalance, mean/std and
+    the training set's float32 size in bytes (``options``: image_size, stream, num_workers)."""
+    import math
+
+    data = load_dataset(name, data_root, **options)
+    counts = class_counts(data)
+    spec = data.spec
+    return {"dataset": spec.name, "channels": spec.channels, "image_size": list(spec.image_size),
+            "class_names": list(spec.class_names), "class_counts": counts, "mean": list(spec.mean),
+            "std": list(spec.std), "streamed": bool(data.train.streamed),
+            "train_bytes": len(data.train) * math.prod(data.train.image_shape) * 4,
+            "summary": spec_line(data), "imbalance": imbalance_line(spec, counts["train"])}
 
 
 def eval_settings(config: DistillConfig, spec: DatasetSpec) -> EvalSettings:
@@ -139,8 +191,13 @@ def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), datas
     device = select_device(config.device)
     from datadistill.preprocess import ZCA
 
-    data = dataset or load_dataset(config.dataset, config.data_root)
+    data = dataset or load_dataset_for(config)
+    from datadistill.preprocess.dataset import check_zca_possible
+
+    check_zca_possible(data, config.zca_eps)
     zca = ZCA.fit(data.train.images, eps=config.zca_eps) if config.zca_eps is not None else None
+    counts = class_counts(data)
+    log.info("%s: %s", spec_line(data), imbalance_line(data.spec, counts["train"]))
     spec = data.spec
     dsa = DSA(config.dsa_strategy or spec.dsa_strategy)
     seed_everything(config.seed)
@@ -196,7 +253,7 @@ def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), datas
     distill_seconds = time.perf_counter() - start
     syn = best[0][1] if best else current(distiller.iteration)
     result = DistillResult(config, syn, initial, history, distill_seconds, snapshots=snapshots, selection=selection,
-                           iterations_run=distiller.iteration, skipped_iterations=skipped[0])
+                           iterations_run=distiller.iteration, skipped_iterations=skipped[0], class_counts=counts)
     if evaluate and config.num_eval > 0:
         settings = eval_settings(config, spec)
         t0 = time.perf_counter()
@@ -221,7 +278,7 @@ def evaluate_file(path: str | os.PathLike, settings: EvalSettings | None = None,
         ConfigError: the set does not fit the dataset (channels, image size).
     """
     syn = load_synthetic_set(path)
-    data = load_dataset(syn.metadata["dataset"], data_root)
+    data = load_dataset_of(syn.metadata, data_root)
     if settings is None:
         if overrides.get("dsa_strategy") is None:
             overrides["dsa_strategy"] = data.spec.dsa_strategy
@@ -305,13 +362,14 @@ def run_experts(values: dict[str, Any], out_dir: str | os.PathLike, *, device: s
 
     values = dict(values)
     dataset = values.pop("dataset", "mnist")
+    data_options = {k: values.pop(k) for k in ("image_size", "stream", "num_workers") if k in values}
     curriculum = values.pop("curriculum", None)
     if curriculum is not None:
         if not isinstance(curriculum, dict) or "scores_file" not in curriculum:
             raise ConfigError(f"curriculum must be a mapping with a scores_file, got {curriculum!r}")
         values["curriculum"] = _settings_from(Curriculum, curriculum, "curriculum")
     settings = _settings_from(ExpertSettings, values, "expert")
-    data, _ = whiten_dataset(load_dataset(dataset, data_root), settings.zca_eps)
+    data, _ = whiten_dataset(load_dataset(dataset, data_root, **data_options), settings.zca_eps)
     order = None
     if settings.curriculum is not None:
         scores = load_scores(settings.curriculum.scores_file)
@@ -325,7 +383,8 @@ def run_experts(values: dict[str, Any], out_dir: str | os.PathLike, *, device: s
 
 def run_scores(dataset: str, score: str, out: str | os.PathLike, *, model: str = "convnet", num_networks: int = 3,
                epochs: int = 2, seed: int = 0, zca_eps: float | None = None, device: str = "auto",
-               data_root: str | None = None):
+               data_root: str | None = None, image_size: int | None = None, stream: str = "auto",
+               num_workers: int = 2):
     """Compute per-sample difficulty scores of ``dataset``'s training set and save them to ``out``
     (``datadistill scores``); returns the :class:`~datadistill.selection.difficulty.DifficultyScores`.
 
@@ -336,7 +395,8 @@ def run_scores(dataset: str, score: str, out: str | os.PathLike, *, model: str =
     from datadistill.selection.difficulty import ScoreSettings, compute_scores, save_scores
 
     settings = ScoreSettings(model=model, num_networks=num_networks, epochs=epochs, seed=seed)
-    data, _ = whiten_dataset(load_dataset(dataset, data_root), zca_eps)
+    data, _ = whiten_dataset(load_dataset(dataset, data_root, image_size=image_size, stream=stream,
+                                          num_workers=num_workers), zca_eps)
     result = compute_scores(score, data.train, data.spec, settings, select_device(device))
     result.metadata["zca_eps"] = zca_eps
     save_scores(result, out)
@@ -344,7 +404,8 @@ def run_scores(dataset: str, score: str, out: str | os.PathLike, *, model: str =
 
 
 def run_baseline(dataset: str, out_dir: str | os.PathLike, *, device: str = "auto", data_root: str | None = None,
-                 progress=None, **settings):
+                 progress=None, image_size: int | None = None, stream: str = "auto", num_workers: int = 2,
+                 **settings):
     """Train one network on the whole real training set (``datadistill baseline``) and write
     ``out_dir/baseline.json`` (accuracy %, training seconds, FLOPs, per-epoch curve).
 
@@ -365,7 +426,7 @@ def run_baseline(dataset: str, out_dir: str | os.PathLike, *, device: str = "aut
         from datadistill.errors import ConfigError
 
         raise ConfigError(f"output path {out} exists and is not a folder")
-    data = load_dataset(dataset, data_root)
+    data = load_dataset(dataset, data_root, image_size=image_size, stream=stream, num_workers=num_workers)
     result = train_whole_data(data, values, select_device(device), progress)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "baseline.json", json.dumps({**result.as_dict(), "package_version": __version__},
@@ -423,7 +484,7 @@ def run_evaluate(path: str | os.PathLike, models: Sequence[str] = ("convnet",), 
             raise ConfigError(f"output path {target} exists and is not a folder")
     for name in models:
         MODELS.get(name)
-    data = load_dataset(syn.metadata["dataset"], data_root)
+    data = load_dataset_of(syn.metadata, data_root)
     if overrides.get("dsa_strategy") is None:
         overrides["dsa_strategy"] = data.spec.dsa_strategy
     settings = EvalSettings(**{"model": models[0] if models else "convnet",
@@ -469,23 +530,19 @@ def evaluate_saved_model(path: str | os.PathLike, *, data_root: str | None = Non
     """
     from datadistill.io.model_file import load_model
 
+    from datadistill.evaluation.protocol import class_correct, per_class_percent
+
     net, meta, zca = load_model(path)
-    data = load_dataset(meta["dataset"], data_root)
+    data = load_dataset_of(meta, data_root, stream="off" if zca is not None else "auto")
     dev = select_device(device)
     test = data.test if zca is None else LabelledImages(zca.whiten(data.test.images), data.test.labels)
-    net = net.to(dev).eval()
-    predictions = []
-    with torch.no_grad():
-        for i in range(0, len(test), 1000):
-            predictions.append(net(test.images[i:i + 1000].to(dev)).argmax(1).cpu())
-    pred = torch.cat(predictions)
-    correct = pred == test.labels
-    per_class = {}
-    for c, name in enumerate(data.spec.class_names):
-        mask = test.labels == c
-        per_class[name] = 100.0 * int(correct[mask].sum()) / int(mask.sum()) if mask.any() else None
-    return {"model": meta["model"], "dataset": meta["dataset"], "accuracy": 100.0 * int(correct.sum()) / max(len(test), 1),
-            "per_class_accuracy": per_class, "test_images": len(test), "file": str(path)}
+    correct, count = class_correct(net.to(dev), test, dev, data.spec.num_classes)
+    rates = per_class_percent(correct, count)
+    present = [r for r in rates if r is not None]
+    return {"model": meta["model"], "dataset": meta["dataset"],
+            "accuracy": 100.0 * int(correct.sum()) / max(len(test), 1),
+            "balanced_accuracy": sum(present) / len(present) if present else None,
+            "per_class_accuracy": dict(zip(data.spec.class_names, rates)), "test_images": len(test), "file": str(path)}
 
 
 def run_import(path: str | os.PathLike, dataset: str, out: str | os.PathLike, *, experiment: int = 0,

@@ -47,6 +47,19 @@ def _parse_method_args(pairs: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
+def _data_options(defaults: bool):
+    """--image-size, --stream and --num-workers (None when ``defaults`` is False: the config decides)."""
+    def decorate(f):
+        f = click.option("--num-workers", type=click.INT, default=2 if defaults else None,
+                         show_default=defaults, help="DataLoader workers decoding a streamed dataset.")(f)
+        f = click.option("--stream", type=click.Choice(["auto", "on", "off"]), default="auto" if defaults else None,
+                         show_default=defaults,
+                         help="Decode image files on demand (auto: when the training set exceeds 1 GiB as float32).")(f)
+        return click.option("--image-size", type=click.INT, default=None,
+                            help="Resize images to N×N pixels (e.g. 32, 64, 128, 224 for mhist). Default: the dataset's size.")(f)
+    return decorate
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="datadistill")
 def main() -> None:
@@ -80,6 +93,7 @@ def main() -> None:
 @click.option("--zca-eps", type=click.FLOAT, help="ZCA-whiten the real set with this eps (saved with the set). Default: no ZCA.")
 @click.option("--device", help="auto, cpu, cuda or cuda:N. Default: auto.")
 @click.option("--data-root", type=click.Path(file_okay=False), help="Dataset folder. Default: $DATADISTILL_DATA or ~/.cache/datadistill.")
+@_data_options(defaults=False)
 @click.option("--method-arg", "method_args", multiple=True, metavar="KEY=VALUE",
               help="Method-specific setting, repeatable (e.g. attention_power=4).")
 @click.option("--mask-shallow", type=click.FLOAT,
@@ -191,6 +205,13 @@ def evaluate(file, models, num_eval, eval_epochs, eval_lr, eval_batch, dsa_strat
         click.echo(f"{r['model']:<12} {r['accuracy_mean']:>8.2f} ± {r['accuracy_std']:<5.2f} "
                    f"{r['train_accuracy_mean']:>10.2f} ± {r['train_accuracy_std']:<4.2f} {r['eval_seconds']:>9.1f}  "
                    + ", ".join(f"{a:.2f}" for a in r["accuracies"]))
+    classes = d.get("class_names") or []
+    if len(classes) <= 2:  # two-class (medical) data: accuracy alone hides the minority class
+        for r in d["rows"]:
+            if "balanced_accuracy_mean" in r:
+                per = ", ".join(f"{n} {a:.2f}" for n, a in zip(classes, r["per_class_accuracy_mean"]) if a is not None)
+                click.echo(f"{r['model']:<12} balanced accuracy {r['balanced_accuracy_mean']:.2f} ± "
+                           f"{r['balanced_accuracy_std']:.2f} %; per class: {per}")
     for c in d["cost"]:
         click.echo(f"{c['model']} against the whole data ({c['baseline_accuracy']:.2f} %): accuracy gap "
                    f"{c['accuracy_gap']:.2f} points, training {_fmt_ratio(c['time_speedup'])} faster "
@@ -213,7 +234,8 @@ def test_model(file, device, data_root, as_json) -> None:
     if as_json:
         click.echo(json.dumps(r, indent=2))
         return
-    click.echo(f"{r['model']} on the {r['dataset']} test set ({r['test_images']} images): accuracy {r['accuracy']:.2f} %")
+    click.echo(f"{r['model']} on the {r['dataset']} test set ({r['test_images']} images): accuracy {r['accuracy']:.2f} %, "
+               f"balanced accuracy {r['balanced_accuracy']:.2f} %")
     click.echo("per class: " + ", ".join(f"{k} {v:.1f}" for k, v in r["per_class_accuracy"].items() if v is not None))
 
 
@@ -282,6 +304,7 @@ def _load_mapping(path: str | None) -> dict:
 @click.option("--seed", type=click.INT, help="Expert k uses seed + k. Default: 0.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--data-root", type=click.Path(file_okay=False), default=None)
+@_data_options(defaults=False)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder of the trajectories (resumed if it exists).")
 def experts(config_file, scores_file, device, data_root, out, **flags) -> None:
     """Train expert networks on the real set and save their parameters after every epoch (MTT family)."""
@@ -305,13 +328,16 @@ def experts(config_file, scores_file, device, data_root, out, **flags) -> None:
 @click.option("--zca-eps", type=click.FLOAT, default=None, help="Score ZCA-whitened inputs. Default: no ZCA.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--data-root", type=click.Path(file_okay=False), default=None)
+@_data_options(defaults=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Scores file (.safetensors).")
-def scores(dataset, score_name, model, num_networks, epochs, seed, zca_eps, device, data_root, out) -> None:
+def scores(dataset, score_name, model, num_networks, epochs, seed, zca_eps, device, data_root, out, image_size, stream,
+           num_workers) -> None:
     """Per-sample difficulty scores of the training set (higher = harder) and per-class easy → hard orders."""
     from datadistill.api import run_scores
 
     result = run_scores(dataset, score_name, out, model=model, num_networks=num_networks, epochs=epochs, seed=seed,
-                        zca_eps=zca_eps, device=device, data_root=data_root)
+                        zca_eps=zca_eps, device=device, data_root=data_root, image_size=image_size, stream=stream,
+                        num_workers=num_workers)
     v = result.values
     click.echo(f"{score_name} of {len(v)} images: min {float(v.min()):.4g}, median {float(v.median()):.4g}, "
                f"max {float(v.max()):.4g}; wrote {out}")
@@ -327,8 +353,9 @@ def scores(dataset, score_name, model, num_networks, epochs, seed, zca_eps, devi
 @click.option("--seed", type=click.INT, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--data-root", type=click.Path(file_okay=False), default=None)
+@_data_options(defaults=True)
 @click.option("--out", required=True, type=click.Path(file_okay=True), help="Folder for baseline.json.")
-def baseline(dataset, device, data_root, out, **settings) -> None:
+def baseline(dataset, device, data_root, out, image_size, stream, num_workers, **settings) -> None:
     """Train one network on the whole real training set: test accuracy, training time and FLOPs."""
     from datadistill.api import run_baseline
 
@@ -336,7 +363,8 @@ def baseline(dataset, device, data_root, out, **settings) -> None:
         shown = f"{test_acc:.2f} %" if test_acc is not None else "-"
         click.echo(f"epoch {epoch}: train accuracy {train_acc:.2f} %, test accuracy {shown}")
 
-    r = run_baseline(dataset, out, device=device, data_root=data_root, progress=progress, **settings)
+    r = run_baseline(dataset, out, device=device, data_root=data_root, progress=progress, image_size=image_size,
+                     stream=stream, num_workers=num_workers, **settings)
     click.echo(f"{dataset} whole data ({r.train_images} images), {r.model}, {r.epochs} epochs: test accuracy "
                f"{r.accuracy:.2f} %, training {r.train_seconds:.1f} s, {r.forward_flops / 1e6:.1f} MFLOP per "
                f"forward pass, {r.train_flops / 1e12:.2f} TFLOP in training; wrote {Path(out) / 'baseline.json'}")
@@ -360,6 +388,25 @@ def prepare_cmd(name, data_root, source) -> None:
 
     raw = prepare(name, resolve_data_root(data_root), Path(source) if source else None)
     click.echo(f"{name} ready in {raw}")
+
+
+@data.command("info")
+@click.argument("name")
+@click.option("--data-root", type=click.Path(file_okay=False), default=None,
+              help="Dataset folder. Default: $DATADISTILL_DATA or ~/.cache/datadistill.")
+@_data_options(defaults=True)
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def info_cmd(name, data_root, image_size, stream, num_workers, as_json) -> None:
+    """Describe dataset NAME as datadistill reads it: sizes, classes, images per class (imbalance), mean/std."""
+    from datadistill.api import dataset_info
+
+    d = dataset_info(name, data_root, image_size=image_size, stream=stream, num_workers=num_workers)
+    if as_json:
+        click.echo(json.dumps(d, indent=2))
+        return
+    click.echo(d["summary"])
+    click.echo(d["imbalance"])
+    click.echo(f"training set as float32: {d['train_bytes'] / 2**20:,.1f} MiB")
 
 
 @main.command("list")

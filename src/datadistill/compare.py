@@ -260,13 +260,13 @@ def _accepted_inits(cls) -> tuple[str, ...]:
 def _check_cell(cell: Cell) -> None:
     """Everything that can be checked without data: names, settings, method arguments, input files."""
     from datadistill.api import method_config
-    from datadistill.data import DATASETS
+    from datadistill.data import check_dataset_name
     from datadistill.methods import METHODS
     from datadistill.models import MODELS
 
     config = cell.config
     cls = METHODS.get(config.method)
-    DATASETS.get(config.dataset)
+    check_dataset_name(config.dataset)
     MODELS.get(config.model)
     MODELS.get(config.resolved_eval_model)
     method_config(config)

@@ -17,6 +17,8 @@ import yaml
 
 from datadistill.errors import ConfigError
 
+STREAM_MODES = ("auto", "on", "off")
+
 
 def coerce(name: str, value: Any, typ: Any) -> Any:
     """Convert ``value`` (from YAML or a CLI string) to ``typ`` (bool, int, float, str or ``X | None``).
@@ -92,6 +94,12 @@ class DistillConfig:
             distilling; the ZCA is saved in the synthetic-set file and applied to the test set at
             evaluation. None = no ZCA (MTT uses 0.1 on CIFAR).
         data_root: where datasets live; None = ``$DATADISTILL_DATA`` or the user cache.
+        image_size: side in pixels the images are resized to (square, e.g. 32, 64, 128 or 224 for
+            MHIST); None = the dataset's own size.
+        stream: ``auto`` (file-based datasets whose training set would exceed 1 GiB as float32 are
+            decoded on demand through a DataLoader with workers; everything else is held in memory),
+            ``on`` (always stream file-based datasets) or ``off`` (always load into memory).
+        num_workers: DataLoader worker processes that decode a streamed dataset (0 = in the main process).
         method_args: method-specific settings (``datadistill list`` shows them per method).
     """
 
@@ -120,6 +128,9 @@ class DistillConfig:
     device: str = "auto"
     zca_eps: float | None = None
     data_root: str | None = None
+    image_size: int | None = None
+    stream: str = "auto"
+    num_workers: int = 2
     method_args: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -143,6 +154,9 @@ class DistillConfig:
             ("select_epochs", self.select_epochs >= 1, "an integer ≥ 1"),
             ("zca_eps", self.zca_eps is None or (self.zca_eps > 0 and math.isfinite(self.zca_eps)),
              "a finite number > 0 (or unset: no ZCA)"),
+            ("image_size", self.image_size is None or self.image_size >= 8, "an integer ≥ 8 (or unset: the dataset's size)"),
+            ("stream", self.stream in STREAM_MODES, f"one of {', '.join(STREAM_MODES)}"),
+            ("num_workers", self.num_workers >= 0, "an integer ≥ 0"),
         ]
         check_fields(self, checks)
         if not isinstance(self.method_args, dict):

@@ -17,6 +17,11 @@ class DatasetNotFoundError(DatadistillError, FileNotFoundError):
     """A dataset is not on disk; the message says which command prepares it."""
 
 
+class DatasetLayoutError(DatadistillError, ValueError):
+    """A dataset's files are on disk but malformed (missing column, unknown label, missing image,
+    mixed image sizes); the message names the file (and row)."""
+
+
 class SyntheticSetFileError(DatadistillError):
     """A synthetic-set file is missing, corrupt or not written by datadistill."""
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from datadistill.augment import DSA
+from datadistill.data.base import iter_batches
 
 
 def classification_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -20,23 +21,24 @@ def classification_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
     return -(targets.softmax(dim=1) * logits.log_softmax(dim=1)).sum(dim=1).mean()
 
 
-def train_epoch(net: nn.Module, optimiser: torch.optim.Optimizer, images: torch.Tensor, targets: torch.Tensor,
+def train_epoch(net: nn.Module, optimiser: torch.optim.Optimizer, images, targets: torch.Tensor,
                 order: torch.Tensor, batch_size: int, dsa: DSA, generator: torch.Generator,
                 on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> None:
     """One pass over ``images[order]`` in mini-batches of ``batch_size``: DSA on each batch (when
     enabled; one op per batch, parameters per image), :func:`classification_loss`, one optimiser step.
 
     Args:
-        images: (N, C, H, W) float32; batches are moved to the network's device.
+        images: (N, C, H, W) float32, or a set with ``batches(order, batch_size)`` (a streamed real
+            set, decoded by DataLoader workers); batches are moved to the network's device.
         targets: (N,) int64 labels or (N, K) soft-label logits, on the images' device.
         order: indices into ``images`` (a shuffled permutation or subset), on the images' device.
         generator: CPU generator for the DSA draws.
         on_batch: called ``(indices, logits)`` after the forward pass, before the update.
     """
     device = next(net.parameters()).device
-    for i in range(0, len(order), batch_size):
-        idx = order[i:i + batch_size]
-        x = images[idx].to(device)
+    for idx, x in iter_batches(images, order, batch_size):
+        x = x.to(device)
+        idx = idx.to(order.device)
         if dsa.enabled:
             x = dsa(x, generator)
         logits = net(x)

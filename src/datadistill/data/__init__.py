@@ -1,28 +1,47 @@
-"""Datasets: a registry of loaders returning normalised train/test tensors and a :class:`DatasetSpec`.
+"""Datasets: a registry of loaders returning normalised train/test sets and a :class:`DatasetSpec`.
 
 Images are float32 (N, C, H, W), normalised per channel with the dataset's mean and std:
-``x = (pixel / 255 - mean) / std``. Labels are int64 (N,).
+``x = (pixel / 255 - mean) / std``. Labels are int64 (N,). Small datasets are held in memory
+(:class:`LabelledImages`); large file-based ones are streamed from their files
+(:class:`~datadistill.data.streamed.StreamedImages`, same reading interface).
+
+Registered: ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``, ``svhn`` (torchvision's
+layouts, :mod:`datadistill.data.torchvision_sets`), ``mhist``, ``tinyimagenet``, ``imagefolder:PATH``
+(image files, :mod:`datadistill.data.files`).
 """
 
 from datadistill.data.base import (
     DATASETS,
+    DataOptions,
     DatasetSpec,
     LabelledImages,
     RealSet,
     SplitDataset,
+    check_dataset_name,
+    iter_batches,
     load_dataset,
+    load_dataset_of,
     list_datasets,
     resolve_data_root,
+    split_dataset_name,
 )
 from datadistill.data import torchvision_sets as _torchvision_sets  # noqa: F401  (registers loaders)
+from datadistill.data import files as _files  # noqa: F401  (registers loaders)
+from datadistill.data.streamed import StreamedImages
 
 __all__ = [
     "DATASETS",
+    "DataOptions",
     "DatasetSpec",
     "LabelledImages",
     "RealSet",
     "SplitDataset",
+    "StreamedImages",
+    "check_dataset_name",
+    "iter_batches",
     "load_dataset",
+    "load_dataset_of",
     "list_datasets",
     "resolve_data_root",
+    "split_dataset_name",
 ]

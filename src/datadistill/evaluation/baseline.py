@@ -99,14 +99,16 @@ def train_whole_data(data: SplitDataset, settings: BaselineSettings, device: tor
         UnknownNameError: unknown model.
     """
     spec = data.spec
-    shape = tuple(data.train.images.shape[1:])
+    shape = tuple(data.train.image_shape)
     torch.manual_seed(settings.seed)
     net = build_model(settings.model, spec.channels, spec.num_classes, shape[1:]).to(device)
     lr = settings.lr if settings.lr is not None else default_eval_lr(settings.model)
     generator = make_generator(settings.seed)
     dsa = DSA(settings.dsa_strategy)
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
-    images, labels = data.train.images, data.train.labels
+    train = data.train  # in memory or streamed from its files
+    images = train if train.streamed else train.images
+    labels = train.labels
     curve = {"epochs": [], "train_accuracy": [], "test_accuracy": [], "seconds": []}
     seconds, train_acc = 0.0, 0.0
     for epoch in range(settings.epochs):
@@ -119,10 +121,10 @@ def train_whole_data(data: SplitDataset, settings: BaselineSettings, device: tor
         def count(idx: torch.Tensor, logits: torch.Tensor) -> None:
             correct[0] += int((logits.argmax(1).cpu() == labels[idx.cpu()]).sum())
 
-        order = torch.randperm(len(images), generator=generator)
-        train_epoch(net, opt, images, labels.to(images.device), order, settings.batch_size, dsa, generator, count)
+        order = torch.randperm(len(train), generator=generator)
+        train_epoch(net, opt, images, labels, order, settings.batch_size, dsa, generator, count)
         seconds += time.perf_counter() - start
-        train_acc = 100.0 * correct[0] / len(images)
+        train_acc = 100.0 * correct[0] / len(train)
         test_acc = accuracy(net, data.test, device) if settings.curve or epoch == settings.epochs - 1 else None
         if settings.curve:
             curve["epochs"].append(epoch + 1)
@@ -136,7 +138,7 @@ def train_whole_data(data: SplitDataset, settings: BaselineSettings, device: tor
     return BaselineResult(dataset=spec.name, model=settings.model, epochs=settings.epochs, accuracy=final,
                           train_accuracy=train_acc, train_seconds=seconds,
                           forward_flops=forward_flops(net, shape),
-                          train_flops=per_image * len(images) * settings.epochs, train_images=len(images),
+                          train_flops=per_image * len(train) * settings.epochs, train_images=len(train),
                           settings={**asdict(settings), "lr": lr}, curve=curve if settings.curve else {})
 
 

@@ -99,6 +99,8 @@ class EvalResult:
         lr: the initial learning rate the networks trained with.
         vectorised: whether the K networks were trained together.
         train_seconds: wall time of training alone (no testing), all K networks.
+        per_class_accuracies: per network, the test accuracy (percent) of each class (None for a
+            class absent from the test set), index = label.
     """
 
     model: str
@@ -110,6 +112,7 @@ class EvalResult:
     vectorised: bool = False
     train_seconds: float = 0.0
     epochs: int | None = None
+    per_class_accuracies: list[list[float | None]] = field(default_factory=list)
 
     @property
     def mean(self) -> float:
@@ -119,24 +122,68 @@ class EvalResult:
     def std(self) -> float:
         return statistics.pstdev(self.accuracies) if len(self.accuracies) > 1 else 0.0
 
+    @property
+    def balanced_accuracies(self) -> list[float]:
+        """Per network, the mean of its per-class test accuracies (classes present in the test set):
+        the accuracy a class-balanced test set would give (percent). Equals accuracy when the test
+        set is balanced; the figure to read on imbalanced medical data such as MHIST."""
+        return [statistics.fmean(a for a in row if a is not None) for row in self.per_class_accuracies]
+
+    def per_class_mean(self) -> list[float | None]:
+        """Mean over the networks of each class's test accuracy (percent)."""
+        if not self.per_class_accuracies:
+            return []
+        cols = zip(*self.per_class_accuracies)
+        return [None if any(a is None for a in col) else statistics.fmean(col) for col in cols]
+
     def as_dict(self) -> dict:
         train_std = statistics.pstdev(self.train_accuracies) if len(self.train_accuracies) > 1 else 0.0
         return {"model": self.model, "accuracy_mean": self.mean, "accuracy_std": self.std,
                 "accuracies": self.accuracies, "train_accuracies": self.train_accuracies,
                 "train_accuracy_mean": statistics.fmean(self.train_accuracies) if self.train_accuracies else None,
                 "train_accuracy_std": train_std, "eval_seconds": self.seconds, "train_seconds": self.train_seconds,
-                "epochs": self.epochs, "lr": self.lr, "vectorised": self.vectorised}
+                "epochs": self.epochs, "lr": self.lr, "vectorised": self.vectorised,
+                **self._balanced_dict()}
+
+    def _balanced_dict(self) -> dict:
+        if not self.per_class_accuracies:
+            return {}
+        bal = self.balanced_accuracies
+        return {"balanced_accuracy_mean": statistics.fmean(bal),
+                "balanced_accuracy_std": statistics.pstdev(bal) if len(bal) > 1 else 0.0,
+                "balanced_accuracies": bal, "per_class_accuracy_mean": self.per_class_mean(),
+                "per_class_accuracies": self.per_class_accuracies}
+
+
+@torch.no_grad()
+def class_correct(net: torch.nn.Module, data: LabelledImages, device: torch.device, num_classes: int,
+                  batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Correct top-1 predictions and images per class of ``net`` on ``data`` (in memory or streamed),
+    two (num_classes,) int64 CPU tensors; the net is left in eval mode."""
+    net.eval()
+    correct = torch.zeros(num_classes, dtype=torch.int64)
+    count = torch.zeros(num_classes, dtype=torch.int64)
+    for idx, x in data.batches(None, batch_size):
+        y = data.labels[idx.to(data.labels.device)].cpu()
+        hit = (net(x.to(device, non_blocking=True)).argmax(dim=1).cpu() == y)
+        correct += torch.bincount(y[hit], minlength=num_classes)[:num_classes]
+        count += torch.bincount(y, minlength=num_classes)[:num_classes]
+    return correct, count
+
+
+def per_class_percent(correct: torch.Tensor, count: torch.Tensor) -> list[float | None]:
+    """Per-class accuracy in percent (None where a class has no image)."""
+    return [100.0 * int(c) / int(n) if int(n) else None for c, n in zip(correct, count)]
 
 
 @torch.no_grad()
 def accuracy(net: torch.nn.Module, data: LabelledImages, device: torch.device, batch_size: int = 1000) -> float:
-    """Top-1 accuracy in percent of ``net`` on ``data``; the net is left in eval mode."""
+    """Top-1 accuracy in percent of ``net`` on ``data`` (in memory or streamed); the net is left in eval mode."""
     net.eval()
     correct = 0
-    for i in range(0, len(data), batch_size):
-        x = data.images[i:i + batch_size].to(device, non_blocking=True)
-        y = data.labels[i:i + batch_size].to(device, non_blocking=True)
-        correct += int((net(x).argmax(dim=1) == y).sum())
+    for idx, x in data.batches(None, batch_size):
+        y = data.labels[idx.to(data.labels.device)].to(device, non_blocking=True)
+        correct += int((net(x.to(device, non_blocking=True)).argmax(dim=1) == y).sum())
     return 100.0 * correct / max(len(data), 1)
 
 
@@ -293,11 +340,13 @@ def evaluate_synthetic_set(syn: SyntheticSet, test: LabelledImages, settings: Ev
     Raises:
         ConfigError: the set's channels or image size differ from the test set's.
     """
-    if syn.images.shape[1:] != test.images.shape[1:]:
+    if tuple(syn.images.shape[1:]) != tuple(test.image_shape):
         raise ConfigError(f"synthetic images {tuple(syn.images.shape[1:])} do not match the test images "
-                          f"{tuple(test.images.shape[1:])} (channels, height, width)")
+                          f"{tuple(test.image_shape)} (channels, height, width)")
     num_classes = _num_classes(syn)
     if syn.zca is not None:
+        if test.streamed:
+            raise ConfigError("a ZCA-whitened set cannot be tested on a streamed test set: load it with stream off")
         test = LabelledImages(syn.zca.whiten(test.images), test.labels)
     lr = syn.learned_lr if syn.learned_lr is not None and settings.use_learned_lr else settings.resolved_lr
     images, targets = syn.images.to(device), syn.labels.to(device)
@@ -332,14 +381,16 @@ def evaluate_synthetic_set(syn: SyntheticSet, test: LabelledImages, settings: Ev
         t0 = time.perf_counter()
         train_networks_vectorised(nets, images, targets, settings, lr, generators, record(list(range(len(nets)))))
         train_seconds = time.perf_counter() - t0
-    accs, train_accs = [], []
+    accs, train_accs, per_class = [], [], []
     for k, net in enumerate(nets):
         if not vectorised:
             t0 = time.perf_counter()
             train_network(net, images, targets, settings, lr, generators[k], record([k]))
             train_seconds += time.perf_counter() - t0
         train_accs.append(accuracy(net, train_set, device))
-        accs.append(accuracy(net, test, device))
+        correct, count = class_correct(net, test, device, num_classes)
+        accs.append(100.0 * int(correct.sum()) / max(int(count.sum()), 1))
+        per_class.append(per_class_percent(correct, count))
         if on_model is not None:
             on_model(k, net)
         if progress:
@@ -347,8 +398,8 @@ def evaluate_synthetic_set(syn: SyntheticSet, test: LabelledImages, settings: Ev
     train_seconds -= curve_seconds[0]
     return EvalResult(settings.model, accs, train_accs, time.perf_counter() - start,
                       curves=curves if curve_at else [], lr=lr, vectorised=vectorised,
-                      train_seconds=train_seconds, epochs=settings.epochs)
+                      train_seconds=train_seconds, epochs=settings.epochs, per_class_accuracies=per_class)
 
 
-__all__ = ["EvalResult", "EvalSettings", "accuracy", "can_vectorise", "evaluate_synthetic_set", "train_network",
+__all__ = ["EvalResult", "EvalSettings", "accuracy", "class_correct", "per_class_percent", "can_vectorise", "evaluate_synthetic_set", "train_network",
            "train_networks_vectorised"]

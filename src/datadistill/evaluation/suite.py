@@ -133,6 +133,7 @@ def evaluate_architectures(syn: SyntheticSet, test: LabelledImages, models: Sequ
     shape = tuple(syn.images.shape[1:])
     out = CrossArchResult([], baselines=by_model,
                           metadata={"dataset": dataset, "method": syn.metadata.get("method"),
+                                    "class_names": list(syn.metadata.get("class_names") or []),
                                     "ipc": syn.metadata.get("ipc"), "images": len(syn), "num_eval": settings.num_eval})
     for name in names:
         s = dataclasses.replace(settings, model=name)

@@ -102,7 +102,7 @@ class DATM(MTT):
                 ids = ids[torch.randperm(len(ids), generator=self.generator)]
                 chosen: list[torch.Tensor] = []
                 for chunk in ids.split(1024):
-                    pred = self.expert_logits(self.real.images[chunk].to(self.device)).argmax(dim=1).cpu()
+                    pred = self.expert_logits(self.real.take(chunk).to(self.device)).argmax(dim=1).cpu()
                     chosen.append(chunk[pred == c])
                     if sum(len(x) for x in chosen) >= self.ipc:
                         break
@@ -111,7 +111,7 @@ class DATM(MTT):
                     raise ConfigError(f"the expert classifies only {len(ok)} images of class {c} correctly, "
                                       f"fewer than ipc {self.ipc}: use init real")
                 picked.append(ok[: self.ipc])
-            images = self.real.images[torch.cat(picked)]
+            images = self.real.take(torch.cat(picked))
             self.lr = None
             super().initialise("real")  # sets labels, lr, optimisers; images replaced below
             with torch.no_grad():

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from datadistill.augment import DSA
-from datadistill.data import DatasetSpec, LabelledImages, RealSet
+from datadistill.data import DatasetSpec, RealSet
 from datadistill.errors import ConfigError
 from datadistill.methods.base import MethodConfig, register_method
 from datadistill.methods.coreset import CoresetMethod
@@ -101,10 +101,10 @@ class DifficultyMethod(CoresetMethod):
         """Compute (or reuse) the scores and keep ``ipc`` images per class; ``init`` is ignored.
         The scores stay in :attr:`scores`."""
         if self.scores is None:
-            data = LabelledImages(self.real.images, self.real.labels)
+            data = self.real.data
             self.scores = compute_scores(self.name, data, self.spec, self.score_settings(), self.device)
         idx = self.scores.select(self.ipc, self.spec.num_classes, self.config.keep)
-        self.images = self.real.images[idx.to(self.real.images.device)].detach().clone().to(self.device)
+        self.images = self.real.take(idx).detach().clone().to(self.device)
         self.images.requires_grad_(True)
         self.labels = torch.arange(self.spec.num_classes, device=self.device).repeat_interleave(self.ipc)
         self.iteration = 0

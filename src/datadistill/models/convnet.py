@@ -58,6 +58,16 @@ def _norm(kind: str, channels: int, h: int, w: int) -> nn.Module:
     return nn.Identity()
 
 
+DEPTH_BY_SIZE = ((32, 3), (64, 4), (128, 5))  # larger images: depth 7 (the seeds' ConvNet-7 at 224 px)
+
+
+def default_depth(image_size: tuple[int, int]) -> int:
+    """The field's ConvNet depth for an input size: 3 up to 32 px (MNIST, CIFAR), 4 up to 64 px
+    (TinyImageNet, ConvNetD4), 5 up to 128 px (ConvNetD5), 7 above (MHIST at 224 px, ConvNet-7)."""
+    side = max(image_size)
+    return next((d for limit, d in DEPTH_BY_SIZE if side <= limit), 7)
+
+
 def _activation(kind: str) -> nn.Module:
     return {"relu": nn.ReLU(), "leakyrelu": nn.LeakyReLU(0.01), "sigmoid": nn.Sigmoid()}[kind]
 
@@ -73,7 +83,8 @@ class ConvNet(nn.Module):
         num_classes: output classes.
         image_size: (H, W) of the input in pixels.
         width: channels of every convolution.
-        depth: number of blocks (≥ 1); each halves H and W when pooling is on.
+        depth: number of blocks (≥ 1); each halves H and W when pooling is on. None = chosen from
+            the image size (:func:`default_depth`: 3 for 28–32 px).
         norm: one of ``instancenorm`` (GroupNorm(C, C)), ``batchnorm``, ``layernorm``, ``groupnorm``
             (4 groups), ``none``.
         activation: one of ``relu``, ``leakyrelu``, ``sigmoid``.
@@ -91,12 +102,13 @@ class ConvNet(nn.Module):
         image_size: tuple[int, int],
         *,
         width: int = 128,
-        depth: int = 3,
+        depth: int | None = None,
         norm: str = "instancenorm",
         activation: str = "relu",
         pooling: str = "avgpooling",
     ) -> None:
         super().__init__()
+        depth = default_depth(image_size) if depth is None else depth
         for field, value, allowed in (("norm", norm, NORMS), ("activation", activation, ACTIVATIONS),
                                       ("pooling", pooling, POOLINGS)):
             if value not in allowed:

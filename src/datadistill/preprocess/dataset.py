@@ -6,6 +6,16 @@ from datadistill.data import LabelledImages, SplitDataset
 from datadistill.preprocess.zca import ZCA
 
 
+def check_zca_possible(data: SplitDataset, eps: float | None) -> None:
+    """Raise ConfigError when ZCA (``eps`` not None) is asked for on a streamed dataset: the fit needs
+    every training image in memory (and D = C·H·W small enough for a D × D matrix)."""
+    if eps is not None and data.train.streamed:
+        from datadistill.errors import ConfigError
+
+        raise ConfigError(f"zca_eps = {eps}: ZCA needs the whole training set in memory, but {data.spec.name} "
+                          "is streamed from its files; use stream off (or no ZCA)")
+
+
 def whiten_dataset(data: SplitDataset, eps: float | None) -> tuple[SplitDataset, ZCA | None]:
     """ZCA-whiten both splits with a ZCA fitted on the training images (``eps`` None: unchanged).
 
@@ -17,6 +27,7 @@ def whiten_dataset(data: SplitDataset, eps: float | None) -> tuple[SplitDataset,
     """
     if eps is None:
         return data, None
+    check_zca_possible(data, eps)
     zca = ZCA.fit(data.train.images, eps=eps)
     return (SplitDataset(data.spec, LabelledImages(zca.whiten(data.train.images), data.train.labels),
                          LabelledImages(zca.whiten(data.test.images), data.test.labels)), zca)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from datadistill.augment import DSA
-from datadistill.data import DatasetSpec, LabelledImages, RealSet
+from datadistill.data import DatasetSpec, RealSet
 from datadistill.errors import ConfigError
 from datadistill.models import build_model
 from datadistill.training import train_epoch
@@ -120,17 +120,18 @@ def class_features(real: RealSet, spec: DatasetSpec, settings: FeatureSettings, 
                    generator: torch.Generator) -> list[torch.Tensor]:
     """Embeddings of every real training image, one (N_c, D) float32 CPU tensor per class (rows in the
     order of ``real.indices_by_class[c]``). Network weights come from torch's default generator."""
-    data = LabelledImages(real.images, real.labels)
+    data = real.data  # in memory or streamed from its files
     net = build_model(settings.model, spec.channels, spec.num_classes, spec.image_size).to(device)
     if settings.epochs:
         opt = torch.optim.SGD(net.parameters(), lr=settings.lr, momentum=0.9, weight_decay=5e-4)
         net.train()
         for _ in range(settings.epochs):
             order = torch.randperm(len(data), generator=generator)
-            train_epoch(net, opt, data.images, data.labels, order, settings.batch_size, DSA("none"), generator)
+            train_epoch(net, opt, data if data.streamed else data.images, data.labels, order, settings.batch_size,
+                        DSA("none"), generator)
     net.eval()
     with torch.no_grad():
-        feats = torch.cat([net.embed(x.to(device)).cpu() for x in data.images.split(settings.batch_size)])
+        feats = torch.cat([net.embed(x.to(device)).cpu() for _, x in data.batches(None, settings.batch_size)])
     return [feats[idx] for idx in real.indices_by_class]
 
 
@@ -151,4 +152,4 @@ def select_coreset(name: str, real: RealSet, spec: DatasetSpec, ipc: int, device
     feats = class_features(real, spec, features or FeatureSettings(), device, generator)
     pick = herding_order if name == "herding" else k_center_order
     chosen = [idx[pick(f, ipc)] for idx, f in zip(real.indices_by_class, feats)]
-    return real.images[torch.cat(chosen)]
+    return real.take(torch.cat(chosen))

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from datadistill.augment import DSA, parse_strategy
-from datadistill.data import DatasetSpec, LabelledImages
+from datadistill.data import DatasetSpec, LabelledImages, iter_batches
 from datadistill.errors import ConfigError, ScoresFileError
 from datadistill.models import MODELS, build_model
 from datadistill.runtime import make_generator
@@ -311,13 +311,13 @@ def train_scoring_network(net: nn.Module, images: torch.Tensor, labels: torch.Te
     Returns:
         (epochs, N) bool CPU history if ``record``, else None.
     """
-    n = images.shape[0]
+    n = len(labels)
     history = torch.zeros(settings.epochs, n, dtype=torch.bool) if record else None
     opt = torch.optim.SGD(net.parameters(), lr=settings.lr, momentum=settings.momentum,
                           weight_decay=settings.weight_decay)
     net.train()
     for epoch in range(settings.epochs):
-        order = torch.randperm(n, generator=generator).to(images.device)
+        order = torch.randperm(n, generator=generator).to(labels.device)
 
         def record_correct(idx: torch.Tensor, logits: torch.Tensor, epoch: int = epoch) -> None:
             history[epoch, idx.cpu()] = (logits.detach().argmax(dim=1) == labels[idx]).cpu()
@@ -330,10 +330,15 @@ def train_scoring_network(net: nn.Module, images: torch.Tensor, labels: torch.Te
 def _score_network(score: str, net: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                    settings: ScoreSettings) -> torch.Tensor:
     net.eval()
+    device = labels.device
+    order = torch.arange(len(labels), device=device)
     if score == "grand":
-        return grand(net, images, labels, settings.grad_chunk)
+        if isinstance(images, torch.Tensor):
+            return grand(net, images, labels, settings.grad_chunk)
+        return torch.cat([grand(net, x.to(device), labels[idx.to(device)], settings.grad_chunk)
+                          for idx, x in iter_batches(images, order, settings.batch_size)])
     with torch.no_grad():
-        logits = torch.cat([net(x) for x in images.split(settings.batch_size)])
+        logits = torch.cat([net(x.to(device)) for _, x in iter_batches(images, order, settings.batch_size)])
     values = el2n(logits, labels) if score == "el2n" else uncertainty(logits)
     return values.cpu()
 
@@ -371,7 +376,9 @@ def compute_scores(score: str, data: LabelledImages, spec: DatasetSpec, settings
     device = torch.device(device)
     strategy = spec.dsa_strategy if settings.dsa_strategy is None else settings.dsa_strategy
     dsa = DSA(strategy)
-    images, labels = data.images.to(device), data.labels.long().to(device)
+    # in memory: the whole set on the device; streamed: decoded batch by batch
+    images = data if data.streamed else data.images.to(device)
+    labels = data.labels.long().to(device)
     total = torch.zeros(n, dtype=torch.float64)
     cuda_ids = [device.index if device.index is not None else torch.cuda.current_device()] \
         if device.type == "cuda" else []

@@ -249,7 +249,7 @@ def train_experts(data: SplitDataset, out_dir: str | os.PathLike, settings: Expe
                 subset = torch.arange(len(train), device=device)
             net.train()
             order = subset[torch.randperm(len(subset), generator=generator).to(device)]
-            train_epoch(net, opt, train.images, train.labels, order, settings.batch_size, dsa, generator)
+            train_epoch(net, opt, train, train.labels, order, settings.batch_size, dsa, generator)
             acc = accuracy(net, test, device)
             _save_epoch(_epoch_path(root, k, epoch + 1), net, opt, generator,
                         {**meta, "epoch": epoch + 1, "test_accuracy": acc, "train_images": len(subset)})
