@@ -100,7 +100,8 @@ def _py2_keys(d: dict, py2: bool) -> dict:
 
 def write_cifar10(root: Path, per_batch: int = 10, n_test: int = 10, seed: int = 0, protocol: int = 2,
                   py2: bool = False, names: list[str] | None = None) -> dict:
-    """``root/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}``; labels cycle 0..9.
+    """``root/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}``; labels cycle 0..9 over
+    the five batches (shuffled within each).
 
     Returns:
         ``{"train": (N, 3072) uint8, "train_labels": list, "test": ..., "test_labels": ..., "names": [...]}``.
@@ -110,7 +111,7 @@ def write_cifar10(root: Path, per_batch: int = 10, n_test: int = 10, seed: int =
     train, train_labels = [], []
     for i in range(1, 6):
         data = rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8)
-        labels = [int(v) for v in rng.permutation(np.arange(per_batch) % 10)]
+        labels = [int(v) for v in rng.permutation((np.arange(per_batch) + (i - 1) * per_batch) % 10)]
         write_pickle(folder / f"data_batch_{i}", _py2_keys(
             {"batch_label": f"training batch {i} of 5", "labels": labels, "data": data,
              "filenames": [f"img_{i}_{j}.png" for j in range(per_batch)]}, py2), protocol, py2)

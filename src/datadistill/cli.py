@@ -112,7 +112,11 @@ def distill(config_file, out, quiet, method_args, mask_shallow, **flags) -> None
     if mask_shallow is not None:
         flags["method_args"] = {**(flags["method_args"] or {}), "mask_shallow": mask_shallow}
     config = build_config(config_file, flags)
-    out_dir = Path(out or f"runs/{config.dataset}_{config.method}_ipc{config.ipc}")
+    from datadistill.data import split_dataset_name
+
+    kind, folder = split_dataset_name(config.dataset)
+    name = f"{kind}_{Path(folder).name}" if folder else kind  # imagefolder:/data/pets -> imagefolder_pets
+    out_dir = Path(out or f"runs/{name}_{config.method}_ipc{config.ipc}")
     from datadistill.methods import METHODS
 
     bar = tqdm(total=config.iterations if METHODS.get(config.method).learns else 0, desc=f"{config.method} {config.dataset} ipc{config.ipc}", unit="it",

@@ -13,8 +13,8 @@ Layouts:
   (the official test split has no labels).
 - ``imagefolder:PATH``: torchvision's ImageFolder layout, one sub-folder per class (class names
   from the folder names). ``PATH/train`` and ``PATH/test`` (or ``PATH/val``) when present; otherwise
-  ``PATH`` holds every image and a fixed 10 % of each class (seeded permutation, at least one image)
-  becomes the test set.
+  ``PATH`` (or ``PATH/train`` alone) holds every image and a fixed 10 % of each class (seeded
+  permutation, at least one image) becomes the test set.
 
 The files are indexed without decoding (torchvision's folder scan; image sizes from the file headers
 with Pillow). Mean and std are published values where they exist (TinyImageNet: ImageNet's, as in
@@ -193,6 +193,9 @@ def read_mhist_annotations(csv_path: Path) -> tuple[FileSplit, FileSplit]:
                                      f"expected {', '.join(repr(c) for c in MHIST_COLUMNS)}")
         for row in reader:
             line = reader.line_num
+            if None in row:  # csv.DictReader puts the fields beyond the header under the key None
+                raise DatasetLayoutError(f"{csv_path} line {line}: {len(columns) + len(row[None])} fields but the "
+                                         f"header has {len(columns)} ({', '.join(columns)})")
             row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
             label, part, name = row["Majority Vote Label"], row["Partition"].lower(), row["Image Name"]
             if label not in MHIST_CLASSES:
@@ -325,8 +328,8 @@ def load_imagefolder(root: Path, options: DataOptions = DataOptions()) -> SplitD
     if (base / "train").is_dir() and test_dir is not None:
         classes, train = _scan(base / "train")
         _, test = _scan(test_dir, {c: i for i, c in enumerate(classes)})
-    else:
-        classes, everything = _scan(base)
+    else:  # PATH/<class>, or PATH/train/<class> alone: the test set is carved from it
+        classes, everything = _scan(base / "train" if (base / "train").is_dir() else base)
         train, test = _carve_test(everything, len(classes))
     channels = _image_channels(train.paths[0])
     return build_split_dataset(f"imagefolder:{base.resolve()}", classes, train, test, options, channels=channels)

@@ -1,7 +1,7 @@
 """File-backed image sets decoded on demand, for datasets too large to hold as one tensor
 (TinyImageNet, MHIST at 224 px, large image folders).
 
-Images are decoded by torchvision (``torchvision.io.decode_image``: PNG, JPEG, …), resized when an
+Images are decoded by Pillow (PNG, JPEG, …; torchvision 0.29 deprecates its own decoders), resized when an
 image size is asked for (antialiased bilinear, ``torchvision.transforms.v2.functional.resize``),
 scaled to [0, 1] and normalised per channel: ``x = (pixel / 255 - mean) / std``, float32 (C, H, W).
 Reading goes through a ``torch.utils.data.DataLoader`` with worker processes; only the indices asked
@@ -34,12 +34,13 @@ def read_image(path: Path, channels: int, size: tuple[int, int] | None,
     Raises:
         DatasetLayoutError: the file is missing, cannot be decoded, or (no ``size``) differs from ``native``.
     """
-    from torchvision.io import ImageReadMode, decode_image, read_file
+    from PIL import Image, UnidentifiedImageError
+    from torchvision.transforms.v2.functional import pil_to_tensor
 
     try:
-        data = read_file(str(path))
-        img = decode_image(data, mode=ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY)
-    except (RuntimeError, OSError) as exc:
+        with Image.open(path) as im:
+            img = pil_to_tensor(im.convert("RGB" if channels == 3 else "L"))
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DatasetLayoutError(f"cannot read image {path}: {exc}") from None
     hw = tuple(img.shape[-2:])
     if size is not None and hw != tuple(size):
@@ -85,7 +86,12 @@ class ImageFiles(Dataset):
         return read_image(self.paths[i], self.channels, size, native=self.image_size)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        x = self.raw(int(i)).to(torch.float32).div_(255.0)
+        try:
+            x = self.raw(int(i)).to(torch.float32).div_(255.0)
+        except DatasetLayoutError as exc:
+            if torch.utils.data.get_worker_info() is None:
+                raise
+            return _Unreadable(str(exc)), -1  # re-raised by the main process, without the worker's traceback
         return x.sub_(self.mean).div_(self.std), int(self.labels[i])
 
 
@@ -102,8 +108,16 @@ class _Chunks(torch.utils.data.Sampler):
         return len(self.chunks)
 
 
+class _Unreadable:
+    """A decoding error in a DataLoader worker, carried to the main process as a value."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
 def _collate(items):
-    return torch.stack([x for x, _ in items])
+    bad = next((x for x, _ in items if isinstance(x, _Unreadable)), None)
+    return bad if bad is not None else torch.stack([x for x, _ in items])
 
 
 class StreamedImages:
@@ -154,6 +168,8 @@ class StreamedImages:
         the DataLoader's workers while the caller works on the previous chunk."""
         order = torch.arange(len(self)) if order is None else order.flatten().cpu()
         for idx, x in zip(order.split(batch_size), self._loader(order, batch_size)):
+            if isinstance(x, _Unreadable):
+                raise DatasetLayoutError(x.message)
             yield idx, x
 
     def take(self, indices: torch.Tensor) -> torch.Tensor:

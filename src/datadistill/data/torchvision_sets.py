@@ -149,7 +149,7 @@ def restricted_unpickle(path: Path) -> object:
     try:
         with open(path, "rb") as fh:
             return _RestrictedUnpickler(io.BytesIO(fh.read()), encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+    except Exception as exc:  # only allow-listed objects are built: any failure means a damaged file
         raise DatasetLayoutError(f"{path} is not a CIFAR batch file: {exc}") from None
 
 
@@ -224,7 +224,7 @@ def _svhn_split(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
                                    "files train_32x32.mat and test_32x32.mat in --data-root")
     try:
         mat = scipy.io.loadmat(str(path))
-    except (ValueError, OSError, NotImplementedError) as exc:
+    except (ValueError, OSError, NotImplementedError, TypeError, IndexError, scipy.io.matlab.MatReadError) as exc:
         raise DatasetLayoutError(f"{path} is not a readable MATLAB file: {exc}") from None
     if "X" not in mat or "y" not in mat:
         raise DatasetLayoutError(f"{path}: expected the arrays 'X' (32, 32, 3, N) and 'y' (N, 1), "
