@@ -374,6 +374,72 @@ def baseline(dataset, device, data_root, out, image_size, stream, num_workers, *
                f"forward pass, {r.train_flops / 1e12:.2f} TFLOP in training; wrote {Path(out) / 'baseline.json'}")
 
 
+@main.command()
+@click.option("--synthetic", required=True, type=click.Path(dir_okay=False), help="Synthetic set (.safetensors).")
+@click.option("--space", required=True, type=click.Path(dir_okay=False),
+              help="YAML search space (configs/nas/: convnet_dc.yaml, convnet_mnist_cpu.yaml, mlp_mnist.yaml).")
+@click.option("--num-eval", type=click.INT, default=2, show_default=True, help="Networks per candidate on the synthetic set.")
+@click.option("--eval-epochs", "epochs", type=click.INT, default=300, show_default=True, help="Epochs on the synthetic set.")
+@click.option("--real-epochs", type=click.INT, default=2, show_default=True,
+              help="Real-data proxy: epochs over the real training set (minus the validation split).")
+@click.option("--real-subset", type=click.INT, default=None,
+              help="Real-data proxy: train on this many images per class instead of all.")
+@click.option("--val-size", type=click.INT, default=5000, show_default=True,
+              help="Validation images carved from the training set; both rankings use them (never the test set).")
+@click.option("--workers", type=click.INT, default=2, show_default=True, help="Worker processes training candidates.")
+@click.option("--seed", type=click.INT, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--data-root", type=click.Path(file_okay=False), default=None)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for nas.json/csv/md/png.")
+def nas(synthetic, space, out, **settings) -> None:
+    """Neural architecture search proxy: rank a space of architectures on the synthetic set and on real data."""
+    from datadistill.apps.nas import run_nas
+
+    def progress(phase, done, total, row):
+        acc = row.get(f"{phase}_val_accuracy")
+        click.echo(f"{phase} {done}/{total}: {row['name']} validation accuracy {acc:.2f} %")
+
+    r = run_nas(synthetic, space, out, progress=progress, **settings)
+    s, t = r.summary, r.times
+    rho = s["spearman"].get("all")
+    click.echo(f"Spearman ρ (all {s['candidates']}): {rho:.3f}" if rho is not None else "Spearman ρ undefined")
+    click.echo(f"best on synthetic: {s['synthetic_best_name']}; best on real: {s['real_best_name']}; "
+               f"search {t['real_train_seconds']:.0f} s on real vs {t['synthetic_train_seconds']:.0f} s on synthetic")
+    click.echo(f"wrote {out}/nas.json, nas.csv, nas.md, nas.png")
+
+
+@main.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="YAML settings (e.g. configs/continual/mnist_cpu.yaml); flags override it.")
+@click.option("--dataset", help="Dataset name. Default: mnist.")
+@click.option("--steps", type=click.INT, help="Class-incremental steps; must divide the class count. Default: 5.")
+@click.option("--memory-method", "memory_methods", multiple=True,
+              help="Method that condenses each step's classes into the memory (repeatable or comma-separated). "
+                   "Default: random, herding, dm, datadam.")
+@click.option("--memory-ipc", type=click.INT, help="Memory images per class. Default: 10.")
+@click.option("--orders", type=click.INT, help="Class orders, from seeds 0..N-1. Default: 5.")
+@click.option("--model", help="Model the methods condense with. Default: convnet.")
+@click.option("--eval-model", help="Model trained on the memory after each step. Default: --model.")
+@click.option("--num-eval", type=click.INT, help="Networks trained on the memory after each step. Default: 3.")
+@click.option("--eval-epochs", "epochs", type=click.INT, help="Epochs of each of those networks. Default: 1000.")
+@click.option("--seed", type=click.INT, help="Base seed (step t of order k uses seed + k·steps + t). Default: 0.")
+@click.option("--device", help="auto, cpu, cuda or cuda:N. Default: auto.")
+@click.option("--data-root", type=click.Path(file_okay=False), default=None)
+@_data_options(defaults=False)
+@click.option("--out", type=click.Path(file_okay=False), help="Output folder (continual.json/csv/md/png).")
+def continual(config_file, memory_methods, **flags) -> None:
+    """Class-incremental learning with condensed memories: accuracy on all seen classes after each step."""
+    from datadistill.apps.continual import run_continual
+
+    methods = ",".join(memory_methods) if memory_methods else None
+    result = run_continual(config_file, memory_methods=methods, progress=click.echo, **flags)
+    verdict = result.verdict()
+    if verdict.get("text"):
+        click.echo(verdict["text"])
+    if result.out is not None:
+        click.echo(f"wrote {result.out}/continual.json, continual.csv, continual.md, continual.png")
+
+
 @main.group()
 def data() -> None:
     """Prepare datasets on disk."""

@@ -23,8 +23,9 @@ from __future__ import annotations
 import copy
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -56,6 +57,10 @@ class EvalSettings:
             has no BatchNorm); False always uses the sequential loop.
         curve_every: record train and test accuracy every this many epochs (and after the last) for
             learning curves; 0 = no curve. Costs one pass over the test set per point.
+        model_args: keyword arguments of the model's builder, passed to
+            :func:`datadistill.models.build_model` (e.g. ``{"width": 64, "norm": "none"}`` for the
+            ConvNet, ``{"width": 256, "depth": 3}`` for the MLP); empty = the registered model as is.
+            Stored as a plain dict copy; the default evaluation lr stays the one of ``model``.
     """
 
     model: str = "convnet"
@@ -69,8 +74,13 @@ class EvalSettings:
     use_learned_lr: bool = True
     vectorise: bool = True
     curve_every: int = 0
+    model_args: dict[str, Any] = field(default_factory=dict, hash=False)  # last: positional order unchanged
 
     def __post_init__(self) -> None:
+        if not isinstance(self.model_args, Mapping) or not all(isinstance(k, str) for k in self.model_args):
+            raise ConfigError(f"model_args = {self.model_args!r} is invalid: expected a mapping of builder "
+                              "keyword names to values, e.g. {'width': 64}")
+        object.__setattr__(self, "model_args", dict(self.model_args))  # frozen: a private copy
         if self.num_eval < 1:
             raise ConfigError(f"num_eval must be ≥ 1, got {self.num_eval}")
         if self.epochs < 1:
@@ -319,6 +329,18 @@ def _num_classes(syn: SyntheticSet) -> int:
                (syn.labels.shape[1] if syn.labels.dim() == 2 else int(syn.labels.max()) + 1))
 
 
+def _build(settings: EvalSettings, channels: int, num_classes: int, image_size: tuple[int, int]) -> nn.Module:
+    """``settings.model`` built with ``settings.model_args``; a keyword its builder does not take is
+    a ConfigError naming the model and the arguments."""
+    try:
+        return build_model(settings.model, channels, num_classes, image_size, **settings.model_args)
+    except TypeError as exc:
+        if not settings.model_args:
+            raise
+        raise ConfigError(f"model_args = {settings.model_args!r} are not accepted by model {settings.model!r} "
+                          f"({exc})") from None
+
+
 def evaluate_synthetic_set(syn: SyntheticSet, test: LabelledImages, settings: EvalSettings,
                            device: torch.device, seed: int = 0, progress=None,
                            on_model: Callable[[int, nn.Module], None] | None = None) -> EvalResult:
@@ -355,7 +377,7 @@ def evaluate_synthetic_set(syn: SyntheticSet, test: LabelledImages, settings: Ev
     nets = []
     for k in range(settings.num_eval):
         torch.manual_seed(seed + k)
-        nets.append(build_model(settings.model, images.shape[1], num_classes, tuple(images.shape[2:])).to(device))
+        nets.append(_build(settings, images.shape[1], num_classes, tuple(images.shape[2:])).to(device))
     generators = [make_generator(seed + k) for k in range(settings.num_eval)]
     curve_at = _curve_epochs(settings)
     curves = [{"epochs": [], "train_accuracy": [], "test_accuracy": [], "seconds": []} for _ in nets]

@@ -9,7 +9,7 @@ final Linear, ``classifier``) and ``features(x) -> Features``.
 
 | name           | architecture                                      | params MNIST | params CIFAR-10 | eval lr |
 |----------------|---------------------------------------------------|-------------:|----------------:|--------:|
-| ``mlp``        | 3-layer MLP, hidden 128                           |      118,282 |         411,146 |    0.01 |
+| ``mlp``        | 3-layer MLP, hidden 128 (width/depth args)        |      118,282 |         411,146 |    0.01 |
 | ``lenet``      | LeNet-5 (ReLU, max pooling)                       |       61,706 |          62,006 |    0.01 |
 | ``alexnet``    | 5-conv AlexNet for small images, no norm          |    1,865,802 |       1,872,202 |    0.01 |
 | ``alexnet_bn`` | the same with BatchNorm after each conv           |    1,867,722 |       1,874,122 |    0.01 |
@@ -125,13 +125,27 @@ class StagedNet(nn.Module):
 
 
 @_zoo_model("mlp")
-def mlp(channels: int, num_classes: int, image_size: tuple[int, int]) -> StagedNet:
-    """MLP (DC / VICO ``MLP``): Flatten → Linear(C·H·W, 128) → ReLU → Linear(128, 128) → ReLU →
-    Linear(128, classes). ``features`` gives the two hidden activations as (N, 128, 1, 1)."""
+def mlp(channels: int, num_classes: int, image_size: tuple[int, int], *, width: int = 128,
+        depth: int = 2) -> StagedNet:
+    """MLP (DC / VICO ``MLP``): Flatten → Linear(C·H·W, W) → ReLU → (depth − 1) × [Linear(W, W) →
+    ReLU] → Linear(W, classes). The defaults (W = 128, 2 hidden layers) are the reference MLP;
+    ``width``/``depth`` size it for architecture search. ``features`` gives the ``depth`` hidden
+    activations as (N, W, 1, 1).
+
+    Args:
+        width: W, units of every hidden layer (≥ 1).
+        depth: hidden layers (≥ 1).
+
+    Raises:
+        ConfigError: ``width`` or ``depth`` is not an integer ≥ 1.
+    """
+    for name, value in (("width", width), ("depth", depth)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"mlp {name} = {value!r} is invalid: expected an integer ≥ 1")
     h, w = image_size
-    stages = [nn.Sequential(nn.Flatten(), nn.Linear(channels * h * w, 128), nn.ReLU()),
-              nn.Sequential(nn.Linear(128, 128), nn.ReLU())]
-    return StagedNet(stages, [nn.Identity(), nn.Identity()], nn.Identity(), 128, num_classes)
+    stages = [nn.Sequential(nn.Flatten(), nn.Linear(channels * h * w, width), nn.ReLU())]
+    stages += [nn.Sequential(nn.Linear(width, width), nn.ReLU()) for _ in range(depth - 1)]
+    return StagedNet(stages, [nn.Identity() for _ in stages], nn.Identity(), width, num_classes)
 
 
 @_zoo_model("lenet")
