@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision import datasets as tvd
 
 from datadistill.data.base import DATASETS, DataOptions, DatasetSpec, LabelledImages, SplitDataset
 from datadistill.errors import DatasetLayoutError, DatasetNotFoundError
@@ -99,13 +98,17 @@ def _load_idx_dataset(cls, spec: DatasetSpec, root: Path, options: DataOptions) 
 @DATASETS.register("mnist")
 def load_mnist(root: Path, options: DataOptions = DataOptions()) -> SplitDataset:
     """MNIST, 60,000 / 10,000 images of 1×28×28, 10 classes (LeCun et al., 1998)."""
-    return _load_idx_dataset(tvd.MNIST, MNIST_SPEC, root, options)
+    from torchvision.datasets import MNIST
+
+    return _load_idx_dataset(MNIST, MNIST_SPEC, root, options)
 
 
 @DATASETS.register("fashion_mnist")
 def load_fashion_mnist(root: Path, options: DataOptions = DataOptions()) -> SplitDataset:
     """Fashion-MNIST, 60,000 / 10,000 images of 1×28×28, 10 classes (Xiao et al., 2017)."""
-    return _load_idx_dataset(tvd.FashionMNIST, FASHION_MNIST_SPEC, root, options)
+    from torchvision.datasets import FashionMNIST
+
+    return _load_idx_dataset(FashionMNIST, FASHION_MNIST_SPEC, root, options)
 
 
 # --------------------------------------------------------------------------- CIFAR

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from torchvision.utils import save_image
 
 from datadistill.io.atomic import atomic_write
 
@@ -45,4 +44,6 @@ def save_grid(images: torch.Tensor, labels: torch.Tensor, mean, std, path: str |
     grid = torch.cat(rows)
     if upscale > 1:
         grid = grid.repeat_interleave(upscale, dim=2).repeat_interleave(upscale, dim=3)
+    from torchvision.utils import save_image
+
     return atomic_write(path, lambda p: save_image(grid, str(p), nrow=per_row, padding=2, format="png"))

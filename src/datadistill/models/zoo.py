@@ -33,7 +33,6 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
-from torchvision.models.resnet import BasicBlock, ResNet
 
 from datadistill.errors import ConfigError
 from datadistill.models.convnet import Features
@@ -225,51 +224,6 @@ def _vgg11(channels: int, num_classes: int, image_size: tuple[int, int], norm: s
     return StagedNet(stages, pools, nn.Flatten(), in_ch * size.h * size.w, num_classes)
 
 
-class ResNet18(ResNet):
-    """torchvision's ResNet-18 with the small-image stem of the DC / VICO ``ResNet18``: ``conv1`` is
-    Conv(C, 64, 3, stride 1, padding 1, no bias) and ``maxpool`` is Identity; global average pooling
-    then Linear(512, classes) (``fc``, aliased as ``classifier``). Any image size ≥ 1 px works.
-
-    Weights follow torchvision's initialisation (Kaiming-normal convs, norm weight 1 / bias 0; the
-    replaced ``conv1`` is re-initialised the same way), not PyTorch's default as in the VICO code.
-
-    Args:
-        channels: input channels C.
-        num_classes: output classes.
-        norm_layer: ``nn.BatchNorm2d`` or :func:`_instance_norm` (GroupNorm(c, c)).
-    """
-
-    def __init__(self, channels: int, num_classes: int, norm_layer: Callable[[int], nn.Module]) -> None:
-        super().__init__(BasicBlock, [2, 2, 2, 2], num_classes=num_classes, norm_layer=norm_layer)
-        self.conv1 = nn.Conv2d(channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
-        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
-        self.maxpool = nn.Identity()
-        self.embedding_dim = self.fc.in_features
-
-    @property
-    def classifier(self) -> nn.Linear:
-        return self.fc
-
-    def features(self, x: torch.Tensor) -> Features:
-        """Activations after the stem and after each of the four stages, and the pooled embedding."""
-        x = self.relu(self.bn1(self.conv1(x)))
-        activations = [x]
-        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
-            x = layer(x)
-            activations.append(x)
-        return Features(activations=activations, embedding=torch.flatten(self.avgpool(x), 1))
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """The globally average-pooled output of the last stage, shape (N, 512)."""
-        x = self.relu(self.bn1(self.conv1(x)))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return torch.flatten(self.avgpool(x), 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class logits (N, num_classes) for images (N, C, H, W) float32 normalised per channel."""
-        return self.fc(self.embed(x))
-
-
 def _variant(builder, **fixed):
     def build(channels: int, num_classes: int, image_size: tuple[int, int]) -> nn.Module:
         return builder(channels, num_classes, tuple(image_size), **fixed)
@@ -282,5 +236,11 @@ _zoo_model("alexnet")(_variant(_alexnet, norm="none"))
 _zoo_model("alexnet_bn")(_variant(_alexnet, norm="batchnorm"))
 _zoo_model("vgg11")(_variant(_vgg11, norm="instancenorm"))
 _zoo_model("vgg11_bn")(_variant(_vgg11, norm="batchnorm"))
-_zoo_model("resnet18")(lambda channels, num_classes, image_size: ResNet18(channels, num_classes, _instance_norm))
-_zoo_model("resnet18_bn")(lambda channels, num_classes, image_size: ResNet18(channels, num_classes, nn.BatchNorm2d))
+def _resnet18(channels: int, num_classes: int, image_size: tuple[int, int], norm_layer) -> nn.Module:
+    from datadistill.models.resnet import ResNet18  # torchvision is imported only when a ResNet is built
+
+    return ResNet18(channels, num_classes, norm_layer)
+
+
+_zoo_model("resnet18")(lambda channels, num_classes, image_size: _resnet18(channels, num_classes, image_size, _instance_norm))
+_zoo_model("resnet18_bn")(lambda channels, num_classes, image_size: _resnet18(channels, num_classes, image_size, nn.BatchNorm2d))
