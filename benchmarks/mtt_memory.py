@@ -18,15 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, table  # noqa: E402
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status", encoding="utf-8") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
+from _common import machine, status_kib as _status_kib, table  # noqa: E402
 
 
 def child(args: argparse.Namespace) -> None:

@@ -46,8 +46,7 @@ import os
 import re
 import statistics
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -55,7 +54,7 @@ from typing import Any
 import yaml
 
 from datadistill.config import DistillConfig, read_yaml_mapping
-from datadistill.errors import ConfigError, DatadistillError
+from datadistill.errors import ConfigError, DatadistillError, error_context
 from datadistill.io import atomic_write_text
 
 TOP_KEYS = ("out", "base", "methods", "ipc", "init", "seeds")
@@ -145,15 +144,6 @@ class ComparePlan:
         return sorted(rows, key=lambda r: (labels.get(r["label"], len(labels)), r["ipc"], r["init"], r["seed"]))
 
 
-@contextmanager
-def _where(context: str) -> Iterator[None]:
-    """Re-raise a DatadistillError with ``context: `` in front of its message (same class)."""
-    try:
-        yield
-    except DatadistillError as exc:
-        raise type(exc)(f"{context}: {exc}") from None
-
-
 def _int_list(data: Mapping[str, Any], key: str, default: list[int] | None, minimum: int) -> list[int]:
     value = data.get(key, default)
     if value is None:
@@ -224,7 +214,7 @@ def _entry(raw: Any, k: int) -> MethodEntry:
     method = values.pop("method")
     if not isinstance(method, str):
         raise ConfigError(f"{where}.method = {method!r} is not a method name")
-    with _where(where):
+    with error_context(where):
         cls = METHODS.get(method)
     label = values.pop("label", method)
     if not isinstance(label, str) or not LABEL_PATTERN.match(label):
@@ -332,7 +322,7 @@ def load_compare(source: str | os.PathLike | Mapping[str, Any]) -> ComparePlan:
             for e in entries:
                 for init in [e.fixed_init] if e.fixed_init else inits:
                     name = f"{e.label}_ipc{ipc}_{init}_seed{seed}"
-                    with _where(f"cell {name}"):
+                    with error_context(f"cell {name}"):
                         values = _merge(base, e.overrides, e.by_ipc.get(ipc, {}))
                         values.update(method=e.method, ipc=ipc, init=init, seed=seed)
                         if not METHODS.get(e.method).learns:  # selection only: the learning budget is moot

@@ -1,5 +1,8 @@
 """Exceptions raised for bad user input. The CLI prints their message on one line and exits 2."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class DatadistillError(Exception):
     """Base class of every error caused by user input (bad value, missing or corrupt file)."""
@@ -40,3 +43,13 @@ class NonFiniteLossError(DatadistillError, FloatingPointError):
 
 class ModelFileError(DatadistillError):
     """A saved-model file is missing, corrupt, not written by datadistill, or does not fit its model."""
+
+
+@contextmanager
+def error_context(context: str) -> Iterator[None]:
+    """Re-raise a DatadistillError with ``context: `` in front of its message (same class), e.g. the
+    grid cell or the method whose settings were wrong."""
+    try:
+        yield
+    except DatadistillError as exc:
+        raise type(exc)(f"{context}: {exc}") from None

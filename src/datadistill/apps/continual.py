@@ -60,10 +60,9 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator, get_type_hints
+from typing import Any, get_type_hints
 
 import numpy as np
 import torch
@@ -71,7 +70,7 @@ import torch
 from datadistill import __version__, api
 from datadistill.config import STREAM_MODES, DistillConfig, check_fields, coerce, read_yaml_mapping
 from datadistill.data import DatasetSpec, LabelledImages, SplitDataset, check_dataset_name, load_dataset
-from datadistill.errors import ConfigError, DatadistillError
+from datadistill.errors import ConfigError, error_context
 from datadistill.evaluation import EvalSettings, evaluate_synthetic_set
 from datadistill.io import SyntheticSet, atomic_write_bytes, atomic_write_text
 
@@ -181,7 +180,7 @@ class ContinualSettings:
         if self.dsa_strategy is not None:
             DSA(self.dsa_strategy)
         for method in self.memory_methods:
-            with _where(f"method_settings.{method}"):
+            with error_context(f"method_settings.{method}"):
                 check_memory_config(memory_config(self, method, seed=self.seed, dataset=self.dataset))
 
     @property
@@ -199,15 +198,6 @@ class ContinualSettings:
 SETTING_KEYS = tuple(f.name for f in fields(ContinualSettings))
 
 
-@contextmanager
-def _where(context: str) -> Iterator[None]:
-    """Re-raise a DatadistillError with ``context: `` in front of its message (same class)."""
-    try:
-        yield
-    except DatadistillError as exc:
-        raise type(exc)(f"{context}: {exc}") from None
-
-
 def _method_names(value: Any) -> tuple[str, ...]:
     from datadistill.methods import METHODS
     from datadistill.methods.trajectory import MTT
@@ -220,7 +210,7 @@ def _method_names(value: Any) -> tuple[str, ...]:
     for v in raw:
         if not isinstance(v, str) or not v:
             raise ConfigError(f"memory_methods = {value!r}: {v!r} is not a method name")
-        with _where("memory_methods"):
+        with error_context("memory_methods"):
             cls = METHODS.get(v)
         if issubclass(cls, MTT):
             raise ConfigError(f"memory_methods: {cls.name!r} is not supported: trajectory matching needs expert "
@@ -243,7 +233,7 @@ def _method_settings(value: Any, methods: tuple[str, ...]) -> dict[str, dict[str
                           f"settings, e.g. {{dm: {{iterations: 200}}}}")
     out: dict[str, dict[str, Any]] = {}
     for name, settings in value.items():
-        with _where("method_settings"):
+        with error_context("method_settings"):
             key = METHODS.get(str(name)).name
         if key not in methods:
             raise ConfigError(f"method_settings has settings for {name!r}, which memory_methods does not list "

@@ -64,18 +64,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from datadistill.augment import DSA
 from datadistill.augment.dsa import parse_strategy
 from datadistill.config import check_fields, read_yaml_mapping
 from datadistill.data import LabelledImages, RealSet, SplitDataset
 from datadistill.errors import ConfigError, DatadistillError
 from datadistill.evaluation import EvalSettings, accuracy, evaluate_synthetic_set
-from datadistill.evaluation.protocol import _lr_at
+from datadistill.evaluation.protocol import train_network
 from datadistill.io import SyntheticSet, atomic_write_bytes, atomic_write_text, load_synthetic_set
 from datadistill.models import build_model, default_eval_lr
 from datadistill.models.convnet import ACTIVATIONS, NORMS, POOLINGS
 from datadistill.runtime import make_generator, select_device
-from datadistill.training import train_epoch
 
 log = logging.getLogger("datadistill")
 
@@ -397,21 +395,11 @@ def _real_task(family: str, model_args: dict[str, Any], shape: tuple[int, int, i
         torch.manual_seed(seed)
         net = build_model(family, shape[0], num_classes, shape[1:], **model_args).to(dev)
         lr = settings.lr if settings.lr is not None else default_eval_lr(family)
-        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
-        generator = make_generator(seed)
-        dsa = DSA(settings.dsa_strategy)
-        images = train if train.streamed else train.images
-        seconds = 0.0
-        for epoch in range(settings.epochs):
-            start = time.perf_counter()
-            for group in opt.param_groups:
-                group["lr"] = _lr_at(epoch, settings.epochs, lr)
-            net.train()
-            order = torch.randperm(len(train), generator=generator)
-            train_epoch(net, opt, images, train.labels, order, settings.batch_size, dsa, generator)
-            seconds += time.perf_counter() - start
+        seconds = [0.0]  # training seconds, reported by train_network after each epoch
+        train_network(net, train if train.streamed else train.images, train.labels, settings, lr,
+                      make_generator(seed), after_epoch=lambda epoch, s: seconds.__setitem__(0, s))
         return {"real_val_accuracy": accuracy(net, val, dev), "real_test_accuracy": accuracy(net, test, dev),
-                "real_train_seconds": seconds}
+                "real_train_seconds": seconds[0]}
 
 
 # ------------------------------------------------------------------------------------------- run

@@ -215,7 +215,10 @@ def train_network(net: torch.nn.Module, images: torch.Tensor, targets: torch.Ten
     """Train ``net`` in place on (images, targets) for ``settings.epochs`` epochs; returns ``net``.
 
     Args:
-        images: (N, C, H, W) float32 normalised, on the network's device.
+        images: (N, C, H, W) float32 normalised, on the network's device, or a real set read in
+            batches (a streamed set: see :func:`datadistill.training.train_epoch`).
+        settings: the protocol's ``epochs``, ``batch_size``, ``momentum``, ``weight_decay`` and
+            ``dsa_strategy`` (an :class:`EvalSettings`, or any object with those attributes).
         targets: (N,) int64 labels, or (N, K) float32 soft-label logits (soft cross-entropy).
         lr: initial learning rate, divided by 10 at epoch E // 2.
         generator: CPU generator for shuffling and augmentation.
@@ -224,14 +227,14 @@ def train_network(net: torch.nn.Module, images: torch.Tensor, targets: torch.Ten
     """
     dsa = DSA(settings.dsa_strategy)
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
-    n = images.shape[0]
+    n = len(targets)
     seconds = 0.0
     for epoch in range(settings.epochs):
         start = time.perf_counter()
         for group in opt.param_groups:
             group["lr"] = _lr_at(epoch, settings.epochs, lr)
         net.train()
-        order = torch.randperm(n, generator=generator).to(images.device)
+        order = torch.randperm(n, generator=generator).to(targets.device)
         train_epoch(net, opt, images, targets, order, settings.batch_size, dsa, generator)
         seconds += time.perf_counter() - start
         if after_epoch is not None:
