@@ -236,6 +236,37 @@ def test_report_needs_metrics(tmp_path):
     assert [p.name for p in run.iterdir() if p.name.endswith(".tmp")] == []
 
 
+def _png(path, color):
+    Image.new("RGB", (8, 6), color).save(path)
+
+
+def test_report_of_application_folders(tmp_path):
+    """A folder of datadistill nas / continual / federated (no metrics.json) gets one section per app
+    with its markdown summary, its figure and its settings; an app next to a run adds its section."""
+    apps = tmp_path / "apps"
+    apps.mkdir()
+    (apps / "nas.json").write_text(json.dumps({"settings": {"workers": 2, "real": {"epochs": 1}}}))
+    (apps / "nas.md").write_text("| candidate | rank |\n|---|---|\n| convnet-d3 <b> | 1 |\n")
+    _png(apps / "nas.png", "red")
+    (apps / "federated.json").write_text(json.dumps({"settings": {"clients": 20}}))
+    html = render_report(apps)
+    assert "Architecture search proxy" in html and "FedD3 against FedAvg" in html and "Continual" not in html
+    assert "convnet-d3 &lt;b&gt;" in html  # the markdown is shown as escaped text
+    assert html.count("<img ") == 1 and "No federated.png in this folder." in html
+    assert "real.epochs" in html and "clients" in html
+    assert "Other figures" not in html  # nas.png is the section's own figure
+    run = fake_run(tmp_path / "run")
+    (run / "continual.json").write_text(json.dumps({"settings": {"steps": 5}}))
+    with_app = render_report(run)
+    assert "Continual learning" in with_app and "Evaluation" in with_app
+    (apps / "nas.json").write_text("{broken")
+    (apps / "federated.json").unlink()
+    assert "nas.json could not be read" in render_report(apps)
+    (apps / "nas.json").unlink()
+    with pytest.raises(ConfigError, match="no metrics.json .* and no nas.json, continual.json, federated.json"):
+        write_report(apps)
+
+
 # ------------------------------------------------------------------------------------ in Chromium
 
 

@@ -1,8 +1,10 @@
 """One self-contained HTML report of a run folder (``datadistill report RUN_DIR``).
 
-Reads what ``datadistill distill`` wrote (``metrics.json``, required; ``config.yaml``, ``init.png``,
+Reads what ``datadistill distill`` wrote (``metrics.json``; ``config.yaml``, ``init.png``,
 ``synthetic.png``, ``distill.log``), what ``datadistill evaluate --out RUN_DIR`` wrote
-(``evaluation.json``), the learning curves (``curves.json``) and any other ``*.png`` in the folder.
+(``evaluation.json``), the learning curves (``curves.json``), what the applications wrote
+(``nas``, ``continual``, ``federated``: ``<app>.json``, ``<app>.md``, ``<app>.png``) and any other
+``*.png`` in the folder. A folder needs ``metrics.json`` or an application's JSON.
 The page has no external resources: images are base64 data URIs, the CSS is inline, and the only
 script is a few lines that record, after ``load``, how many images decoded (``data-images-loaded``
 and ``data-images-total`` on ``<body>``), so a browser test can check them.
@@ -25,7 +27,10 @@ from datadistill.errors import ConfigError
 from datadistill.io.atomic import atomic_write_text
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-KNOWN_PNGS = ("init.png", "synthetic.png")
+APPS = {"nas": "Architecture search proxy (datadistill nas)",
+        "continual": "Continual learning (datadistill continual)",
+        "federated": "Federated learning, FedD3 against FedAvg (datadistill federated)"}
+KNOWN_PNGS = ("init.png", "synthetic.png", *(f"{app}.png" for app in APPS))
 LOG_LINES = 200
 
 CSS = """
@@ -342,6 +347,31 @@ def _others(run: Path) -> str:
     return "<h2>Other figures</h2>\n" + "\n".join(parts)
 
 
+def _apps(run: Path) -> str:
+    """One section per application output in the folder: its markdown summary (as text), its figure
+    and its settings."""
+    parts = []
+    for app, title in APPS.items():
+        data, why = _read_json(run / f"{app}.json")
+        if data is None and why is None:
+            continue
+        out = f"<h2>{escape(title)}</h2>\n"
+        if why:
+            parts.append(out + _note(why))
+            continue
+        md = run / f"{app}.md"
+        if md.is_file():
+            out += f"<pre>{escape(md.read_text(encoding='utf-8', errors='replace'))}</pre>\n"
+        png, png_why = _read_png(run / f"{app}.png")
+        out += _img(png, f"{app}.png") if png is not None else _note(png_why)
+        settings = data.get("settings") if isinstance(data, dict) else None
+        if isinstance(settings, Mapping) and settings:
+            out += "\n<details><summary>settings</summary>\n" + _table(
+                ["setting", "value"], [[k, _value(v)] for k, v in _flatten(settings)], cls="config") + "\n</details>"
+        parts.append(out)
+    return "\n\n".join(parts)
+
+
 def _log(run: Path) -> str:
     path = run / "distill.log"
     if not path.is_file():
@@ -362,18 +392,24 @@ def render_report(run_dir: str | os.PathLike) -> str:
     if not run.is_dir():
         raise ConfigError(f"run folder {run} does not exist or is not a folder")
     metrics_path = run / "metrics.json"
+    apps = _apps(run)
     if not metrics_path.is_file():
-        raise ConfigError(f"run folder {run} has no metrics.json (written by datadistill distill): nothing to report")
-    try:
-        m = json.loads(metrics_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{metrics_path} is not valid JSON ({exc})") from exc
-    if not isinstance(m, dict):
-        raise ConfigError(f"{metrics_path} holds {type(m).__name__}, expected a JSON object")
-    ev, ev_note = _read_json(run / "evaluation.json")
-    title = f"{m.get('method', '?')} on {m.get('dataset', '?')}, IPC {m.get('ipc', '?')}"
-    sections = [_summary(m), _config(run), _grids(run), _loss(m), _evaluation(m, ev, ev_note), _curves(run),
-                _cost(None if ev_note else ev), _others(run), _log(run)]
+        if not apps:
+            raise ConfigError(f"run folder {run} has no metrics.json (written by datadistill distill) and no "
+                              f"{', '.join(a + '.json' for a in APPS)}: nothing to report")
+        title = "application results"
+        sections = [apps, _others(run)]
+    else:
+        try:
+            m = json.loads(metrics_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{metrics_path} is not valid JSON ({exc})") from exc
+        if not isinstance(m, dict):
+            raise ConfigError(f"{metrics_path} holds {type(m).__name__}, expected a JSON object")
+        ev, ev_note = _read_json(run / "evaluation.json")
+        title = f"{m.get('method', '?')} on {m.get('dataset', '?')}, IPC {m.get('ipc', '?')}"
+        sections = [_summary(m), _config(run), _grids(run), _loss(m), _evaluation(m, ev, ev_note), _curves(run),
+                    _cost(None if ev_note else ev), apps, _others(run), _log(run)]
     body = "\n\n".join(s for s in sections if s)
     total = body.count("<img ")
     return (
@@ -393,10 +429,13 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     flattened as ``method_args.name``), initial and final grids, loss curve (``metrics.json``'s
     ``loss_history``), evaluation table (``metrics.json`` and ``evaluation.json``), learning curves
     (``curves.json``), cost against the whole-data baseline (``evaluation.json``), other ``*.png``
-    figures, and the log. A missing optional file leaves its section with a short note.
+    figures, and the log. A missing optional file leaves its section with a short note. A folder of
+    ``datadistill nas``, ``continual`` or ``federated`` gets one section per application (its
+    summary, figure and settings).
 
     Raises:
-        ConfigError: ``run_dir`` is not a folder, or has no readable ``metrics.json``.
+        ConfigError: ``run_dir`` is not a folder, or has neither a readable ``metrics.json`` nor an
+            application's JSON.
     """
     html = render_report(run_dir)
     return atomic_write_text(Path(out) if out is not None else Path(run_dir) / "report.html", html)
