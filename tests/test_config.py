@@ -190,7 +190,7 @@ def test_every_shipped_config_file_builds():
     from datadistill.models import MODELS
 
     root = Path(__file__).resolve().parent.parent / "configs"
-    files = sorted(p for p in root.rglob("*.yaml") if p.parent.name not in ("experts", "compare"))  # compare: test_compare
+    files = sorted(p for p in root.rglob("*.yaml") if p.parent.name not in ("experts", "compare", "continual", "federated", "nas"))  # own tests
     assert len(files) >= 10
     for path in files:
         cfg = build_config(path)
