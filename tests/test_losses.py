@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from datadistill.methods.losses import attention_map, mean_matching_loss
+from datadistill.methods.losses import abs_power, attention_map, mean_matching_loss
 from helpers import make_distiller, make_tiny_dataset
 
 
@@ -92,6 +92,16 @@ def test_attention_map_hand_computation_p4():
     raw = torch.tensor([[2.0, 16.0, 16.0, 82.0]])
     expected = raw / math.sqrt(4.0 + 256.0 + 256.0 + 82.0 ** 2)
     assert torch.allclose(attention_map(FMAP, 4), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("power", [1, 2, 3, 4, 5, 7, 8, 2.5, 0.5, 17])
+def test_abs_power_matches_pow_in_value_and_gradient(power):
+    x = torch.tensor([-2.0, -0.5, 0.0, 0.3, 1.5], dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([-2.0, -0.5, 0.1, 0.3, 1.5], dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(abs_power(x, power), x.detach().abs() ** power)
+    # gradient away from 0 (|x|^p is not differentiable there for p < 1): d|y|^p/dy = p |y|^(p-1) sign(y)
+    (g,) = torch.autograd.grad(abs_power(y, power).sum(), y)
+    torch.testing.assert_close(g, power * y.detach().abs() ** (power - 1) * y.detach().sign())
 
 
 def test_attention_map_sign_invariant():
