@@ -246,3 +246,10 @@ def test_as_dict_reports_train_accuracy_summary_and_lr(tiny_dataset, tiny_model)
     assert d["lr"] == 0.05 and d["epochs"] == 2
     assert d["train_accuracy_mean"] == pytest.approx(sum(d["train_accuracies"]) / 2)
     assert d["train_seconds"] <= d["eval_seconds"]
+
+
+def test_vectorise_default_is_on_for_cuda_only(tiny_dataset, tiny_model):
+    """vectorise=None (the default) picks the sequential loop on the CPU, where vmap measured slower."""
+    assert EvalSettings().vectorise is None
+    res = evaluate_synthetic_set(tiny_set(), tiny_dataset.test, settings(epochs=1), CPU)
+    assert not res.vectorised and len(res.accuracies) == 2

@@ -174,8 +174,9 @@ def _fmt_ratio(x) -> str:
               help="Initial lr; given, it replaces the set's learned lr. Default: the learned lr, else the model's default (0.01).")
 @click.option("--eval-batch", type=int, default=256, show_default=True, help="Mini-batch size.")
 @click.option("--dsa-strategy", default=None, help="DSA strategy (default: the dataset's).")
-@click.option("--vectorise/--no-vectorise", default=True, show_default=True,
-              help="Train the networks of one model together (torch.vmap); BatchNorm models always run one by one.")
+@click.option("--vectorise/--no-vectorise", default=None,
+              help="Train the networks of one model together (torch.vmap); BatchNorm models always run one by one. "
+                   "Default: on CUDA only (slower than the sequential loop on CPU, docs/benchmarks.md).")
 @click.option("--curve-every", type=int, default=0, show_default=True,
               help="Record train/test accuracy every N epochs for learning curves (0 = off; needs --out).")
 @click.option("--baseline", "baselines", multiple=True, type=click.Path(),

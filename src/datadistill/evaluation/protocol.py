@@ -54,7 +54,9 @@ class EvalSettings:
         dsa_strategy: DSA strategy applied to every training batch (``"none"`` to disable).
         use_learned_lr: train with the set's learned lr when it has one (MTT family); False uses ``lr``.
         vectorise: train the K networks together with ``torch.vmap`` (when K ≥ 2 and the architecture
-            has no BatchNorm); False always uses the sequential loop.
+            has no BatchNorm); False always uses the sequential loop; None (default) = on CUDA only:
+            on this project's 2-core CPU the vectorised loop was slower (0.90× at K = 5,
+            docs/benchmarks.md, "Vectorised evaluation").
         curve_every: record train and test accuracy every this many epochs (and after the last) for
             learning curves; 0 = no curve. Costs one pass over the test set per point.
         model_args: keyword arguments of the model's builder, passed to
@@ -72,7 +74,7 @@ class EvalSettings:
     weight_decay: float = 5e-4
     dsa_strategy: str = "color_crop_cutout_scale_rotate"
     use_learned_lr: bool = True
-    vectorise: bool = True
+    vectorise: bool | None = None
     curve_every: int = 0
     model_args: dict[str, Any] = field(default_factory=dict, hash=False)  # last: positional order unchanged
 
@@ -400,7 +402,8 @@ def evaluate_synthetic_set(syn: SyntheticSet, test: LabelledImages, settings: Ev
                 curve_seconds[0] += time.perf_counter() - t
         return hook if curve_at else None
 
-    vectorised = settings.vectorise and can_vectorise(nets)
+    want = settings.vectorise if settings.vectorise is not None else torch.device(device).type == "cuda"
+    vectorised = want and can_vectorise(nets)
     train_seconds = 0.0
     if vectorised:
         t0 = time.perf_counter()
