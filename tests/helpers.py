@@ -43,8 +43,9 @@ def make_distiller(method: str, data: SplitDataset, *, ipc: int = 2, model: str 
     cls = METHODS.get(method)
     config = cls.config_class.from_dict({"batch_real": 4, **cfg})
     real = RealSet(data.train, data.spec.num_classes)
+    # the keyword arguments api.distill passes, all of them (zca_eps included), as the API does
     return cls(config, data.spec, real, ipc=ipc, model=model, dsa=DSA(dsa), device=torch.device(device),
-               generator=make_generator(seed))
+               generator=make_generator(seed), zca_eps=None)
 
 
 def write_fake_mnist(root: Path, n_train: int = 200, n_test: int = 100, seed: int = 0,

@@ -64,9 +64,8 @@ class DifficultyMethod(CoresetMethod):
     config_class = DifficultyConfig
     config: DifficultyConfig
 
-    def __init__(self, config: DifficultyConfig, spec: DatasetSpec, real: RealSet, *, ipc: int, model: str,
-                 dsa: DSA, device: torch.device, generator: torch.Generator) -> None:
-        super().__init__(config, spec, real, ipc=ipc, model=model, dsa=dsa, device=device, generator=generator)
+    def __init__(self, config: DifficultyConfig, spec: DatasetSpec, real: RealSet, **kwargs) -> None:
+        super().__init__(config, spec, real, **kwargs)  # keyword arguments of Distiller
         self.scores: DifficultyScores | None = None
         if config.scores_file:
             self.scores = self._load(config.scores_file)
