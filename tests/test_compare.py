@@ -280,6 +280,25 @@ def test_failing_cell_is_recorded_and_the_grid_goes_on(fake_run, tmp_path):
     assert sorted(fake_run.calls) == ["dm_ipc10_real_seed1", "random_ipc10_random_seed0", "random_ipc10_random_seed1"]
 
 
+def test_no_run_tabulates_the_finished_cells_and_runs_nothing(fake_run, tmp_path):
+    out = tmp_path / "out"
+    seen: list[tuple[str, str]] = []
+    empty = run_compare(grid(), out=out, run=False, progress=lambda name, status: seen.append((name, status)))
+    assert fake_run.calls == [] and empty.rows == [] and {s for _, s in seen} == {"skipped"}
+    assert "| dm | — | — |" in (out / "results.md").read_text()
+    run_compare(grid(seeds=[0]), out=out)  # seed 0 finishes; seed 1 is left
+    fake_run.calls.clear()
+    seen.clear()
+    result = run_compare(grid(), out=out, run=False, progress=lambda name, status: seen.append((name, status)))
+    assert fake_run.calls == []
+    assert sorted(r["cell"] for r in result.rows) == sorted(n for n, st in seen if st == "reused")
+    assert {n for n, st in seen if st == "skipped"} == {c for c in ["random_ipc1_random_seed1", "random_ipc10_random_seed1",
+                                                                    "dm_ipc1_real_seed1", "dm_ipc10_real_seed1"]}
+    assert "| dm | 51.50 ± 0.50* | 60.50 ± 0.50* |" in (out / "results.md").read_text()
+    assert (out / "accuracy_vs_ipc.png").read_bytes().startswith(PNG)
+    assert not (out / "cells" / "dm_ipc1_real_seed1").exists()
+
+
 def test_other_exceptions_propagate(fake_run, tmp_path):
     fake_run.fail[("dm", 1, 0)] = RuntimeError("a bug")
     with pytest.raises(RuntimeError, match="a bug"):

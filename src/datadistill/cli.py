@@ -264,11 +264,13 @@ def import_cmd(path, dataset, out, experiment, zca_eps, data_root) -> None:
 @main.command()
 @click.option("--config", "config_file", required=True, type=click.Path(dir_okay=False), help="YAML grid (see configs/compare/).")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Output folder (overrides the config's out).")
-def compare(config_file, out) -> None:
+@click.option("--no-run", "no_run", is_flag=True,
+              help="Run no cell: tabulate and plot the finished ones, the rest shown as not run yet.")
+def compare(config_file, out, no_run) -> None:
     """Run a grid of methods × IPC × init × seeds; write results.csv/json/md and plots. Finished cells are reused."""
     from datadistill.compare import run_compare
 
-    result = run_compare(config_file, out, progress=lambda cell, status: click.echo(f"{cell}: {status}"))
+    result = run_compare(config_file, out, progress=lambda cell, status: click.echo(f"{cell}: {status}"), run=not no_run)
     click.echo(f"wrote {result.out}/results.csv, results.json, results.md, accuracy_vs_ipc.png, accuracy_vs_time.png")
     if not result.ok:
         for row in result.failures:

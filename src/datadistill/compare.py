@@ -408,7 +408,7 @@ def _reusable(cell: Cell, cell_dir: Path) -> dict[str, Any] | None:
 
 
 def run_compare(config: str | os.PathLike | Mapping[str, Any], out: str | os.PathLike | None = None,
-                progress: Progress | None = None) -> CompareResult:
+                progress: Progress | None = None, run: bool = True) -> CompareResult:
     """Run (or reuse) every cell of a comparison grid and write its tables and plots.
 
     Cells run one after another with :func:`datadistill.api.run_distill`. A cell whose folder holds
@@ -421,7 +421,10 @@ def run_compare(config: str | os.PathLike | Mapping[str, Any], out: str | os.Pat
         config: the grid: a YAML file path or a mapping (format in the module docstring).
         out: output folder; overrides the config's ``out``.
         progress: called with ``(cell_name, status)``, status ``reused``, ``running``, then ``done``
-            or ``failed``.
+            or ``failed``; ``skipped`` for a cell left unrun because ``run`` is False.
+        run: False runs nothing: the finished cells are tabulated and plotted, the others are
+            reported as not run yet (e.g. to look at a grid still running elsewhere, or one stopped
+            part-way).
 
     Returns:
         The rows (one per cell), the per-(label, IPC, init) summary and the output folder.
@@ -447,6 +450,9 @@ def run_compare(config: str | os.PathLike | Mapping[str, Any], out: str | os.Pat
         if metrics is not None:
             rows.append(cell_row(cell, metrics, "reused"))
             notify(cell.name, "reused")
+        elif not run:
+            notify(cell.name, "skipped")
+            continue
         else:
             notify(cell.name, "running")
             (cell_dir / "cell.json").unlink(missing_ok=True)  # no stale record while the folder changes
@@ -462,6 +468,8 @@ def run_compare(config: str | os.PathLike | Mapping[str, Any], out: str | os.Pat
                 rows.append(cell_row(cell, metrics, "done"))
                 notify(cell.name, "done")
         write_tables(plan, rows, out_dir)
+    if not run:
+        write_tables(plan, rows, out_dir)  # also when no cell had finished
     rows = plan.ordered(rows)
     summary = summarize(plan, rows)
     write_plots(plan, summary, out_dir)
