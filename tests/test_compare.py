@@ -292,8 +292,8 @@ def test_no_run_tabulates_the_finished_cells_and_runs_nothing(fake_run, tmp_path
     result = run_compare(grid(), out=out, run=False, progress=lambda name, status: seen.append((name, status)))
     assert fake_run.calls == []
     assert sorted(r["cell"] for r in result.rows) == sorted(n for n, st in seen if st == "reused")
-    assert {n for n, st in seen if st == "skipped"} == {c for c in ["random_ipc1_random_seed1", "random_ipc10_random_seed1",
-                                                                    "dm_ipc1_real_seed1", "dm_ipc10_real_seed1"]}
+    assert {n for n, st in seen if st == "skipped"} == {"random_ipc1_random_seed1", "random_ipc10_random_seed1",
+                                                        "dm_ipc1_real_seed1", "dm_ipc10_real_seed1"}
     assert "| dm | 51.50 ± 0.50* | 60.50 ± 0.50* |" in (out / "results.md").read_text()
     assert (out / "accuracy_vs_ipc.png").read_bytes().startswith(PNG)
     assert not (out / "cells" / "dm_ipc1_real_seed1").exists()
