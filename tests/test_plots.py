@@ -118,14 +118,25 @@ def test_accuracy_vs_ipc(tmp_path):
 
 
 def test_accuracy_vs_time(tmp_path):
-    assert_png(plot_accuracy_vs_time(ROWS, tmp_path / "time.png"), (680, 440))
-    ax = accuracy_vs_time_figure(ROWS).axes[0]
+    assert_png(plot_accuracy_vs_time(ROWS, tmp_path / "time.png"), (760, 440))
+    fig = accuracy_vs_time_figure(ROWS)
+    ax = fig.axes[0]
     assert ax.get_xscale() == "log"
-    legends = [c for c in ax.get_children() if type(c).__name__ == "Legend"]
-    titles = sorted(lg.get_title().get_text() for lg in legends)
+    titles = sorted(lg.get_title().get_text() for lg in fig.legends)
     assert titles == ["IPC", "method"]
     zero = [*ROWS, {"label": "random", "ipc": 10, "accuracy_mean": 40.0, "accuracy_std": 2.0, "distill_seconds": 0.0}]
     assert accuracy_vs_time_figure(zero).axes[0].get_xscale() == "symlog"
+
+
+@pytest.mark.parametrize("figure", [accuracy_vs_ipc_figure, accuracy_vs_time_figure])
+def test_twelve_methods_get_twelve_colours(figure):
+    """A comparison of every method (12 labels) must not reuse a colour (tab10 has 10)."""
+    from matplotlib.colors import to_hex
+    rows = [{"label": f"m{i}", "ipc": ipc, "accuracy_mean": 50.0 + i, "accuracy_std": 1.0, "distill_seconds": 1.0 + i}
+            for i in range(12) for ipc in (1, 10)]
+    ax = figure(rows).axes[0]
+    colours = {to_hex(c.get_color()) for c in ax.lines if c.get_xydata().size}
+    assert len(colours) == 12
 
 
 @pytest.mark.parametrize("plot", [plot_accuracy_vs_ipc, plot_accuracy_vs_time])

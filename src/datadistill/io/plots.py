@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -27,6 +28,16 @@ SERIES_COLOURS = {"synthetic": "tab:blue", "whole_data": "tab:orange"}
 _CYCLE = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
           "tab:gray", "tab:olive", "tab:cyan"]
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
+
+
+def series_colours(n: int) -> list:
+    """``n`` distinct colours: the tab10 cycle up to 10 series, tab20 up to 20, else ``n`` samples of
+    the continuous turbo map (a 12-method comparison would repeat tab10's colours)."""
+    if n <= len(_CYCLE):
+        return _CYCLE[:n]
+    if n <= 20:
+        return [matplotlib.colormaps["tab20"](i) for i in range(n)]
+    return [matplotlib.colormaps["turbo"](i / (n - 1)) for i in range(n)]
 
 
 def png_bytes(fig: Figure) -> bytes:
@@ -201,10 +212,11 @@ def accuracy_vs_ipc_figure(rows: Sequence[Mapping[str, Any]]) -> Figure:
     rows = _rows(rows, ("label", "ipc", "accuracy_mean"), "accuracy against IPC")
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = fig.add_subplot()
-    for i, label in enumerate(_labels(rows)):
+    labels = _labels(rows)
+    for label, colour in zip(labels, series_colours(len(labels))):
         mine = sorted((r for r in rows if str(r["label"]) == label), key=lambda r: r["ipc"])
         ax.errorbar([r["ipc"] for r in mine], [r["accuracy_mean"] for r in mine], yerr=[_std(r) for r in mine],
-                    color=_CYCLE[i % len(_CYCLE)], marker="o", capsize=3, lw=1.5, label=label)
+                    color=colour, marker="o", capsize=3, lw=1.5, label=label)
     ipcs = sorted({r["ipc"] for r in rows})
     if len(ipcs) > 2:
         ax.set_xscale("log")
@@ -233,9 +245,9 @@ def accuracy_vs_time_figure(rows: Sequence[Mapping[str, Any]]) -> Figure:
     rows = _rows(rows, ("label", "ipc", "accuracy_mean", "distill_seconds"), "accuracy against time")
     labels = _labels(rows)
     ipcs = sorted({r["ipc"] for r in rows})
-    colour = {label: _CYCLE[i % len(_CYCLE)] for i, label in enumerate(labels)}
+    colour = dict(zip(labels, series_colours(len(labels))))
     marker = {ipc: _MARKERS[i % len(_MARKERS)] for i, ipc in enumerate(ipcs)}
-    fig = Figure(figsize=(6.8, 4.4), layout="constrained")
+    fig = Figure(figsize=(7.6, 4.4), layout="constrained")  # legends to the right of the axes
     ax = fig.add_subplot()
     for r in rows:
         ax.errorbar([r["distill_seconds"]], [r["accuracy_mean"]], yerr=[_std(r)], color=colour[str(r["label"])],
@@ -249,11 +261,11 @@ def accuracy_vs_time_figure(rows: Sequence[Mapping[str, Any]]) -> Figure:
     ax.set_xlabel("distillation time (s)")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(True, alpha=0.3)
-    by_label = ax.legend(handles=[Line2D([], [], color=colour[lb], marker="o", ls="none", label=lb) for lb in labels],
-                         title="method", fontsize="small", loc="upper left")
-    ax.add_artist(by_label)
-    ax.legend(handles=[Line2D([], [], color="black", marker=marker[v], ls="none", label=str(v)) for v in ipcs],
-              title="IPC", fontsize="small", loc="lower right")
+    # figure legends outside the axes (constrained layout makes room): none hides a point
+    fig.legend(handles=[Line2D([], [], color=colour[lb], marker="o", ls="none", label=lb) for lb in labels],
+               title="method", fontsize="small", loc="outside right upper")
+    fig.legend(handles=[Line2D([], [], color="black", marker=marker[v], ls="none", label=str(v)) for v in ipcs],
+               title="IPC", fontsize="small", loc="outside right lower")
     return fig
 
 
