@@ -415,7 +415,8 @@ def run_compare(config: str | os.PathLike | Mapping[str, Any], out: str | os.Pat
     ``metrics.json`` and a ``cell.json`` recording the same resolved config is reused, not rerun.
     A cell raising a :class:`~datadistill.errors.DatadistillError` is recorded as failed (its
     message in the row's ``error``) and the grid goes on; other exceptions propagate. The tables are
-    rewritten after every cell, so an interrupted grid leaves the finished cells tabulated.
+    rewritten after every cell that runs and once at the end, so an interrupted grid leaves the
+    finished cells tabulated.
 
     Args:
         config: the grid: a YAML file path or a mapping (format in the module docstring).
@@ -452,7 +453,6 @@ def run_compare(config: str | os.PathLike | Mapping[str, Any], out: str | os.Pat
             notify(cell.name, "reused")
         elif not run:
             notify(cell.name, "skipped")
-            continue
         else:
             notify(cell.name, "running")
             (cell_dir / "cell.json").unlink(missing_ok=True)  # no stale record while the folder changes
@@ -467,9 +467,8 @@ def run_compare(config: str | os.PathLike | Mapping[str, Any], out: str | os.Pat
                 atomic_write_text(cell_dir / "cell.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
                 rows.append(cell_row(cell, metrics, "done"))
                 notify(cell.name, "done")
-        write_tables(plan, rows, out_dir)
-    if not run:
-        write_tables(plan, rows, out_dir)  # also when no cell had finished
+            write_tables(plan, rows, out_dir)  # after every cell run, so an interrupted grid is tabulated
+    write_tables(plan, rows, out_dir)
     rows = plan.ordered(rows)
     summary = summarize(plan, rows)
     write_plots(plan, summary, out_dir)

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import torch
 
-from datadistill.augment import DSA
 from datadistill.data import DatasetSpec, RealSet
 from datadistill.errors import ConfigError
 from datadistill.methods.base import MethodConfig, register_method
