@@ -74,7 +74,7 @@ def test_shipped_spaces_parse_and_fit_mnist():
     cpu = load_search_space(CONFIGS / "convnet_mnist_cpu.yaml")
     assert cpu.family == "convnet" and len(cpu.candidates()) >= 24 and max(cpu.grid["width"]) <= 64
     mlp = load_search_space(CONFIGS / "mlp_mnist.yaml")
-    assert mlp.family == "mlp" and set(mlp.grid) == {"depth", "width"} and len(mlp.candidates()) >= 4
+    assert mlp.family == "mlp" and set(mlp.grid) == {"depth", "width"} and len(mlp.candidates()) >= 24
     # every candidate builds for MNIST (the DC space: its largest, deepest corner, to stay quick)
     biggest = [c for c in dc.candidates() if c.args["depth"] == 4 and c.args["width"] == 256]
     for cands in (cpu.candidates(), mlp.candidates(), biggest):
