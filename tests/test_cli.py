@@ -330,3 +330,21 @@ def test_distill_unset_lr_uses_method_default(fake_root, tmp_path):
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["lr_img"] is None and cfg["batch_real"] is None
     assert cfg["method_args"]["lr_img"] == 1.0 and cfg["method_args"]["batch_real"] == 64
+
+
+# --------------------------------------------------------------------------------- continual
+def test_continual_runs_resumes_and_refuses_other_settings(fake_root, tmp_path):
+    out = tmp_path / "cl"
+    args = ["continual", "--data-root", fake_root, "--steps", 5, "--memory-method", "random", "--memory-ipc", 1,
+            "--orders", 1, "--model", "lenet", "--num-eval", 1, "--eval-epochs", 1, "--device", "cpu", "--out", out]
+    first = run(*args)
+    assert first.exit_code == 0, first.output + repr(first.exception)
+    assert "random order 0 step 5/5: 10 classes seen, memory 10 images" in first.output
+    assert "Last-step verdict: not available" in first.output  # the verdict is printed (no DM or DataDAM memory)
+    report = json.loads((out / "continual.json").read_text())
+    assert report["complete"] and len(report["methods"]["random"]["orders"][0]["steps"]) == 5
+    again = run(*args)
+    assert again.exit_code == 0 and "resuming" in again.output and "1 of 1" in again.output
+    assert json.loads((out / "continual.json").read_text())["methods"] == report["methods"]
+    other = run(*args[:-2], "--eval-epochs", 2, "--out", out)
+    assert_clean_failure(other, "other settings", "epochs = 1 there, 2 here")

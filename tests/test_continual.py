@@ -61,11 +61,13 @@ def spies(monkeypatch):
     return calls
 
 
+TINY = {"steps": 2, "memory_methods": ["random", "dm"], "memory_ipc": 2, "orders": 2,
+        "method_settings": {"dm": {"iterations": 2, "batch_real": 4}}, "num_eval": 1, "epochs": 1, "device": "cpu",
+        "dsa_strategy": "none"}
+
+
 def tiny_run(data, tiny_model, **kw):
-    settings = {"steps": 2, "memory_methods": ["random", "dm"], "memory_ipc": 2, "orders": 2,
-                "method_settings": {"dm": {"iterations": 2, "batch_real": 4}}, "model": tiny_model, "num_eval": 1,
-                "epochs": 1, "device": "cpu", "dsa_strategy": "none"}
-    settings.update(kw)
+    settings = {**TINY, "model": tiny_model, **kw}
     return run_continual(data=data, **settings)
 
 
@@ -363,3 +365,90 @@ def test_yaml_with_an_unknown_key_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="memory_methods"):
         ContinualSettings(memory_methods="random,dn")
     assert ContinualSettings(memory_methods="random, dm").memory_methods == ("random", "dm")
+
+
+# ------------------------------------------------------------------------- resume and workers
+
+
+def without_seconds(records):
+    return [{k: v for k, v in r.as_dict().items() if not k.endswith("seconds")} for r in records]
+
+
+def test_an_interrupted_run_resumes_with_only_the_missing_pairs(data4, tiny_model, spies, tmp_path, monkeypatch):
+    out = tmp_path / "cl"
+    whole = tiny_run(data4, tiny_model, memory_ipc=1)  # the same run, uninterrupted and in memory
+    real_run = continual.memory_run
+
+    def crash_on_last(**kw):
+        if kw["method"] == "dm" and kw["order_index"] == 1:
+            raise RuntimeError("killed")
+        return real_run(**kw)
+
+    monkeypatch.setattr(continual, "memory_run", crash_on_last)
+    with pytest.raises(RuntimeError, match="killed"):
+        tiny_run(data4, tiny_model, memory_ipc=1, out=out)
+    partial = json.loads((out / "continual.json").read_text(encoding="utf-8"))
+    assert partial["orders_done"] == 1 and not partial["complete"]  # order 1 has random but not dm
+    assert [o["order"] for o in partial["methods"]["random"]["orders"]] == [0, 1]
+    assert [o["order"] for o in partial["methods"]["dm"]["orders"]] == [0]
+
+    monkeypatch.setattr(continual, "memory_run", real_run)
+    spies["distill"].clear()
+    lines = []
+    resumed = tiny_run(data4, tiny_model, memory_ipc=1, out=out, progress=lines.append)
+    assert lines[0].startswith(f"resuming {out}: 3 of 4")
+    seeds = [c["config"].seed for c in spies["distill"]]
+    assert [c["config"].method for c in spies["distill"]] == ["dm", "dm"] and seeds == [2, 3]  # order 1 only
+    assert without_seconds(resumed.records) == without_seconds(whole.records)
+    report = json.loads((out / "continual.json").read_text(encoding="utf-8"))
+    assert report["complete"] and report["orders_done"] == 2
+    kept = partial["methods"]["random"]["orders"][0]["steps"]
+    assert report["methods"]["random"]["orders"][0]["steps"] == kept  # reused as written, seconds included
+
+
+def test_a_finished_folder_grows_by_new_orders_and_methods(data4, tiny_model, spies, tmp_path):
+    out = tmp_path / "cl"
+    tiny_run(data4, tiny_model, memory_ipc=1, orders=1, memory_methods=["random"], method_settings={}, out=out)
+    spies["distill"].clear()
+    grown = tiny_run(data4, tiny_model, memory_ipc=1, orders=2, out=out)
+    done = [(c["config"].method, c["config"].seed) for c in spies["distill"]]
+    assert done == [("dm", 0), ("dm", 1), ("random", 2), ("random", 3), ("dm", 2), ("dm", 3)]
+    assert [(r.method, r.order, r.step) for r in grown.records] == [
+        (m, k, t) for k in (0, 1) for m in ("random", "dm") for t in (1, 2)]
+    assert json.loads((out / "continual.json").read_text(encoding="utf-8"))["complete"]
+
+
+@pytest.mark.parametrize("kw, needles", [
+    ({"epochs": 2}, ["other settings", "epochs = 1 there, 2 here", "another --out"]),
+    ({"method_settings": {"dm": {"iterations": 3, "batch_real": 4}}}, ["condensation config of 'dm'"]),
+    ({"memory_methods": ["random"], "method_settings": {}}, ["would drop", "['dm']"]),
+    ({"orders": 1}, ["would drop", "2 class orders", "orders = 1"]),
+])
+def test_a_folder_of_other_settings_is_refused_and_left_as_it_is(data4, tiny_model, spies, tmp_path, kw, needles):
+    out = tmp_path / "cl"
+    tiny_run(data4, tiny_model, memory_ipc=1, out=out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    spies["distill"].clear()
+    with pytest.raises(ConfigError) as info:
+        tiny_run(data4, tiny_model, memory_ipc=1, out=out, **{"workers": 1, **kw})
+    for needle in needles:
+        assert needle in str(info.value), (needle, str(info.value))
+    assert spies["distill"] == [] and {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_a_corrupt_results_file_is_refused(data4, tiny_model, spies, tmp_path):
+    out = tmp_path / "cl"
+    out.mkdir()
+    (out / "continual.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(ConfigError, match="cannot resume from .*continual.json"):
+        tiny_run(data4, tiny_model, out=out)
+    assert spies["distill"] == [] and (out / "continual.json").read_text(encoding="utf-8") == "{not json"
+
+
+def test_two_worker_processes_give_the_in_process_results(data4):
+    # a registered model (the test-only tiny ConvNet is unknown in a spawned worker)
+    kw = {"model": "lenet", "memory_ipc": 1, "orders": 1}
+    here = run_continual(data=data4, **{**TINY, **kw, "workers": 0})
+    pool = run_continual(data=data4, **{**TINY, **kw, "workers": 2})
+    assert without_seconds(pool.records) == without_seconds(here.records)
+    assert [(r.method, r.step) for r in pool.records] == [("random", 1), ("random", 2), ("dm", 1), ("dm", 2)]

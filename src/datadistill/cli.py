@@ -429,14 +429,19 @@ def nas(synthetic, space, out, **settings) -> None:
 @click.option("--device", help="auto, cpu, cuda or cuda:N. Default: auto.")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None)
 @_data_options(defaults=False)
-@click.option("--out", type=click.Path(file_okay=False), help="Output folder (continual.json/csv/md/png).")
+@click.option("--workers", type=click.INT,
+              help="Worker processes, one (memory method, class order) pair each (0 or 1 = in this process). "
+                   "Default: 1.")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Output folder (continual.json/csv/md/png); a folder of a run with the same settings is "
+                   "resumed.")
 def continual(config_file, memory_methods, **flags) -> None:
     """Class-incremental learning with condensed memories: accuracy on all seen classes after each step."""
     from datadistill.apps.continual import run_continual
 
     methods = ",".join(memory_methods) if memory_methods else None
     result = run_continual(config_file, memory_methods=methods, progress=click.echo, **flags)
-    verdict = result.verdict()
+    verdict = result.verdict
     if verdict.get("text"):
         click.echo(verdict["text"])
     if result.out is not None:

@@ -25,6 +25,10 @@ Protocol (one call compares several memory methods on the same class orders and 
   (:func:`datadistill.evaluation.evaluate_synthetic_set`: ``epochs`` epochs, SGD lr ``eval_lr``,
   DSA with the dataset's default strategy) and tested on the real test images of **all classes
   seen so far**. The networks have an output per class of the dataset and the labels stay global.
+* **Parallelism.** Each (memory method, class order) pair is one task: its steps run in turn (the
+  memory grows), the pairs are independent. With ``workers`` ≥ 2 they run in that many worker
+  processes (:func:`datadistill.apps.workers.run_tasks`); every pair seeds itself, so the results do
+  not depend on ``workers``.
 * **Report.** Accuracy on the seen classes (percent) after each step, per memory method: the mean
   over the orders of each order's mean over its networks, ± the population std over the orders;
   also the per-order values, the DM repository's pooled figure (all networks of all orders), the
@@ -32,8 +36,9 @@ Protocol (one call compares several memory methods on the same class orders and 
   whether the DM or DataDAM memory beats the random memory at the last step by more than the std
   over the orders.
 
-Output folder (files written atomically; refreshed after every finished class order, so an
-interrupted run keeps the orders done): ``continual.json`` (settings, class orders, per-method
+Output folder (files written atomically; refreshed after every finished (memory method, class
+order) pair, so an interrupted run keeps the pairs done, and a rerun into the same folder with the
+same settings resumes: it computes only the missing pairs): ``continual.json`` (settings, class orders, per-method
 per-order per-step records, summaries, verdict), ``continual.csv`` (one row per method, order and
 step), ``continual.md`` (table: a row per method, a column per step, mean ± std; the verdict) and
 ``continual.png`` (accuracy against step, a line per method with a ± std band).
@@ -122,7 +127,10 @@ class ContinualSettings:
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         data_root, image_size, stream, num_workers: how the dataset is read
             (see :class:`~datadistill.config.DistillConfig`).
-        out: output folder (None = write nothing).
+        workers: worker processes, each running one (memory method, class order) pair at a time
+            (0 or 1 = in this process); results do not depend on it.
+        out: output folder (None = write nothing). A folder holding a ``continual.json`` of the same
+            settings is resumed: its finished (method, order) pairs are kept, not recomputed.
 
     Raises:
         ConfigError: the first invalid value, naming it and what is accepted; UnknownNameError
@@ -148,6 +156,7 @@ class ContinualSettings:
     image_size: int | None = None
     stream: str = "auto"
     num_workers: int = 2
+    workers: int = 1
     out: str | None = None
 
     def __post_init__(self) -> None:
@@ -169,6 +178,7 @@ class ContinualSettings:
             ("image_size", self.image_size is None or self.image_size >= 8, "an integer ≥ 8 (or unset)"),
             ("stream", self.stream in STREAM_MODES, f"one of {', '.join(STREAM_MODES)}"),
             ("num_workers", self.num_workers >= 0, "an integer ≥ 0"),
+            ("workers", self.workers >= 0, "an integer ≥ 0 (0 or 1 = in this process)"),
         ])
         object.__setattr__(self, "memory_methods", _method_names(self.memory_methods))
         object.__setattr__(self, "method_settings", _method_settings(self.method_settings, self.memory_methods))
@@ -647,7 +657,9 @@ class ContinualResult:
         """The ``continual.json`` content: format, settings, dataset, class orders, per method its
         condensation config, per-order per-step records and summary; the last-step verdict."""
         s = self.settings
-        orders_done = sorted({r.order for r in self.records if r.step == s.steps})
+        orders_done = [k for k in range(len(self.class_orders))
+                       if all(any(r.method == m and r.order == k and r.step == s.steps for r in self.records)
+                              for m in s.memory_methods)]
         methods: dict[str, Any] = {}
         summary = self.summary
         for m in s.memory_methods:
@@ -687,7 +699,7 @@ def run_continual(config: str | os.PathLike | Mapping[str, Any] | ContinualSetti
                   epochs: int | None = None, eval_lr: float | None = None, eval_batch: int | None = None,
                   dsa_strategy: str | None = None, seed: int | None = None, device: str | None = None,
                   data_root: str | None = None, image_size: int | None = None, stream: str | None = None,
-                  num_workers: int | None = None, data: SplitDataset | None = None,
+                  num_workers: int | None = None, workers: int | None = None, data: SplitDataset | None = None,
                   progress: Progress | None = None) -> ContinualResult:
     """Class-incremental continual learning with condensed memories (``datadistill continual``):
     see the module docstring for the protocol.
@@ -708,7 +720,11 @@ def run_continual(config: str | os.PathLike | Mapping[str, Any] | ContinualSetti
             ``method_args``), e.g. ``{"dm": {"iterations": 200}}``.
         data: an already loaded dataset (its spec names it; ``dataset``, ``data_root``,
             ``image_size``, ``stream`` and ``num_workers`` are then unused).
-        progress: called with one line of text after each (method, order, step).
+        progress: called with one line of text on resuming, and one per step of each (method, order)
+            pair as the pair finishes.
+
+    With ``workers`` ≥ 2, call it under an ``if __name__ == "__main__":`` guard (worker processes are
+    spawned).
 
     Returns:
         The :class:`ContinualResult` (records, summary, verdict, output folder).
@@ -726,7 +742,7 @@ def run_continual(config: str | os.PathLike | Mapping[str, Any] | ContinualSetti
                  "memory_ipc": memory_ipc, "orders": orders, "method_settings": method_settings, "model": model,
                  "eval_model": eval_model, "num_eval": num_eval, "epochs": epochs, "eval_lr": eval_lr,
                  "eval_batch": eval_batch, "dsa_strategy": dsa_strategy, "seed": seed, "device": device,
-                 "data_root": data_root, "image_size": image_size, "stream": stream, "num_workers": num_workers}
+                 "data_root": data_root, "image_size": image_size, "stream": stream, "num_workers": num_workers, "workers": workers}
     if data is not None:
         overrides["dataset"] = data.spec.name
     settings = load_continual_settings(config, **overrides)
@@ -742,44 +758,138 @@ def run_continual(config: str | os.PathLike | Mapping[str, Any] | ContinualSetti
                             stream=settings.stream, num_workers=settings.num_workers)
     check_against_data(settings, data)
     spec = data.spec
+    result = ContinualResult(settings, spec, class_orders(spec.num_classes, settings.orders), out=out_dir)
+    notify = progress or (lambda line: None)
+    pairs = [(k, method) for k in range(settings.orders) for method in settings.memory_methods]
+    done = _finished_pairs(result, out_dir) if out_dir is not None else {}
+    if done:
+        notify(f"resuming {out_dir}: {len(done)} of {len(pairs)} (method, order) pairs already finished")
+    todo = [pair for pair in pairs if pair not in done]
+    tasks = [(memory_run, {"settings": settings, "data": data, "method": method, "order_index": k,
+                           "order": result.class_orders[k], "device": str(dev)}) for k, method in todo]
+    finished = dict(done)
+
+    def collect(i: int, records: list[StepRecord]) -> None:
+        finished[todo[i]] = records
+        for r in records:
+            notify(f"{r.method} order {r.order} step {r.step}/{settings.steps}: {len(r.seen_classes)} classes seen, "
+                   f"memory {r.memory_images} images, accuracy {r.accuracy_mean:.2f} ± {r.accuracy_std:.2f} % "
+                   f"(condense {r.condense_seconds:.1f} s, train {r.train_seconds:.1f} s)")
+        result.records = [r for pair in pairs if pair in finished for r in finished[pair]]
+        if out_dir is not None:
+            write_outputs(result.as_dict(), out_dir)
+
+    from datadistill.apps.workers import run_tasks
+
+    run_tasks(tasks, workers=settings.workers, progress=collect)
+    result.records = [r for pair in pairs for r in finished[pair]]
+    if out_dir is not None and not todo:
+        write_outputs(result.as_dict(), out_dir)
+    return result
+
+
+def memory_run(settings: ContinualSettings, data: SplitDataset, method: str, order_index: int,
+               order: Sequence[int], device: str) -> list[StepRecord]:
+    """Every step of one class order for one memory method (a worker task of :func:`run_continual`).
+
+    Args:
+        settings: the validated settings.
+        data: the dataset (train and test splits, every class).
+        method: the memory method.
+        order_index: k, the class order's index (seeds ``seed + k * steps + t``).
+        order: the class order (global class ids).
+        device: where to condense and train (``cpu``, ``cuda:0`` …).
+
+    Returns:
+        One :class:`StepRecord` per step, in step order.
+    """
+    dev = torch.device(device)
+    spec = data.spec
     evaluation = EvalSettings(model=settings.resolved_eval_model, num_eval=settings.num_eval, epochs=settings.epochs,
                               lr=settings.eval_lr, batch_size=settings.eval_batch,
                               dsa_strategy=settings.dsa_strategy or spec.dsa_strategy)
-    result = ContinualResult(settings, spec, class_orders(spec.num_classes, settings.orders), out=out_dir)
-    notify = progress or (lambda line: None)
-    for k, order in enumerate(result.class_orders):
-        groups = step_classes(order, settings.steps)
-        # per method: the images and global labels of every step so far
-        memory: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {
-            m: ([], []) for m in settings.memory_methods}
-        for t, classes in enumerate(groups):
-            seen = [c for g in groups[:t + 1] for c in g]
-            subset = class_subset(data, classes)
-            test = seen_test_subset(data.test, seen)
-            s = step_seed(settings.seed, k, t, settings.steps)
-            for method in settings.memory_methods:
-                cfg = memory_config(settings, method, seed=s, dataset=spec.name)
-                start = time.perf_counter()
-                condensed = api.distill(cfg, dataset=subset, evaluate=False)
-                condense_seconds = time.perf_counter() - start
-                syn = condensed.synthetic_set
-                images, labels = memory[method]
-                images.append(syn.images.detach().cpu())
-                labels.append(to_global(syn.hard_labels, classes))
-                mem = memory_set(spec, torch.cat(images), torch.cat(labels), method, settings.memory_ipc)
-                ev = evaluate_synthetic_set(mem, test, evaluation, dev, seed=s)
-                record = StepRecord(method=method, order=k, step=t + 1, classes=list(classes), seen_classes=seen,
-                                    memory_images=len(mem), test_images=len(test), seed=s,
-                                    iterations=condensed.iterations_run, accuracies=list(ev.accuracies),
-                                    condense_seconds=condense_seconds, train_seconds=ev.train_seconds,
-                                    eval_seconds=ev.seconds)
-                result.records.append(record)
-                notify(f"{method} order {k} step {t + 1}/{settings.steps}: {len(seen)} classes seen, memory "
-                       f"{len(mem)} images, accuracy {record.accuracy_mean:.2f} ± {record.accuracy_std:.2f} % "
-                       f"(condense {condense_seconds:.1f} s, train {ev.train_seconds:.1f} s)")
-        if out_dir is not None:
-            write_outputs(result.as_dict(), out_dir)
-    return result
+    groups = step_classes(order, settings.steps)
+    images: list[torch.Tensor] = []
+    labels: list[torch.Tensor] = []
+    records = []
+    for t, classes in enumerate(groups):
+        seen = [c for g in groups[:t + 1] for c in g]
+        s = step_seed(settings.seed, order_index, t, settings.steps)
+        cfg = memory_config(settings, method, seed=s, dataset=spec.name)
+        start = time.perf_counter()
+        condensed = api.distill(cfg, dataset=class_subset(data, classes), evaluate=False)
+        condense_seconds = time.perf_counter() - start
+        syn = condensed.synthetic_set
+        images.append(syn.images.detach().cpu())
+        labels.append(to_global(syn.hard_labels, classes))
+        mem = memory_set(spec, torch.cat(images), torch.cat(labels), method, settings.memory_ipc)
+        test = seen_test_subset(data.test, seen)
+        ev = evaluate_synthetic_set(mem, test, evaluation, dev, seed=s)
+        records.append(StepRecord(method=method, order=order_index, step=t + 1, classes=list(classes),
+                                  seen_classes=seen, memory_images=len(mem), test_images=len(test), seed=s,
+                                  iterations=condensed.iterations_run, accuracies=list(ev.accuracies),
+                                  condense_seconds=condense_seconds, train_seconds=ev.train_seconds,
+                                  eval_seconds=ev.seconds))
+    return records
+
+
+#: settings a resumed folder may differ in: how the data is read and where, the worker count, and which
+#: pairs are asked for (orders and methods may be added; each method's own settings are compared)
+RESUME_INDEPENDENT = ("out", "workers", "num_workers", "data_root", "stream", "orders", "memory_methods",
+                      "method_settings")
+
+
+def _finished_pairs(result: ContinualResult, out_dir: Path) -> dict[tuple[int, str], list[StepRecord]]:
+    """The (order, method) pairs whose every step is in ``out_dir/continual.json``, with their records.
+
+    A folder is resumed when its file was written with the same settings, except those in
+    :data:`RESUME_INDEPENDENT`: this run may add class orders and memory methods (a method in both must
+    have the same condensation config), but may not drop any that the folder holds.
+
+    Raises:
+        ConfigError: the file is not a continual.json of this format, was written with other settings
+            (naming them), or holds methods or orders this run would drop. Nothing runs then and the
+            folder is left as it is.
+    """
+    path = out_dir / "continual.json"
+    if not path.is_file():
+        return {}
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+        ok = old.get("format") == FORMAT and old.get("format_version") == FORMAT_VERSION
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ConfigError(f"cannot resume from {path}: {exc}; delete it or choose another --out") from exc
+    if not ok:
+        raise ConfigError(f"cannot resume from {path}: not a {FORMAT} file of format version {FORMAT_VERSION}; "
+                          "delete it or choose another --out")
+    fresh = result.as_dict()
+    mine = {k: v for k, v in fresh["settings"].items() if k not in RESUME_INDEPENDENT}
+    theirs = {k: v for k, v in old.get("settings", {}).items() if k not in RESUME_INDEPENDENT}
+    differing = [f"{k} = {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in sorted(set(mine) | set(theirs))
+                 if mine.get(k) != theirs.get(k)]
+    old_methods = old.get("methods", {})
+    for m in sorted(set(old_methods) & set(fresh["methods"])):
+        if old_methods[m].get("config") != fresh["methods"][m]["config"]:
+            differing.append(f"the condensation config of {m!r}")
+    old_orders = old.get("class_orders", [])
+    if old_orders[:len(fresh["class_orders"])] != fresh["class_orders"][:len(old_orders)]:
+        differing.append("class_orders")
+    if differing:
+        raise ConfigError(f"{path} holds a continual run with other settings ({'; '.join(differing)}): "
+                          "choose another --out, or delete that folder to start afresh")
+    dropped = [m for m in old_methods if m not in result.settings.memory_methods]
+    if dropped or len(old_orders) > result.settings.orders:
+        raise ConfigError(f"{path} holds results this run would drop (methods {dropped or 'none'}, "
+                          f"{len(old_orders)} class orders against orders = {result.settings.orders} here): "
+                          "include them, or choose another --out")
+    names = {f.name for f in fields(StepRecord)}
+    done = {}
+    for method, entry in old_methods.items():
+        for o in entry.get("orders", []):
+            steps = o.get("steps", [])
+            if len(steps) == result.settings.steps:
+                done[(o["order"], method)] = [StepRecord(**{k: v for k, v in r.items() if k in names}) for r in steps]
+    return done
 
 
 def memory_set(spec: DatasetSpec, images: torch.Tensor, labels: torch.Tensor, method: str, ipc: int) -> SyntheticSet:
