@@ -769,20 +769,23 @@ def run_continual(config: str | os.PathLike | Mapping[str, Any] | ContinualSetti
                            "order": result.class_orders[k], "device": str(dev)}) for k, method in todo]
     finished = dict(done)
 
+    def ordered() -> list[StepRecord]:  # the finished pairs' records in (order, method, step) order
+        return [r for pair in pairs if pair in finished for r in finished[pair]]
+
     def collect(i: int, records: list[StepRecord]) -> None:
         finished[todo[i]] = records
         for r in records:
             notify(f"{r.method} order {r.order} step {r.step}/{settings.steps}: {len(r.seen_classes)} classes seen, "
                    f"memory {r.memory_images} images, accuracy {r.accuracy_mean:.2f} ± {r.accuracy_std:.2f} % "
                    f"(condense {r.condense_seconds:.1f} s, train {r.train_seconds:.1f} s)")
-        result.records = [r for pair in pairs if pair in finished for r in finished[pair]]
+        result.records = ordered()
         if out_dir is not None:
             write_outputs(result.as_dict(), out_dir)
 
     from datadistill.apps.workers import run_tasks
 
     run_tasks(tasks, workers=settings.workers, progress=collect)
-    result.records = [r for pair in pairs for r in finished[pair]]
+    result.records = ordered()
     if out_dir is not None and not todo:
         write_outputs(result.as_dict(), out_dir)
     return result
@@ -991,18 +994,20 @@ def continual_figure(report: Mapping[str, Any]):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from datadistill.io.plots import series_colours
+
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     steps = list(range(1, report["settings"]["steps"] + 1))
-    for i, m in enumerate(report["settings"]["memory_methods"]):
+    methods = report["settings"]["memory_methods"]
+    for m, colour in zip(methods, series_colours(len(methods))):
         rows = report["methods"][m]["summary"]
         if not rows:
             continue
         x = [r["step"] for r in rows]
         mean = [r["accuracy_mean"] for r in rows]
         std = [r["accuracy_std"] for r in rows]
-        colour = f"C{i % 10}"
         ax.plot(x, mean, color=colour, marker="o", lw=1.5, label=m)
         ax.fill_between(x, [a - b for a, b in zip(mean, std)], [a + b for a, b in zip(mean, std)], color=colour,
                         alpha=0.2, lw=0)
