@@ -50,6 +50,20 @@ def test_ops_keep_shape_and_accept_4d_input(op):
     assert torch.equal(y4, t(x4.unsqueeze(1)).squeeze(1))
 
 
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("n", [1, 5])
+def test_single_channel_output_has_standard_nchw_strides(op, n):
+    # torch reads a (N, 1, H, W) tensor with channel stride 1 as channels-last, and then runs the
+    # network's convolutions and GroupNorm in their slower channels-last kernels
+    t = DSA(op).sample(3, make_generator(9), shared_op=True)
+    x = torch.randn(3, n, 1, 8, 8)
+    y = t(x).reshape(3 * n, 1, 8, 8)
+    assert y.stride() == (64, 64, 8, 1)
+    assert torch.nn.functional.conv2d(y, torch.randn(4, 1, 3, 3)).is_contiguous()  # not channels-last
+    y4 = t(torch.randn(3, 1, 8, 8))
+    assert y4.stride() == (64, 64, 8, 1)
+
+
 def test_ops_actually_change_images():
     x = batch()
     gen = make_generator(4)

@@ -149,7 +149,10 @@ class DSATransform:
             padded = F.pad(x, [1, 1, 1, 1])
             gi = torch.arange(g, device=x.device).view(g, 1, 1)
             out = padded[gi, :, :, rows.view(g, h, 1), cols.view(g, 1, w)]  # (g, h, w, n, c)
-            return out.permute(0, 3, 4, 1, 2)
+            # standard NCHW strides: the permuted view of a single-channel batch has strides that
+            # torch reads as channels-last, which sends the network's convolutions and GroupNorm
+            # to their slower channels-last kernels (about 1.5-1.9x per step, docs/benchmarks.md §13)
+            return out.permute(0, 3, 4, 1, 2).clone(memory_format=torch.contiguous_format)
         if op == "cutout":
             ch, cw = int(h * self.params.cutout_ratio + 0.5), int(w * self.params.cutout_ratio + 0.5)
             ox = (d["cutout_x"] * (h + (1 - ch % 2))).long()
