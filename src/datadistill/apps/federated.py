@@ -801,6 +801,7 @@ def render_csv(rows: Sequence[Mapping[str, Any]]) -> str:
 def comparison_figure(summary: Mapping[str, Any]):
     """Test accuracy against cumulative bytes uploaded (log x): FedAvg after each round, FedD3's single point."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     d3, rows = summary["fedd3"], summary["fedavg"]["rows"]
     fig = Figure(figsize=(6.8, 4.4), layout="constrained")
@@ -810,7 +811,11 @@ def comparison_figure(summary: Mapping[str, Any]):
     ax.plot([d3["bytes_total"]], [d3["accuracy_mean"]], "*", color="tab:blue", ms=14, label="FedD3 (one shot)")
     ax.axhline(d3["accuracy_mean"], color="tab:blue", ls=":", lw=1)
     ax.set_xscale("log")
-    ax.set_xlabel("cumulative bytes uploaded by the clients (B)")
+    # labels at 1, 2 and 5 × 10^k bytes, written in MB (matplotlib's default minor labels overlap)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1e6:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("cumulative bytes uploaded by the clients (MB, log scale)")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right")
