@@ -151,7 +151,7 @@ class DSATransform:
             out = padded[gi, :, :, rows.view(g, h, 1), cols.view(g, 1, w)]  # (g, h, w, n, c)
             # standard NCHW strides: the permuted view of a single-channel batch has strides that
             # torch reads as channels-last, which sends the network's convolutions and GroupNorm
-            # to their slower channels-last kernels (about 1.5-1.9x per step, docs/benchmarks.md §13)
+            # to their slower channels-last kernels (1.8-2.4x slower per step on MNIST, docs/benchmarks.md §13)
             return out.permute(0, 3, 4, 1, 2).clone(memory_format=torch.contiguous_format)
         if op == "cutout":
             ch, cw = int(h * self.params.cutout_ratio + 0.5), int(w * self.params.cutout_ratio + 0.5)
