@@ -1,4 +1,7 @@
-"""Short runs on the real MNIST prepared by scripts/setup.sh (marked slow: about half a minute each).
+"""Short runs on the real MNIST prepared by scripts/setup.sh (marked slow). They use the width-32
+ConvNet-3 (`convnet_w32`): most of a run is the test pass over the 10,000 real test images (and
+k-center's embedding of the 60,000 training images), 8x cheaper than with the width-128 ConvNet on
+this project's CPU (docs/benchmarks.md §13).
 
 They fail, rather than skip, when MNIST is missing: run `datadistill data prepare mnist` first.
 """
@@ -17,7 +20,7 @@ from datadistill.io import load_synthetic_set
 def test_short_real_mnist_run_learns_and_beats_chance(tmp_path, method):
     out = tmp_path / "run"
     result = CliRunner().invoke(main, [
-        "distill", "--dataset", "mnist", "--method", method, "--ipc", "10", "--iterations", "15",
+        "distill", "--dataset", "mnist", "--method", method, "--model", "convnet_w32", "--ipc", "10", "--iterations", "15",
         "--num-eval", "1", "--eval-epochs", "20", "--seed", "1", "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
@@ -31,12 +34,13 @@ def test_short_real_mnist_run_learns_and_beats_chance(tmp_path, method):
     # The set moved away from its initialisation and is still a normalised image set.
     assert abs(float(syn.images.mean())) < 2.0
 
-    evaluated = CliRunner().invoke(main, ["evaluate", str(out / "synthetic.safetensors"), "--num-eval", "1",
+    evaluated = CliRunner().invoke(main, ["evaluate", str(out / "synthetic.safetensors"), "--model", "convnet_w32",
+                                          "--num-eval", "1",
                                           "--eval-epochs", "20", "--seed", "1", "--json"])
     assert evaluated.exit_code == 0, evaluated.output
     again = json.loads(evaluated.output)
-    (row,) = again["rows"]  # one row per architecture: the set's own convnet here
-    assert row["model"] == "convnet"
+    (row,) = again["rows"]  # one row per architecture: the distillation's convnet_w32 here
+    assert row["model"] == "convnet_w32"
     assert row["accuracies"] == pytest.approx(metrics["accuracies"])  # same seed, same protocol
 
 
@@ -45,7 +49,7 @@ def test_short_real_mnist_dc_and_coreset_runs(tmp_path):
     # DC: 2 outer iterations at IPC 1 on real MNIST through the CLI (batch_real small to stay quick).
     out = tmp_path / "dc"
     result = CliRunner().invoke(main, [
-        "distill", "--dataset", "mnist", "--method", "dc", "--ipc", "1", "--iterations", "2", "--batch-real", "32",
+        "distill", "--dataset", "mnist", "--method", "dc", "--model", "convnet_w32", "--ipc", "1", "--iterations", "2", "--batch-real", "32",
         "--num-eval", "1", "--eval-epochs", "100", "--seed", "1", "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
@@ -58,7 +62,7 @@ def test_short_real_mnist_dc_and_coreset_runs(tmp_path):
     # k-center coreset from a random feature network: 0 iterations, real images, and a sane accuracy.
     out = tmp_path / "kc"
     result = CliRunner().invoke(main, [
-        "distill", "--dataset", "mnist", "--method", "k_center", "--ipc", "1", "--method-arg", "feature_epochs=0",
+        "distill", "--dataset", "mnist", "--method", "k_center", "--model", "convnet_w32", "--ipc", "1", "--method-arg", "feature_epochs=0",
         "--num-eval", "1", "--eval-epochs", "100", "--seed", "1", "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
