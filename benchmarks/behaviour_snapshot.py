@@ -154,9 +154,8 @@ def snapshot(work: Path, only: list[str] | None) -> dict:
 def compare(a: dict, b: dict) -> int:
     bad = 0
     for name in sorted(set(a) | set(b)):
-        if name not in a or name not in b:
-            print(f"{name}: only in {'after' if name not in a else 'before'}")
-            bad += 1
+        if name not in a or name not in b:  # a partial snapshot (--only): not compared
+            print(f"{name}: not run {'before' if name not in a else 'after'}")
             continue
         ea, eb = a[name], b[name]
         diffs = []
@@ -167,7 +166,7 @@ def compare(a: dict, b: dict) -> int:
                 diffs.append(rel)
         print(f"{name}: {'identical' if not diffs else 'DIFFERENT: ' + ', '.join(diffs)}")
         bad += bool(diffs)
-    print(f"{len(set(a) | set(b)) - bad} identical, {bad} different")
+    print(f"{len(set(a) & set(b)) - bad} identical, {bad} different")
     return 1 if bad else 0
 
 
