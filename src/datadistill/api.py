@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import yaml
 
-from datadistill import __version__
+from datadistill._version import __version__
 from datadistill.augment import DSA
 from datadistill.config import DistillConfig
 from datadistill.data import DatasetSpec, LabelledImages, RealSet, SplitDataset, load_dataset, load_dataset_of

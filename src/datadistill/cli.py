@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from datadistill import __version__
+from datadistill._version import __version__
 from datadistill.errors import DatadistillError
 
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())

@@ -72,7 +72,8 @@ from typing import Any, get_type_hints
 import numpy as np
 import torch
 
-from datadistill import __version__, api
+from datadistill import api
+from datadistill._version import __version__
 from datadistill.config import STREAM_MODES, DistillConfig, check_fields, coerce, read_yaml_mapping
 from datadistill.data import DatasetSpec, LabelledImages, SplitDataset, check_dataset_name, load_dataset
 from datadistill.errors import ConfigError, error_context

@@ -891,7 +891,7 @@ def run_federated(config: FederatedConfig | Mapping[str, Any], out: str | os.Pat
                         fraction=cfg.client_fraction, settings=local, seed=cfg.seed, device=device,
                         progress=progress)
     final_state = fedavg.pop("final_state")
-    from datadistill import __version__
+    from datadistill._version import __version__
 
     summary = {"config": {**cfg.as_dict(), "partition": str(parse_partition(cfg.partition))},
                "package_version": __version__, "dataset": {"name": spec.name, "train_images": len(data.train),

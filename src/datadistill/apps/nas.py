@@ -435,7 +435,7 @@ class NASResult:
     synthetic: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        from datadistill import __version__
+        from datadistill._version import __version__
 
         return {"format": "datadistill.nas", "package_version": __version__, "synthetic": self.synthetic,
                 "space": self.space.as_dict(), "settings": self.settings, "candidates": self.rows,

@@ -311,7 +311,7 @@ def _check_lr(path: Path, obj: Any) -> float:
 
 def _metadata(spec: DatasetSpec, method: str, labels: torch.Tensor, source: Path) -> dict[str, Any]:
     """The keys :func:`datadistill.api.distill` writes, for an imported set, plus ``source_file``."""
-    from datadistill import __version__
+    from datadistill._version import __version__
 
     k = spec.num_classes
     hard = labels if labels.dim() == 1 else labels.argmax(dim=1)

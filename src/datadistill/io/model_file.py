@@ -55,7 +55,7 @@ def save_model(net: nn.Module, path: str | os.PathLike, *, model: str, channels:
             be loaded), ``mean``/``std`` do not have ``channels`` entries, ``zca`` was fitted on another
             image shape, or ``extra`` is not a JSON-able dict.
     """
-    from datadistill import __version__
+    from datadistill._version import __version__
     from datadistill.models import build_model
 
     image_size = [int(s) for s in image_size]

@@ -396,7 +396,7 @@ def compute_scores(score: str, data: LabelledImages, spec: DatasetSpec, settings
             total += values.double()
             if progress:
                 progress(k, float(values.mean()))
-    from datadistill import __version__
+    from datadistill._version import __version__
 
     metadata = {"dataset": spec.name, "score": score, "num_images": n, "num_classes": spec.num_classes,
                 "settings": {**asdict(settings), "dsa_strategy": strategy}, "package_version": __version__}

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from datadistill import __version__
+from datadistill._version import __version__
 from datadistill.augment import DSA
 from datadistill.data import SplitDataset
 from datadistill.config import check_fields
