@@ -21,7 +21,8 @@ from datadistill.augment import DSA
 from datadistill.config import DistillConfig
 from datadistill.data import DatasetSpec, LabelledImages, RealSet, SplitDataset, load_dataset, load_dataset_of
 from datadistill.evaluation import EvalResult, EvalSettings, evaluate_synthetic_set
-from datadistill.io import SyntheticSet, atomic_write_text, load_synthetic_set, save_grid, save_synthetic_set
+from datadistill.fsutil import atomic_write_text, check_output_folder
+from datadistill.io import SyntheticSet, load_synthetic_set, save_grid, save_synthetic_set
 from datadistill.methods import METHODS, Distiller
 from datadistill.models import MODELS
 from datadistill.runtime import make_generator, seed_everything, select_device
@@ -294,11 +295,7 @@ def run_distill(config: DistillConfig, out_dir: str | os.PathLike, callbacks: Se
     Every file is written atomically and only after the run succeeded, so a failed run leaves any
     earlier results in ``out_dir`` untouched and adds nothing.
     """
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        from datadistill.errors import ConfigError
-
-        raise ConfigError(f"output path {out} exists and is not a folder")
+    out = check_output_folder(out_dir)
     records: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda rec: records.append(logging.Formatter("%(asctime)s %(levelname)s %(message)s").format(rec))
@@ -421,11 +418,7 @@ def run_baseline(dataset: str, out_dir: str | os.PathLike, *, device: str = "aut
 
     values = _settings_from(BaselineSettings, {k: v for k, v in settings.items() if v is not None}, "baseline")
     MODELS.get(values.model)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        from datadistill.errors import ConfigError
-
-        raise ConfigError(f"output path {out} exists and is not a folder")
+    out = check_output_folder(out_dir)
     data = load_dataset(dataset, data_root, image_size=image_size, stream=stream, num_workers=num_workers)
     result = train_whole_data(data, values, select_device(device), progress)
     out.mkdir(parents=True, exist_ok=True)
@@ -474,14 +467,13 @@ def run_evaluate(path: str | os.PathLike, models: Sequence[str] = ("convnet",), 
         SyntheticSetFileError, DatasetNotFoundError, UnknownNameError, ConfigError: bad file, dataset,
             model, setting or baseline. Nothing is written then.
     """
-    from datadistill.errors import ConfigError
     from datadistill.evaluation.suite import evaluate_architectures
 
     syn = load_synthetic_set(path)
     base = [_read_baseline(b) for b in baselines]
     for target in (out, save_models):
-        if target is not None and Path(target).exists() and not Path(target).is_dir():
-            raise ConfigError(f"output path {target} exists and is not a folder")
+        if target is not None:
+            check_output_folder(target)
     for name in models:
         MODELS.get(name)
     data = load_dataset_of(syn.metadata, data_root)

@@ -38,6 +38,7 @@ import torch
 from datadistill.data.base import DATASETS, DataOptions, DatasetSpec, SplitDataset
 from datadistill.data.streamed import STREAM_THRESHOLD_BYTES, ImageFiles, StreamedImages, channel_stats
 from datadistill.errors import DatasetLayoutError, DatasetNotFoundError
+from datadistill.fsutil import atomic_write_text
 
 _WITH_FLIP = "color_crop_cutout_flip_scale_rotate"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -94,8 +95,6 @@ def stats_cache_dir() -> Path:
 
 def cached_channel_stats(files: ImageFiles, num_workers: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """:func:`channel_stats` of ``files``, cached by (file list, sizes, mtimes, image size, channels)."""
-    from datadistill.io.atomic import atomic_write_text
-
     h = hashlib.sha256()
     h.update(json.dumps([files.channels, list(files.image_size)]).encode())
     for p in files.paths:

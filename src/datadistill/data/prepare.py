@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from datadistill.errors import ConfigError, DatasetNotFoundError
-from datadistill.io.atomic import atomic_write_bytes
+from datadistill.fsutil import atomic_write_bytes
 
 FASHION_MNIST_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",

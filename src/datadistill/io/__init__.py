@@ -1,6 +1,7 @@
-"""Files: the synthetic-set format, saved models, imports from other toolkits, PNG grids, atomic writes."""
+"""Files: the synthetic-set format, saved models, imports from other toolkits, PNG grids; re-exports the
+atomic writes of :mod:`datadistill.fsutil`."""
 
-from datadistill.io.atomic import atomic_write, atomic_write_bytes, atomic_write_text
+from datadistill.fsutil import atomic_write, atomic_write_bytes, atomic_write_text
 from datadistill.io.grid import save_grid
 from datadistill.io.importers import import_mtt, import_reference, import_vico
 from datadistill.io.model_file import load_model, save_model

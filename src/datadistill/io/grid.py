@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from datadistill.io.atomic import atomic_write
+from datadistill.fsutil import atomic_write
 
 if TYPE_CHECKING:
     from datadistill.preprocess import ZCA

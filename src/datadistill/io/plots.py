@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from datadistill.errors import ConfigError
-from datadistill.io.atomic import atomic_write_bytes
+from datadistill.fsutil import atomic_write_bytes
 
 DPI = 100
 SERIES_COLOURS = {"synthetic": "tab:blue", "whole_data": "tab:orange"}

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from datadistill.errors import ConfigError
-from datadistill.io.atomic import atomic_write_text
+from datadistill.fsutil import atomic_write_text
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 APPS = {"nas": "Architecture search proxy (datadistill nas)",

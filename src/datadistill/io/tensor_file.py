@@ -14,7 +14,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from datadistill.errors import DatadistillError
-from datadistill.io.atomic import atomic_write
+from datadistill.fsutil import atomic_write
 
 HEADER_KEY = "datadistill"
 

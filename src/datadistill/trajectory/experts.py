@@ -37,7 +37,7 @@ from datadistill.data import SplitDataset
 from datadistill.config import check_fields
 from datadistill.errors import ConfigError, TrajectoryFileError
 from datadistill.evaluation import accuracy
-from datadistill.io.atomic import atomic_write_text
+from datadistill.fsutil import atomic_write_text, check_output_folder
 from datadistill.io.tensor_file import read_tensor_file, write_tensor_file
 from datadistill.models import MODELS, build_model
 from datadistill.runtime import make_generator
@@ -208,8 +208,7 @@ def train_experts(data: SplitDataset, out_dir: str | os.PathLike, settings: Expe
                 "num_classes": spec.num_classes, "preprocessing": {"mean": list(spec.mean), "std": list(spec.std),
                                                                      "zca_eps": settings.zca_eps},
                 "package_version": __version__}
-    if root.exists() and not root.is_dir():
-        raise ConfigError(f"expert folder {root} exists and is not a folder")
+    check_output_folder(root, "expert folder")
     if (root / MANIFEST).is_file():
         old = json.loads((root / MANIFEST).read_text())
         for key in ("dataset", "model", "settings", "preprocessing"):

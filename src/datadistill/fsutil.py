@@ -1,4 +1,8 @@
-"""Atomic file writes: write to a temporary file in the target folder, fsync, then rename."""
+"""File-system helpers shared by every layer: atomic writes (write to a temporary file in the target
+folder, fsync, then rename) and the output-folder check.
+
+A leaf module: it imports nothing from the package but :mod:`datadistill.errors`.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from datadistill.errors import ConfigError
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -41,3 +47,20 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def check_output_folder(path: str | os.PathLike, what: str = "output path") -> Path:
+    """Check that ``path`` can be used as an output folder: it does not exist yet or is a folder.
+
+    Nothing is created. ``what`` names the path in the message (e.g. ``"expert folder"``).
+
+    Returns:
+        ``path`` as a ``Path``.
+
+    Raises:
+        ConfigError: ``path`` exists and is not a folder; the message names it.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{what} {path} exists and is not a folder")
+    return path
