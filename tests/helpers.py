@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from datadistill.augment import DSA
 from datadistill.data import DatasetSpec, LabelledImages, RealSet, SplitDataset
@@ -15,6 +16,7 @@ from datadistill.models import ConvNet
 from datadistill.runtime import make_generator
 
 TINY_MODEL = "test_tiny_convnet"
+DSA_ON = "color_crop_cutout_scale_rotate"  # every DSA transform, for tests that augment
 TINY_SPEC = DatasetSpec(
     name="tiny", channels=1, image_size=(28, 28), class_names=("zero", "one", "two"),
     mean=(0.5,), std=(0.25,), dsa_strategy="color_crop_cutout_scale_rotate",
@@ -76,3 +78,13 @@ def assert_clean_failure(result, *needles):
     for needle in needles:
         assert needle in err_lines[0], (needle, err_lines[0])
     return err_lines[0]
+
+
+def manual_class_gradients(net, images, labels, create_graph=False):
+    """Per-class gradients by a plain loop, one backward pass per class: the reference for
+    ``class_gradients`` and the DC step. Returns one (G, *param.shape) tensor per parameter."""
+    out = []
+    for c in range(images.shape[0]):
+        loss = F.cross_entropy(net(images[c]), labels[c])
+        out.append(torch.autograd.grad(loss, list(net.parameters()), create_graph=create_graph))
+    return [torch.stack(ts) for ts in zip(*out)]

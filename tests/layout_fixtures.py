@@ -1,6 +1,8 @@
 """Builders of the official on-disk layouts of MHIST, CIFAR-10/100, SVHN, TinyImageNet and image
-folders, with small random images (used by test_layouts.py). Every builder returns what it wrote so a
-test can compare the loaded tensors with the pixels on disk."""
+folders, with small random images (used by the dataset-layout tests: test_layout_loading.py,
+test_layout_errors.py, test_dataset_cli.py, test_streaming.py, test_dataset_stats.py …). Every builder
+returns what it wrote so a test can compare the loaded tensors with the pixels on disk; the helpers at
+the end compute, independently of the loader, what those pixels should load as."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 MHIST_HEADER = ["Image Name", "Majority Vote Label", "Number of Annotators who Selected SSA (Out of 7)", "Partition"]
@@ -211,3 +214,22 @@ def write_image_folder(path: Path, per_class: dict[str, int], size: int = 16, se
             Image.fromarray(px).save(d / f"{i:03d}.png")
             out[cls].append(px)
     return out
+
+
+# --------------------------------------------------------------------------- expected values
+def normalised(pixels_hwc: np.ndarray, mean, std) -> torch.Tensor:
+    """(H, W, C) uint8 → (C, H, W) float32 ``(p / 255 - mean) / std``, computed independently of the loader."""
+    x = torch.from_numpy(pixels_hwc.astype(np.float64) / 255.0).permute(2, 0, 1)
+    m = torch.tensor(mean, dtype=torch.float64).view(-1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float64).view(-1, 1, 1)
+    return ((x - m) / s).float()
+
+
+def numpy_stats(arrays) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and population std of (H, W, C) uint8 images, scaled to [0, 1]."""
+    px = np.concatenate([a.reshape(-1, a.shape[-1]) for a in arrays]).astype(np.float64) / 255.0
+    return px.mean(axis=0), px.std(axis=0)
+
+
+def mhist_split_rows(written, part):
+    return [(n, lab) for n, lab, p in written["rows"] if p == part]

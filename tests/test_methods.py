@@ -8,7 +8,7 @@ from datadistill.errors import ConfigError, NonFiniteLossError
 from datadistill.methods import INITS, METHODS, MethodConfig
 from helpers import make_distiller as _make_distiller
 
-# the MTT family needs expert trajectories: tests/test_trajectory.py covers it
+# the MTT family needs expert trajectories: tests/test_trajectory_*.py, test_experts.py and test_datm.py cover it
 EXPERT_METHODS = {"mtt", "datm", "pad"}
 ALL_METHODS = [m for m in METHODS.names() if m not in EXPERT_METHODS]
 LEARNING_METHODS = [m for m in ALL_METHODS if METHODS.get(m).learns]  # the coreset methods select instead
