@@ -23,7 +23,7 @@ from datadistill.data import DatasetSpec, LabelledImages, RealSet, SplitDataset,
 from datadistill.evaluation import EvalResult, EvalSettings, evaluate_synthetic_set
 from datadistill.fsutil import atomic_write_text, check_output_folder
 from datadistill.io import SyntheticSet, load_synthetic_set, save_grid, save_synthetic_set
-from datadistill.methods import METHODS, Distiller
+from datadistill.methods import METHODS, Distiller, method_config  # noqa: F401  (method_config: api's old name)
 from datadistill.models import MODELS
 from datadistill.runtime import make_generator, seed_everything, select_device
 
@@ -97,13 +97,6 @@ class DistillResult:
             ie = self.init_evaluation
             out.update(init_accuracy_mean=ie.mean, init_accuracy_std=ie.std, init_accuracies=ie.accuracies)
         return out
-
-
-def method_config(config: DistillConfig):
-    """The method's config dataclass built from the run config (validates method-specific settings)."""
-    cls = METHODS.get(config.method)
-    shared = {k: getattr(config, k) for k in ("lr_img", "momentum_img", "batch_real") if getattr(config, k) is not None}
-    return cls.config_class.from_dict({**shared, **config.method_args})
 
 
 def _metadata(config: DistillConfig, spec: DatasetSpec, method_cfg, iterations: int) -> dict[str, Any]:
@@ -184,11 +177,12 @@ def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), datas
         NonFiniteLossError: the loss diverged.
     """
     cls = METHODS.get(config.method)
-    if not cls.learns and config.init != cls.name:  # a coreset method's set is its selection
-        config = dataclasses.replace(config, init=cls.name)
+    run = cls.resolve_run_config(config)  # what the method fixes (a coreset: its init, 0 iterations)
+    if run.init != config.init:  # the set's metadata records the run's init and the requested budget
+        config = dataclasses.replace(config, init=run.init)
     MODELS.get(config.model)
     MODELS.get(config.resolved_eval_model)
-    method_cfg = method_config(config)
+    method_cfg = cls.config_from_run(config)
     device = select_device(config.device)
     from datadistill.preprocess import ZCA
 
@@ -220,7 +214,7 @@ def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), datas
                             metadata=_metadata(config, spec, method_cfg, it), zca=zca)
 
     initial = current(0)
-    iterations = config.iterations if cls.learns else 0
+    iterations = run.iterations
     loop_start = time.perf_counter()
 
     def out_of_time() -> bool:

@@ -60,6 +60,12 @@ def _data_options(defaults: bool):
     return decorate
 
 
+def _init_help() -> str:
+    from datadistill.methods import describe_inits
+
+    return describe_inits()
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="datadistill")
 def main() -> None:
@@ -74,8 +80,8 @@ def main() -> None:
 @click.option("--dataset", help="Dataset name (see `datadistill list`). Default: mnist.")
 @click.option("--method", help="Method name (see `datadistill list`). Default: datadam.")
 @click.option("--ipc", type=click.INT, help="Images per class. Default: 10.")
-@click.option("--init", help="Initial synthetic set: real, noise, a coreset (random, herding, k_center), or "
-              "samples_predicted_correctly (datm, pad). Default: real.")
+@click.option("--init", help=f"Initial synthetic set: {_init_help()}. Coreset methods use their own selection. "
+              "Default: real.")
 @click.option("--iterations", type=click.INT, help="Optimisation steps (outer iterations for dc, dsa, cafe). Default: 1000.")
 @click.option("--max-seconds", type=click.FLOAT, help="Wall-clock budget of the optimisation; stops early when spent. Default: none.")
 @click.option("--batch-real", type=click.INT, help="Real images per class per step. Default: the method's (64 for dm/datadam, 256 for dc/dsa/cafe).")
@@ -119,7 +125,8 @@ def distill(config_file, out, quiet, method_args, mask_shallow, **flags) -> None
     out_dir = Path(out or f"runs/{name}_{config.method}_ipc{config.ipc}")
     from datadistill.methods import METHODS
 
-    bar = tqdm(total=config.iterations if METHODS.get(config.method).learns else 0, desc=f"{config.method} {config.dataset} ipc{config.ipc}", unit="it",
+    steps = METHODS.get(config.method).resolve_run_config(config).iterations
+    bar = tqdm(total=steps, desc=f"{config.method} {config.dataset} ipc{config.ipc}", unit="it",
                disable=quiet, mininterval=1.0, dynamic_ncols=True)
 
     def progress(it: int, metrics: dict[str, float]) -> None:

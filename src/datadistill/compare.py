@@ -224,11 +224,12 @@ def _entry(raw: Any, k: int) -> MethodEntry:
     if init is not None and (not isinstance(init, str) or not init):
         raise ConfigError(f"{where}.init = {init!r} is invalid: expected one init name (this method's cells then "
                           "ignore the grid's init list)")
-    if not cls.learns:
-        if init is not None and init != cls.name:
+    own_init = cls.run_overrides().get("init")  # a coreset method's init is its own selection
+    if own_init is not None:
+        if init is not None and init != own_init:
             raise ConfigError(f"{where}.init = {init!r} is invalid: {cls.name} is a coreset method, its init is "
-                              f"its own selection ({cls.name!r})")
-        init = cls.name
+                              f"its own selection ({own_init!r})")
+        init = own_init
     by_ipc_raw = values.pop("by_ipc", None) or {}
     if not isinstance(by_ipc_raw, Mapping):
         raise ConfigError(f"{where}.by_ipc = {by_ipc_raw!r} is not a mapping of IPC to settings")
@@ -240,16 +241,8 @@ def _entry(raw: Any, k: int) -> MethodEntry:
     return MethodEntry(label=label, method=cls.name, overrides=values, by_ipc=by_ipc, fixed_init=init)
 
 
-def _accepted_inits(cls) -> tuple[str, ...]:
-    from datadistill.methods import INITS
-    from datadistill.methods.datm import DATM
-
-    return (*INITS, "samples_predicted_correctly") if issubclass(cls, DATM) else INITS
-
-
 def _check_cell(cell: Cell) -> None:
     """Everything that can be checked without data: names, settings, method arguments, input files."""
-    from datadistill.api import method_config
     from datadistill.data import check_dataset_name
     from datadistill.methods import METHODS
     from datadistill.models import MODELS
@@ -259,10 +252,8 @@ def _check_cell(cell: Cell) -> None:
     check_dataset_name(config.dataset)
     MODELS.get(config.model)
     MODELS.get(config.resolved_eval_model)
-    method_config(config)
-    if cls.learns and config.init not in _accepted_inits(cls):
-        raise ConfigError(f"init = {config.init!r} is invalid for {cls.name}: expected one of "
-                          f"{', '.join(_accepted_inits(cls))}")
+    cls.config_from_run(config)
+    cls.check_init(config.init)
     experts = config.method_args.get("experts")
     if experts and not (Path(experts) / "experts.json").is_file():
         raise ConfigError(f"method_args.experts = {experts!r} holds no experts.json: train the experts first "
@@ -325,8 +316,7 @@ def load_compare(source: str | os.PathLike | Mapping[str, Any]) -> ComparePlan:
                     with error_context(f"cell {name}"):
                         values = _merge(base, e.overrides, e.by_ipc.get(ipc, {}))
                         values.update(method=e.method, ipc=ipc, init=init, seed=seed)
-                        if not METHODS.get(e.method).learns:  # selection only: the learning budget is moot
-                            values.update(iterations=0, max_seconds=None)
+                        values.update(METHODS.get(e.method).run_overrides())  # coresets: no learning budget
                         cell = Cell(name, e.label, None if e.fixed_init else init, DistillConfig(**values))
                         _check_cell(cell)
                     cells.append(cell)

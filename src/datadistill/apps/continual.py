@@ -211,7 +211,6 @@ SETTING_KEYS = tuple(f.name for f in fields(ContinualSettings))
 
 def _method_names(value: Any) -> tuple[str, ...]:
     from datadistill.methods import METHODS
-    from datadistill.methods.trajectory import MTT
 
     raw = [v.strip() for v in value.split(",")] if isinstance(value, str) else value
     if not isinstance(raw, Sequence) or isinstance(raw, str) or not raw:
@@ -223,10 +222,10 @@ def _method_names(value: Any) -> tuple[str, ...]:
             raise ConfigError(f"memory_methods = {value!r}: {v!r} is not a method name")
         with error_context("memory_methods"):
             cls = METHODS.get(v)
-        if issubclass(cls, MTT):
-            raise ConfigError(f"memory_methods: {cls.name!r} is not supported: trajectory matching needs expert "
-                              "trajectories trained on each step's classes, which continual learning does not "
-                              "train; use a coreset (random, herding, k_center, …) or dm, datadam, dc, dsa, cafe")
+        if cls.needs_experts:
+            raise ConfigError(f"memory_methods: {cls.name!r} is not supported: it needs expert trajectories "
+                              "trained on each step's classes, which continual learning does not train; use one of "
+                              + ", ".join(n for n in METHODS.names() if not METHODS.get(n).needs_experts))
         names.append(cls.name)
     dup = [n for n, k in Counter(names).items() if k > 1]
     if dup:
@@ -289,16 +288,13 @@ def check_memory_config(config: DistillConfig) -> None:
     Raises:
         ConfigError / UnknownNameError: naming the setting and what is accepted.
     """
-    from datadistill.methods import INITS, METHODS
-    from datadistill.methods.datm import DATM
+    from datadistill.methods import METHODS
     from datadistill.models import MODELS
 
     cls = METHODS.get(config.method)
     MODELS.get(config.model)
-    api.method_config(config)
-    inits = (*INITS, "samples_predicted_correctly") if issubclass(cls, DATM) else INITS
-    if cls.learns and config.init not in inits:
-        raise ConfigError(f"init = {config.init!r} is invalid for {cls.name}: expected one of {', '.join(inits)}")
+    cls.config_from_run(config)
+    cls.check_init(cls.resolve_run_config(config).init)
 
 
 def load_continual_settings(source: str | os.PathLike | Mapping[str, Any] | ContinualSettings | None = None,

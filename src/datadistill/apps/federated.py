@@ -388,9 +388,8 @@ class FederatedConfig:
         if fixed:
             raise ConfigError(f"client_args {fixed[0]!r} is not accepted: the run sets it (zca_eps: every client "
                               f"would whiten differently); accepted: the other DistillConfig fields")
-        from datadistill.api import method_config
         from datadistill.augment.dsa import parse_strategy
-        from datadistill.methods import METHODS
+        from datadistill.methods import METHODS, method_config
         from datadistill.models import MODELS
         from datadistill.runtime import select_device
 

@@ -71,18 +71,14 @@ from datadistill.errors import ConfigError, DatadistillError
 from datadistill.evaluation import EvalSettings, accuracy, evaluate_synthetic_set
 from datadistill.evaluation.protocol import train_network
 from datadistill.io import SyntheticSet, atomic_write_bytes, atomic_write_text, load_synthetic_set
-from datadistill.models import build_model, default_eval_lr
-from datadistill.models.convnet import ACTIVATIONS, NORMS, POOLINGS
+from datadistill.models import build_model, default_eval_lr, searchable_models
 from datadistill.runtime import make_generator, select_device
 
 log = logging.getLogger("datadistill")
 
 TOP_K = (5, 10, 20)
-FAMILY_KEYS: dict[str, tuple[str, ...]] = {
-    "convnet": ("depth", "width", "activation", "norm", "pooling"),
-    "mlp": ("depth", "width"),
-}
-_CHOICES: dict[str, tuple[str, ...]] = {"activation": ACTIVATIONS, "norm": NORMS, "pooling": POOLINGS}
+_KNOBS = searchable_models()  # family → {key: accepted names, or int}, from the model registry
+FAMILY_KEYS: dict[str, tuple[str, ...]] = {family: tuple(knobs) for family, knobs in _KNOBS.items()}
 _SPACE_KEYS = ("family", "sample", "seed")
 _SHORT = {"depth": "d", "width": "w"}
 
@@ -170,11 +166,12 @@ def _values(key: str, raw: Any, family: str) -> tuple[Any, ...]:
     values = raw if isinstance(raw, list) else [raw]
     if not values:
         raise ConfigError(f"{key} = [] is empty: expected a non-empty list of {family} {key} values")
+    choices = _KNOBS[family][key]
     for v in values:
-        if key in _CHOICES:
-            if not isinstance(v, str) or v not in _CHOICES[key]:
+        if choices is not int:
+            if not isinstance(v, str) or v not in choices:
                 raise ConfigError(f"{key} = {raw!r}: {v!r} is not a {family} {key}; expected values from "
-                                  f"{', '.join(_CHOICES[key])}")
+                                  f"{', '.join(choices)}")
         else:
             _int(key, v, 1, f"{key} = {raw!r}: ")
     dup = [v for v, n in Counter(values).items() if n > 1]

@@ -3,16 +3,29 @@
 A distiller owns a synthetic set of ``ipc`` images per class and improves it one ``step()`` at a time.
 Construction stores settings and validates them; :meth:`Distiller.initialise` creates the set;
 :meth:`Distiller.fit` runs the loop and fires callbacks. Learned results: :attr:`images`, :attr:`labels`.
+
+A method also states, as class attributes and classmethods, what the layers above it need to know
+without importing it (the CLI, the API, ``compare`` and the applications ask these, never the class
+hierarchy):
+
+* :attr:`Distiller.learns`: False for the coreset methods, which select real images;
+* :attr:`Distiller.needs_experts`: True for the trajectory-matching family (expert trajectories);
+* :meth:`Distiller.accepted_inits` (from :data:`INITS` and :attr:`Distiller.extra_inits`) and
+  :meth:`Distiller.check_init`;
+* :meth:`Distiller.config_from_run`: the method's config dataclass from a run config;
+* :meth:`Distiller.run_overrides` / :meth:`Distiller.resolve_run_config`: the run settings the method
+  fixes whatever the run asks (coreset methods: their own init, 0 iterations, no time budget).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, get_type_hints
+from typing import TYPE_CHECKING, Any, ClassVar, get_type_hints
 
 import torch
 
@@ -23,7 +36,11 @@ from datadistill.errors import ConfigError, NonFiniteLossError
 from datadistill.registry import Registry
 from datadistill.selection import SELECTIONS, FeatureSettings, select_coreset
 
-INITS = ("real", "noise", "random", "herding", "k_center")
+if TYPE_CHECKING:
+    from datadistill.config import DistillConfig
+
+INITS = ("real", "noise", "random", "herding", "k_center")  # accepted by every learning method
+SHARED_RUN_SETTINGS = ("lr_img", "momentum_img", "batch_real")  # run-config fields every MethodConfig has
 
 StepCallback = Callable[[int, dict[str, float]], None]
 
@@ -87,7 +104,47 @@ class Distiller(ABC):
 
     name: ClassVar[str]
     learns: ClassVar[bool] = True  # False for the coreset methods, which select real images
+    needs_experts: ClassVar[bool] = False  # True when the method reads expert trajectories (MTT family)
+    extra_inits: ClassVar[tuple[str, ...]] = ()  # inits this method accepts beyond INITS
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
+
+    # -- capabilities (asked by the layers above, without importing the method) -------------------
+    @classmethod
+    def accepted_inits(cls) -> tuple[str, ...]:
+        """The ``init`` values a run of this method accepts: :data:`INITS` and :attr:`extra_inits`
+        (a method that selects instead of learning overrides it: its own name)."""
+        return (*INITS, *cls.extra_inits)
+
+    @classmethod
+    def check_init(cls, init: str) -> None:
+        """Raise ConfigError unless ``init`` is one of :meth:`accepted_inits` (check a config resolved
+        by :meth:`resolve_run_config`)."""
+        if init not in cls.accepted_inits():
+            raise ConfigError(f"init = {init!r} is invalid for {cls.name}: expected one of "
+                              f"{', '.join(cls.accepted_inits())}")
+
+    @classmethod
+    def config_from_run(cls, run: "DistillConfig") -> MethodConfig:
+        """The method's :attr:`config_class` built from a run config: the run's ``lr_img``,
+        ``momentum_img`` and ``batch_real`` when set, then its ``method_args`` (validated).
+
+        Raises:
+            ConfigError: an unknown method argument or a value of the wrong type or range.
+        """
+        shared = {k: getattr(run, k) for k in SHARED_RUN_SETTINGS if getattr(run, k) is not None}
+        return cls.config_class.from_dict({**shared, **run.method_args})
+
+    @classmethod
+    def run_overrides(cls) -> dict[str, Any]:
+        """Run-config fields this method fixes whatever the run asks ({} for a learning method)."""
+        return {}
+
+    @classmethod
+    def resolve_run_config(cls, run: "DistillConfig") -> "DistillConfig":
+        """``run`` as this method runs it: with :meth:`run_overrides` applied (``run`` itself when
+        they change nothing)."""
+        changes = {k: v for k, v in cls.run_overrides().items() if getattr(run, k) != v}
+        return dataclasses.replace(run, **changes) if changes else run
 
     def __init__(self, config: MethodConfig, spec: DatasetSpec, real: RealSet, *, ipc: int, model: str,
                  dsa: DSA, device: torch.device, generator: torch.Generator, zca_eps: float | None = None) -> None:
@@ -125,7 +182,7 @@ class Distiller(ABC):
             images = torch.randn(self.spec.num_classes * self.ipc, self.spec.channels, *self.spec.image_size,
                                  generator=self.generator)
         else:
-            raise ConfigError(f"unknown init {init!r}: expected one of {', '.join(INITS)}")
+            raise ConfigError(f"unknown init {init!r}: expected one of {', '.join(type(self).accepted_inits())}")
         self.images = images.detach().clone().to(self.device).requires_grad_(True)
         self.labels = torch.arange(self.spec.num_classes, device=self.device).repeat_interleave(self.ipc)
         self.iteration = 0

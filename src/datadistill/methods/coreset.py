@@ -5,6 +5,7 @@ iterations; the run's ``init`` is ignored (the selection is the set)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from datadistill.errors import ConfigError
 from datadistill.methods.base import Distiller, MethodConfig, register_method
@@ -35,6 +36,17 @@ class CoresetMethod(Distiller):
     learns = False
     config_class = CoresetConfig
     config: CoresetConfig
+
+    @classmethod
+    def accepted_inits(cls) -> tuple[str, ...]:
+        """Only the selection itself: the set is the method's own choice of real images."""
+        return (cls.name,)
+
+    @classmethod
+    def run_overrides(cls) -> dict[str, Any]:
+        """Init = the method's name, 0 iterations and no time budget: a selection learns nothing, so
+        the learning budget is moot (and changing it does not change the run)."""
+        return {"init": cls.name, "iterations": 0, "max_seconds": None}
 
     def initialise(self, init: str = "") -> None:
         super().initialise(self.name)

@@ -80,6 +80,7 @@ class DATMConfig(MTTConfig):
 class DATM(MTT):
     """Difficulty-aligned trajectory matching (Guo et al., ICLR 2024, §4: eqs. 5–7 and Algorithm 1)."""
 
+    extra_inits = ("samples_predicted_correctly",)
     config_class = DATMConfig
     config: DATMConfig
 

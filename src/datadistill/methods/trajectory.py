@@ -130,6 +130,7 @@ class MTT(Distiller):
     with it). Subclasses (DATM, PAD) add soft labels, a growing start window and image EMA.
     """
 
+    needs_experts = True
     config_class = MTTConfig
     config: MTTConfig
     soft_labels: bool = False

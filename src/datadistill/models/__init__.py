@@ -1,39 +1,23 @@
 """Model registry: ``build_model(name, channels, num_classes, image_size)``.
 
-Every registered builder takes ``(channels, num_classes, image_size, **kwargs)`` and returns an
-``nn.Module`` with ``forward(x) -> logits``, ``embed(x) -> (N, D)`` and ``features(x) -> Features``.
+Every model has one entry in :data:`MODELS` (:class:`~datadistill.models.entries.ModelEntry`):
+its builder, its evaluation lr and, for the searchable families, its architecture-search knobs.
+Each model file registers its own (``convnet.py``: the ConvNet family; ``zoo.py``: mlp, lenet,
+alexnet(_bn), vgg11(_bn), resnet18(_bn)). Every builder takes ``(channels, num_classes, image_size,
+**kwargs)`` and returns an ``nn.Module`` with ``forward(x) -> logits``, ``embed(x) -> (N, D)`` and
+``features(x) -> Features``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
+from typing import Any
 
 from torch import nn
 
-from datadistill.models.convnet import ConvNet, Features
-from datadistill.models.zoo import DEFAULT_EVAL_LR, EVAL_LR, ZOO, has_batchnorm
-from datadistill.registry import Registry
-
-MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
-
-
-def _convnet(**fixed):
-    def build(channels: int, num_classes: int, image_size: tuple[int, int], **kwargs) -> nn.Module:
-        return ConvNet(channels, num_classes, image_size, **{**fixed, **kwargs})
-
-    return build
-
-
-MODELS.register("convnet")(_convnet())
-MODELS.register("convnet_bn")(_convnet(norm="batchnorm"))
-MODELS.register("convnet_ln")(_convnet(norm="layernorm"))
-MODELS.register("convnet_nn")(_convnet(norm="none"))
-for _depth in range(1, 8):
-    MODELS.register(f"convnet_d{_depth}")(_convnet(depth=_depth))
-for _width in (32, 64):  # narrow ConvNet-3s: CPU-sized experts and students for the MTT family
-    MODELS.register(f"convnet_w{_width}")(_convnet(width=_width))
-for _name, _builder in ZOO.items():  # mlp, lenet, alexnet(_bn), vgg11(_bn), resnet18(_bn): see zoo.py
-    MODELS.register(_name)(_builder)
+from datadistill.models.entries import DEFAULT_EVAL_LR, MODELS, ModelEntry, register_model
+from datadistill.models.convnet import ConvNet, Features  # registers the ConvNet family
+from datadistill.models.zoo import has_batchnorm  # registers the cross-architecture zoo
 
 
 def build_model(name: str, channels: int, num_classes: int, image_size: tuple[int, int], **kwargs) -> nn.Module:
@@ -50,17 +34,27 @@ def list_models() -> list[str]:
 
 
 def default_eval_lr(name: str) -> float:
-    """The default learning rate for training evaluation networks of architecture ``name``.
-
-    The reference code uses 0.01 for every architecture; a builder may declare its own rate in
-    ``datadistill.models.zoo.EVAL_LR`` (table in that module's docstring). Registered names without
-    an entry get ``DEFAULT_EVAL_LR`` (0.01).
+    """The default learning rate for training evaluation networks of architecture ``name``: its
+    entry's ``eval_lr`` (0.01 for every built-in model, as the reference code; table in
+    ``datadistill.models.zoo``'s docstring). A bare builder put in the registry without an entry
+    (tests do) gets ``DEFAULT_EVAL_LR``.
 
     Raises:
         UnknownNameError: for an unregistered name.
     """
-    MODELS.get(name)
-    return EVAL_LR.get(name.lower(), DEFAULT_EVAL_LR)
+    return getattr(MODELS.get(name), "eval_lr", DEFAULT_EVAL_LR)
 
 
-__all__ = ["MODELS", "ConvNet", "Features", "build_model", "default_eval_lr", "has_batchnorm", "list_models"]
+def searchable_models() -> dict[str, Mapping[str, Any]]:
+    """The architecture-search families, by name: each one's search knobs (builder keyword → a tuple
+    of accepted names, or ``int`` for integers ≥ 1, in grid order)."""
+    out = {}
+    for name in MODELS.names():
+        search = getattr(MODELS.get(name), "search", None)
+        if search:
+            out[name] = search
+    return out
+
+
+__all__ = ["DEFAULT_EVAL_LR", "MODELS", "ConvNet", "Features", "ModelEntry", "build_model", "default_eval_lr",
+           "has_batchnorm", "list_models", "register_model", "searchable_models"]

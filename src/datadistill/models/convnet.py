@@ -1,6 +1,11 @@
 """The ConvNet family used across dataset distillation (Gidaris & Komodakis 2018; DC, Zhao et al. 2021).
 
 Each block is Conv3×3 → norm → activation → pooling(2); a linear classifier follows the last block.
+
+Registered names (evaluation lr 0.01 each): ``convnet`` (searchable by ``datadistill nas``: depth,
+width, activation, norm, pooling), ``convnet_bn`` / ``convnet_ln`` / ``convnet_nn`` (batch, layer or
+no norm), ``convnet_d1`` … ``convnet_d7`` (fixed depth) and ``convnet_w32`` / ``convnet_w64`` (narrow
+ConvNet-3s: CPU-sized experts and students for the MTT family).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from datadistill.errors import ConfigError
+from datadistill.models.entries import register_model
 
 NORMS = ("instancenorm", "batchnorm", "layernorm", "groupnorm", "none")
 ACTIVATIONS = ("relu", "leakyrelu", "sigmoid")
@@ -154,3 +160,24 @@ class ConvNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits, shape (N, num_classes), for images (N, C, H, W) normalised per channel."""
         return self.classifier(self.embed(x))
+
+
+# ------------------------------------------------------------------------------ registered names
+SEARCH_KNOBS = {"depth": int, "width": int, "activation": ACTIVATIONS, "norm": NORMS, "pooling": POOLINGS}
+
+
+def _convnet(**fixed):
+    def build(channels: int, num_classes: int, image_size: tuple[int, int], **kwargs) -> nn.Module:
+        return ConvNet(channels, num_classes, image_size, **{**fixed, **kwargs})
+
+    return build
+
+
+register_model("convnet", search=SEARCH_KNOBS)(_convnet())
+register_model("convnet_bn")(_convnet(norm="batchnorm"))
+register_model("convnet_ln")(_convnet(norm="layernorm"))
+register_model("convnet_nn")(_convnet(norm="none"))
+for _depth in range(1, 8):
+    register_model(f"convnet_d{_depth}")(_convnet(depth=_depth))
+for _width in (32, 64):  # narrow ConvNet-3s: CPU-sized experts and students for the MTT family
+    register_model(f"convnet_w{_width}")(_convnet(width=_width))

@@ -18,9 +18,11 @@ final Linear, ``classifier``) and ``features(x) -> Features``.
 | ``resnet18``   | ResNet-18, instance norm (the field's "ResNet18") |   11,172,810 |      11,173,962 |    0.01 |
 | ``resnet18_bn``| ResNet-18 with BatchNorm                          |   11,172,810 |      11,173,962 |    0.01 |
 
-The eval lr column is :data:`EVAL_LR`, read by ``datadistill.models.default_eval_lr``: the
-reference code trains every evaluation network with ``lr_net = 0.01`` whatever the architecture;
-a builder that needs another rate declares it with ``@_zoo_model(name, eval_lr=...)``.
+The eval lr column is each model's entry in ``datadistill.models.MODELS`` (its ``eval_lr``), read by
+``datadistill.models.default_eval_lr``: the reference code trains every evaluation network with
+``lr_net = 0.01`` whatever the architecture; a builder that needs another rate declares it with
+``@register_model(name, eval_lr=...)``. ``mlp`` is also an architecture-search family (``search``:
+depth and width).
 
 Instance norm is ``nn.GroupNorm(c, c, affine=True)``, as in the ConvNet (reference §2). 28×28 inputs
 get extra padding in the first convolution (LeNet 2, AlexNet 4, VGG 3) so the maps match 32 px
@@ -29,27 +31,14 @@ inputs, as in the reference code (which keys this on ``channel == 1``; here it i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from datadistill.errors import ConfigError
 from datadistill.models.convnet import Features
-
-DEFAULT_EVAL_LR = 0.01
-EVAL_LR: dict[str, float] = {}  # name → evaluation lr, filled by ``_zoo_model``; others use DEFAULT_EVAL_LR
-ZOO: dict[str, Callable[..., nn.Module]] = {}  # name → builder(channels, num_classes, image_size)
-
-
-def _zoo_model(name: str, eval_lr: float = DEFAULT_EVAL_LR):
-    """Decorator recording a builder in :data:`ZOO` (registered in ``MODELS`` by the package)."""
-    def decorate(builder):
-        ZOO[name] = builder
-        EVAL_LR[name] = eval_lr
-        return builder
-
-    return decorate
+from datadistill.models.entries import register_model
 
 
 def has_batchnorm(net: nn.Module) -> bool:
@@ -123,7 +112,7 @@ class StagedNet(nn.Module):
         return self.classifier(self.embed(x))
 
 
-@_zoo_model("mlp")
+@register_model("mlp", search={"depth": int, "width": int})
 def mlp(channels: int, num_classes: int, image_size: tuple[int, int], *, width: int = 128,
         depth: int = 2) -> StagedNet:
     """MLP (DC / VICO ``MLP``): Flatten → Linear(C·H·W, W) → ReLU → (depth − 1) × [Linear(W, W) →
@@ -147,7 +136,7 @@ def mlp(channels: int, num_classes: int, image_size: tuple[int, int], *, width: 
     return StagedNet(stages, [nn.Identity() for _ in stages], nn.Identity(), width, num_classes)
 
 
-@_zoo_model("lenet")
+@register_model("lenet")
 def lenet(channels: int, num_classes: int, image_size: tuple[int, int]) -> StagedNet:
     """LeNet (DC / VICO ``LeNet``): Conv(C, 6, 5; padding 2 for 28×28 else 0) → ReLU → MaxPool2 →
     Conv(6, 16, 5) → ReLU → MaxPool2 → Linear(16·h·w, 120) → ReLU → Linear(120, 84) → ReLU →
@@ -232,15 +221,15 @@ def _variant(builder, **fixed):
     return build
 
 
-_zoo_model("alexnet")(_variant(_alexnet, norm="none"))
-_zoo_model("alexnet_bn")(_variant(_alexnet, norm="batchnorm"))
-_zoo_model("vgg11")(_variant(_vgg11, norm="instancenorm"))
-_zoo_model("vgg11_bn")(_variant(_vgg11, norm="batchnorm"))
+register_model("alexnet")(_variant(_alexnet, norm="none"))
+register_model("alexnet_bn")(_variant(_alexnet, norm="batchnorm"))
+register_model("vgg11")(_variant(_vgg11, norm="instancenorm"))
+register_model("vgg11_bn")(_variant(_vgg11, norm="batchnorm"))
 def _resnet18(channels: int, num_classes: int, image_size: tuple[int, int], norm_layer) -> nn.Module:
     from datadistill.models.resnet import ResNet18  # torchvision is imported only when a ResNet is built
 
     return ResNet18(channels, num_classes, norm_layer)
 
 
-_zoo_model("resnet18")(lambda channels, num_classes, image_size: _resnet18(channels, num_classes, image_size, _instance_norm))
-_zoo_model("resnet18_bn")(lambda channels, num_classes, image_size: _resnet18(channels, num_classes, image_size, nn.BatchNorm2d))
+register_model("resnet18")(lambda channels, num_classes, image_size: _resnet18(channels, num_classes, image_size, _instance_norm))
+register_model("resnet18_bn")(lambda channels, num_classes, image_size: _resnet18(channels, num_classes, image_size, nn.BatchNorm2d))
