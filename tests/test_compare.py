@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import datadistill.api as api
-from datadistill.compare import load_compare, run_compare, summarize
+from datadistill.experiments.compare import load_compare, run_compare, summarize
 from datadistill.errors import ConfigError, NonFiniteLossError, UnknownNameError
 from datadistill.io import atomic_write_text
 from helpers import TINY_MODEL

@@ -18,8 +18,8 @@ import pytest
 import torch
 
 import datadistill.api as api
-from datadistill.apps import continual
-from datadistill.apps.continual import (ContinualSettings, StepRecord, beats, class_orders, class_subset,
+from datadistill.experiments import continual
+from datadistill.experiments.continual import (ContinualSettings, StepRecord, beats, class_orders, class_subset,
                                         last_step_verdict, load_continual_settings, run_continual,
                                         seen_test_subset, step_classes, step_seed, summarize, to_global)
 from datadistill.data import DatasetSpec, StreamedImages, load_dataset

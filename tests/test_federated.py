@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from datadistill.apps.federated import (
+from datadistill.experiments.federated import (
     VERDICT,
     FederatedConfig,
     LocalTraining,

@@ -14,9 +14,9 @@ import pytest
 import torch
 from torch import nn
 
-from datadistill.apps import nas
-from datadistill.apps import workers as workers_module
-from datadistill.apps.nas import (
+from datadistill.experiments import nas
+from datadistill.experiments import workers as workers_module
+from datadistill.experiments.nas import (
     FAMILY_KEYS, SearchSpace, candidate_seed, load_search_space, parse_search_space, run_nas, summarise,
 )
 from datadistill.errors import ConfigError, UnknownNameError

@@ -322,15 +322,9 @@ def run_distill(config: DistillConfig, out_dir: str | os.PathLike, callbacks: Se
 
 def _settings_from(cls, values: dict[str, Any], what: str):
     """``cls(**values)`` with unknown keys and wrong types reported as ConfigError."""
-    from datadistill.config import coerce
-    from datadistill.errors import ConfigError
-    from typing import get_type_hints
+    from datadistill.settings import settings_from
 
-    hints = get_type_hints(cls)
-    unknown = [k for k in values if k not in hints]
-    if unknown:
-        raise ConfigError(f"unknown {what} setting {unknown[0]!r}: expected one of {', '.join(sorted(hints))}")
-    return cls(**{k: v if v is None or k == "curriculum" else coerce(k, v, hints[k]) for k, v in values.items()})
+    return settings_from(cls, values, what=what)
 
 
 def run_experts(values: dict[str, Any], out_dir: str | os.PathLike, *, device: str = "auto",

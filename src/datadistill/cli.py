@@ -275,7 +275,7 @@ def import_cmd(path, dataset, out, experiment, zca_eps, data_root) -> None:
               help="Run no cell: tabulate and plot the finished ones, the rest shown as not run yet.")
 def compare(config_file, out, no_run) -> None:
     """Run a grid of methods × IPC × init × seeds; write results.csv/json/md and plots. Finished cells are reused."""
-    from datadistill.compare import run_compare
+    from datadistill.experiments.compare import run_compare
 
     result = run_compare(config_file, out, progress=lambda cell, status: click.echo(f"{cell}: {status}"), run=not no_run)
     click.echo(f"wrote {result.out}/results.csv, results.json, results.md, accuracy_vs_ipc.png, accuracy_vs_time.png")
@@ -403,7 +403,7 @@ def baseline(dataset, device, data_root, out, image_size, stream, num_workers, *
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for nas.json/csv/md/png.")
 def nas(synthetic, space, out, **settings) -> None:
     """Neural architecture search proxy: rank a space of architectures on the synthetic set and on real data."""
-    from datadistill.apps.nas import run_nas
+    from datadistill.experiments.nas import run_nas
 
     def progress(phase, done, total, row):
         acc = row.get(f"{phase}_val_accuracy")
@@ -444,7 +444,7 @@ def nas(synthetic, space, out, **settings) -> None:
                    "resumed.")
 def continual(config_file, memory_methods, **flags) -> None:
     """Class-incremental learning with condensed memories: accuracy on all seen classes after each step."""
-    from datadistill.apps.continual import run_continual
+    from datadistill.experiments.continual import run_continual
 
     methods = ",".join(memory_methods) if memory_methods else None
     result = run_continual(config_file, memory_methods=methods, progress=click.echo, **flags)
@@ -476,7 +476,7 @@ def continual(config_file, memory_methods, **flags) -> None:
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for federated.json/csv/md/png.")
 def federated(config_file, out, **flags) -> None:
     """One-shot federated learning (FedD3: clients upload distilled sets) against FedAvg: accuracy and bytes."""
-    from datadistill.apps.federated import build_federated_config, run_federated
+    from datadistill.experiments.federated import build_federated_config, run_federated
 
     result = run_federated(build_federated_config(config_file, flags), out,
                            progress=lambda stage, msg: click.echo(f"{stage}: {msg}"))

@@ -6,59 +6,17 @@ method-specific settings go under ``method_args`` (e.g. ``attention_power: 4``).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
-from dataclasses import dataclass, field, fields
-from pathlib import Path
-from typing import Any, get_type_hints
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
-import yaml
-
-from datadistill.errors import ConfigError
-
-STREAM_MODES = ("auto", "on", "off")
-
-
-def coerce(name: str, value: Any, typ: Any) -> Any:
-    """Convert ``value`` (from YAML or a CLI string) to ``typ`` (bool, int, float, str or ``X | None``).
-
-    Integers accept whole floats (``3.0``) but not ``2.5``; booleans accept true/false/yes/no/1/0.
-
-    Raises:
-        ConfigError: naming ``name``, the value and the expected type.
-    """
-    base = typ if isinstance(typ, type) else next(t for t in typ.__args__ if t is not type(None))
-    try:
-        if base is bool:
-            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-                return value.lower() in ("true", "yes", "1")
-            if isinstance(value, bool):
-                return value
-            raise ValueError
-        if base is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(value)
-        if base is float:
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} = {value!r} is not a valid {base.__name__}") from None
-
-
-def check_fields(obj: Any, checks: list[tuple[str, bool, str]]) -> None:
-    """Raise ConfigError for the first ``(field, ok, expected)`` whose ``ok`` is False, naming the
-    field, its value on ``obj`` and what is accepted."""
-    for name, ok, expected in checks:
-        if not ok:
-            raise ConfigError(f"{name} = {getattr(obj, name)!r} is invalid: expected {expected}")
+from datadistill.settings import (STREAM_MODES, SettingsBase, check_fields, coerce, read_yaml_mapping,
+                                  refuse_unknown)
 
 
 @dataclass
-class DistillConfig:
+class DistillConfig(SettingsBase):
     """Everything a ``distill`` run needs. Defaults are the no-argument main job: DataDAM on MNIST at
     IPC 10, sized to finish distillation and evaluation within 15 minutes on a 2-core CPU.
 
@@ -133,9 +91,10 @@ class DistillConfig:
     num_workers: int = 2
     method_args: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        self._coerce()
-        checks = [
+    nested_fields: ClassVar[tuple[str, ...]] = ("method_args",)
+
+    def checks(self) -> list[tuple[str, bool, str]]:
+        return [
             ("ipc", self.ipc >= 1, "an integer ≥ 1"),
             ("iterations", self.iterations >= 0, "an integer ≥ 0"),
             ("max_seconds", self.max_seconds is None or self.max_seconds > 0, "a number of seconds > 0 (or unset)"),
@@ -158,42 +117,10 @@ class DistillConfig:
             ("stream", self.stream in STREAM_MODES, f"one of {', '.join(STREAM_MODES)}"),
             ("num_workers", self.num_workers >= 0, "an integer ≥ 0"),
         ]
-        check_fields(self, checks)
-        if not isinstance(self.method_args, dict):
-            raise ConfigError(f"method_args must be a mapping, got {self.method_args!r}")
-
-    def _coerce(self) -> None:
-        hints = get_type_hints(type(self))
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is None or f.name == "method_args":
-                continue
-            setattr(self, f.name, coerce(f.name, value, hints[f.name]))
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
     @property
     def resolved_eval_model(self) -> str:
         return self.eval_model or self.model
-
-
-def read_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML file holding a mapping.
-
-    Raises:
-        ConfigError: missing file, invalid YAML, or not a mapping.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of settings, got {type(data).__name__}")
-    return data
 
 
 def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
@@ -203,24 +130,14 @@ def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
         ConfigError: missing file, invalid YAML, not a mapping, or an unknown key (lists the valid ones).
     """
     data = read_yaml_mapping(path)
-    known = {f.name for f in fields(DistillConfig)}
-    unknown = [k for k in data if k not in known]
-    if unknown:
-        raise ConfigError(f"unknown setting {unknown[0]!r} in {path}: expected keys from {', '.join(sorted(known))}")
+    DistillConfig.check_keys(data, f" in {path}")
     return data
 
 
 def build_config(file: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> DistillConfig:
     """Defaults ← YAML ``file`` ← ``overrides`` (None values are ignored; ``method_args`` are merged)."""
-    values: dict[str, Any] = load_yaml_config(file) if file else {}
-    method_args = values.pop("method_args", None) or {}
-    if not isinstance(method_args, dict):
-        raise ConfigError(f"method_args in {file} must be a mapping of settings, got {method_args!r}")
-    for key, value in (overrides or {}).items():
-        if value is None:
-            continue
-        if key == "method_args":
-            method_args = {**method_args, **value}
-        else:
-            values[key] = value
-    return DistillConfig(**values, method_args=method_args)
+    return DistillConfig.build(file, overrides)
+
+
+__all__ = ["STREAM_MODES", "DistillConfig", "build_config", "check_fields", "coerce", "load_yaml_config",
+           "read_yaml_mapping", "refuse_unknown"]

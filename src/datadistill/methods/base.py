@@ -24,16 +24,16 @@ import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, ClassVar, get_type_hints
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from datadistill.augment import DSA
-from datadistill.config import coerce
 from datadistill.data import DatasetSpec, RealSet
 from datadistill.errors import ConfigError, NonFiniteLossError
 from datadistill.registry import Registry
+from datadistill.settings import settings_from
 from datadistill.selection import SELECTIONS, FeatureSettings, select_coreset
 
 if TYPE_CHECKING:
@@ -74,13 +74,7 @@ class MethodConfig:
         Raises:
             ConfigError: unknown key (lists the accepted ones) or a value of the wrong type.
         """
-        known = {f.name for f in fields(cls)}
-        hints = get_type_hints(cls)
-        unknown = [k for k in values if k not in known]
-        if unknown:
-            raise ConfigError(f"unknown setting {unknown[0]!r} for this method: expected one of {', '.join(known)}")
-        kwargs = {key: coerce(key, value, hints[key]) for key, value in values.items()}
-        return cls(**kwargs)
+        return settings_from(cls, values, where=" for this method")
 
 
 class Distiller(ABC):

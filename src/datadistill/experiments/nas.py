@@ -534,7 +534,7 @@ def run_nas(synthetic: str | os.PathLike | SyntheticSet, space: str | os.PathLik
         SyntheticSetFileError: unreadable synthetic-set file. DatasetNotFoundError: its dataset is
             not on disk. Nothing is written in any of these cases (all checks run before training).
     """
-    from datadistill.apps.workers import run_tasks
+    from datadistill.experiments.workers import run_tasks
     from datadistill.data import load_dataset_of
 
     if out is not None and Path(out).exists() and not Path(out).is_dir():

@@ -518,7 +518,7 @@ def run_fedd3(config: FederatedConfig, data: SplitDataset, parts: Sequence[torch
         ConfigError: no client holds ``client_ipc`` images of any class, or an invalid client setting.
         Whatever a client's distillation raises.
     """
-    from datadistill.apps.workers import run_tasks
+    from datadistill.experiments.workers import run_tasks
     from datadistill.evaluation import EvalSettings, evaluate_synthetic_set
     from datadistill.io import SyntheticSet
     from datadistill.runtime import select_device

@@ -779,7 +779,7 @@ def run_continual(config: str | os.PathLike | Mapping[str, Any] | ContinualSetti
         if out_dir is not None:
             write_outputs(result.as_dict(), out_dir)
 
-    from datadistill.apps.workers import run_tasks
+    from datadistill.experiments.workers import run_tasks
 
     run_tasks(tasks, workers=settings.workers, progress=collect)
     result.records = ordered()
