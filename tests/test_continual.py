@@ -1,4 +1,4 @@
-"""Class-incremental continual learning (``datadistill.apps.continual``): class orders, per-step
+"""Class-incremental continual learning (``datadistill.experiments.continual``): class orders, per-step
 condensation from that step's classes only, global labels, the seen-class test subset, memory growth,
 repeatability, the summary and last-step verdict, the output files and the validation errors.
 

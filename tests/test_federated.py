@@ -1,4 +1,4 @@
-"""FedD3 against FedAvg (datadistill.apps.federated): partitions, byte counting, FedAvg's server and
+"""FedD3 against FedAvg (datadistill.experiments.federated): partitions, byte counting, FedAvg's server and
 client steps, FedD3's label mapping, parallel clients, the written comparison and bad input."""
 
 import json

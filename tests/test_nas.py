@@ -1,4 +1,4 @@
-"""Architecture search with a synthetic proxy (apps/nas.py), the MLP's width/depth arguments and
+"""Architecture search with a synthetic proxy (experiments/nas.py), the MLP's width/depth arguments and
 EvalSettings.model_args."""
 
 from __future__ import annotations

@@ -250,7 +250,7 @@ def test_an_entry_builds_like_its_builder():
 
 
 def test_search_knobs_live_on_the_entries():
-    from datadistill.apps.nas import FAMILY_KEYS
+    from datadistill.experiments.nas import FAMILY_KEYS
     from datadistill.models.convnet import ACTIVATIONS, NORMS, POOLINGS
 
     knobs = searchable_models()

@@ -42,6 +42,7 @@ from typing import Any, ClassVar, get_type_hints
 import yaml
 
 from datadistill.errors import ConfigError
+from datadistill.fsutil import check_output_folder
 
 STREAM_MODES = ("auto", "on", "off")
 _SCALARS = (bool, int, float, str)
@@ -162,16 +163,6 @@ def read_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def _check_output_folder(path: str | os.PathLike, what: str = "output path") -> Path:
-    """``path`` as a Path; ConfigError when it exists and is not a folder.
-
-    Stand-in for ``datadistill.fsutil.check_output_folder`` until that module is merged."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{what} {path} exists and is not a folder")
-    return path
-
-
 def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     """``base`` updated by ``extra``; where both hold a mapping under a key, they are merged the same
     way (key by key, recursively). Neither argument is changed."""
@@ -240,7 +231,7 @@ class SettingsBase:
         self.validate()
         for name in self.output_fields:
             if getattr(self, name) is not None:
-                _check_output_folder(getattr(self, name))
+                check_output_folder(getattr(self, name))
 
     # -- hooks -----------------------------------------------------------------------------------
     def checks(self) -> list[tuple[str, bool, str]]:

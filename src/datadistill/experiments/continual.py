@@ -27,7 +27,7 @@ Protocol (one call compares several memory methods on the same class orders and 
   seen so far**. The networks have an output per class of the dataset and the labels stay global.
 * **Parallelism.** Each (memory method, class order) pair is one task: its steps run in turn (the
   memory grows), the pairs are independent. With ``workers`` ≥ 2 they run in that many worker
-  processes (:func:`datadistill.apps.workers.run_tasks`); every pair seeds itself, so the results do
+  processes (:func:`datadistill.experiments.workers.run_tasks`); every pair seeds itself, so the results do
   not depend on ``workers``.
 * **Report.** Accuracy on the seen classes (percent) after each step, per memory method: the mean
   over the orders of each order's mean over its networks, ± the population std over the orders;

@@ -28,7 +28,7 @@ The candidates are the cartesian product in the key order above (depth outermost
 keeps the builder's default. Candidate ``i`` (its position in the full grid, so sampling does not
 change it) trains with the seed ``SeedSequence([seed, i])`` derives, in whichever worker process it
 lands: results do not depend on ``workers`` or scheduling. Candidates run in parallel worker
-processes (:func:`datadistill.apps.workers.run_tasks`), one pool for both searches: every synthetic
+processes (:func:`datadistill.experiments.workers.run_tasks`), one pool for both searches: every synthetic
 candidate is submitted before the first real one. A search's wall time runs from its first candidate
 starting to its last finishing (worker start-up, seconds of importing torch, is left out); at the
 switch, up to ``workers`` − 1 synthetic candidates may still run beside the first real ones, each on

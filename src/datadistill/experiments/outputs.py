@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from datadistill.experiments.tables import render_json
-from datadistill.io.atomic import atomic_write_bytes
-from datadistill.settings import _check_output_folder as check_output_folder
+from datadistill.fsutil import atomic_write_bytes
+from datadistill.fsutil import check_output_folder
 
 Writer = Callable[[Path], Any]
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from datadistill.errors import ConfigError
 from datadistill.experiments.tables import render_json
-from datadistill.io.atomic import atomic_write_text
+from datadistill.fsutil import atomic_write_text
 
 RECORD_FORMAT = "datadistill.run_record"
 RECORD_VERSION = 1
