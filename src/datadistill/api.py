@@ -333,9 +333,9 @@ def _settings_from(cls, values: dict[str, Any], what: str):
     """``cls(**values)`` with unknown keys and wrong types reported as ConfigError."""
     from datadistill.config import coerce
     from datadistill.errors import ConfigError
-    from typing import get_type_hints
+    from datadistill.training import flat_type_hints
 
-    hints = get_type_hints(cls)
+    hints = flat_type_hints(cls)
     unknown = [k for k in values if k not in hints]
     if unknown:
         raise ConfigError(f"unknown {what} setting {unknown[0]!r}: expected one of {', '.join(sorted(hints))}")
