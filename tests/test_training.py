@@ -71,7 +71,8 @@ def test_constant_schedule_keeps_the_lr():
 def test_flat_keys_build_the_recipe_and_read_back():
     s = EvalSettings(model="mlp", epochs=7, lr=0.03, batch_size=16, dsa_strategy="none")
     assert s.recipe == dataclasses.replace(EVAL_RECIPE, epochs=7, lr=0.03, batch_size=16, augmentation="none")
-    assert (s.epochs, s.lr, s.batch_size, s.momentum, s.weight_decay, s.dsa_strategy) == (7, 0.03, 16, 0.9, 5e-4, "none")
+    flat = (s.epochs, s.lr, s.batch_size, s.momentum, s.weight_decay, s.dsa_strategy)
+    assert flat == (7, 0.03, 16, 0.9, 5e-4, "none")
     assert EvalSettings().recipe is EVAL_RECIPE
     # flat keys apply on top of an explicit recipe, and through dataclasses.replace
     t = EvalSettings(recipe=TrainRecipe(epochs=3, lr=0.5), lr=0.25)
@@ -192,7 +193,8 @@ def test_hooks_are_called_once_per_epoch_and_per_batch(tiny_model):
         seen["lrs"].append(state.optimiser.param_groups[0]["lr"])
 
     recipe = TrainRecipe(epochs=4, lr=0.2, batch_size=4)
-    fit_network(_net(), (images, labels), recipe, make_generator(0), Hooks(on_start=start, on_batch=batch, on_epoch_end=end))
+    hooks = Hooks(on_start=start, on_batch=batch, on_epoch_end=end)
+    fit_network(_net(), (images, labels), recipe, make_generator(0), hooks)
     assert seen["start"] == 1 and seen["epochs"] == [1, 2, 3, 4]
     assert seen["lrs"] == [0.2, 0.2, 0.2 * 0.1, 0.2 * 0.1]
     assert [e for e, _, _ in seen["batches"]] == [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3  # 10 images in batches of 4

@@ -124,7 +124,8 @@ def train_whole_data(data: SplitDataset, settings: BaselineSettings, device: tor
         if progress:
             progress(state.epoch, test_acc, train_acc)
 
-    result = fit_network(net, train, recipe, make_generator(settings.seed), Hooks(on_batch=count, on_epoch_end=epoch_end))
+    hooks = Hooks(on_batch=count, on_epoch_end=epoch_end)
+    result = fit_network(net, train, recipe, make_generator(settings.seed), hooks)
     train_acc, seconds, lr = last["train_accuracy"], result.seconds, recipe.lr
     final = curve["test_accuracy"][-1] if settings.curve else accuracy(net, data.test, device)
     per_image = training_flops_per_image(net, shape)

@@ -295,5 +295,5 @@ def evaluate_synthetic_set(syn: SyntheticSet, test: LabelledImages, settings: Ev
                       train_seconds=train_seconds, epochs=settings.recipe.epochs, per_class_accuracies=per_class)
 
 
-__all__ = ["EVAL_RECIPE", "EvalResult", "EvalSettings", "accuracy", "class_correct", "per_class_percent", "can_vectorise",
-           "evaluate_synthetic_set", "train_network"]
+__all__ = ["EVAL_RECIPE", "EvalResult", "EvalSettings", "accuracy", "class_correct", "per_class_percent",
+           "can_vectorise", "evaluate_synthetic_set", "train_network"]

@@ -189,7 +189,8 @@ def _trajectory_hooks(root: Path, k: int, done: int, meta: dict[str, Any], test,
         if done >= 0:  # resume from the last finished epoch
             tensors, _ = _read_epoch(_epoch_path(root, k, done))
             state.generator.set_state(tensors.pop(_RNG_KEY))
-            momentum = {n[len(_MOMENTUM_PREFIX):]: tensors.pop(n) for n in list(tensors) if n.startswith(_MOMENTUM_PREFIX)}
+            momentum = {n[len(_MOMENTUM_PREFIX):]: tensors.pop(n) for n in list(tensors)
+                        if n.startswith(_MOMENTUM_PREFIX)}
             state.net.load_state_dict(tensors)
             for name, p in state.net.named_parameters():
                 if name in momentum:
