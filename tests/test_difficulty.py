@@ -178,7 +178,7 @@ def test_difficulty_scores_checks_shapes():
     ("batch_size", 0), ("seed", -1), ("grad_chunk", 0),
 ])
 def test_score_settings_reject_bad_values(field, value):
-    with pytest.raises(ConfigError, match=rf"{field}={value!r}.*expected"):
+    with pytest.raises(ConfigError, match=rf"{field} = {value!r}.*expected"):
         ScoreSettings(**{field: value})
 
 
@@ -285,9 +285,7 @@ def test_compute_scores_el2n_is_el2n_of_the_trained_network(data8):
     settings = fast_settings(num_networks=1, seed=5, dsa_strategy="none")
     torch.manual_seed(5)
     net = build_model(TINY_MODEL, 1, 3, (8, 8))
-    from datadistill.augment import DSA
-
-    train_scoring_network(net, data8.train.images, data8.train.labels, settings, DSA("none"), make_generator(5))
+    train_scoring_network(net, data8.train.images, data8.train.labels, settings.recipe, make_generator(5))
     net.eval()
     with torch.no_grad():
         expected = el2n(net(data8.train.images), data8.train.labels)

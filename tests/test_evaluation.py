@@ -220,10 +220,11 @@ def test_batchnorm_models_fall_back_to_the_sequential_loop(tiny_dataset):
     assert not res.vectorised and len(res.accuracies) == 2
     with pytest.raises(ConfigError, match="BatchNorm"):
         from datadistill.models import build_model
+        from datadistill.training import fit_networks_vectorised
 
         nets = [build_model("convnet_bn", 1, 3, (28, 28)) for _ in range(2)]
-        protocol.train_networks_vectorised(nets, torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 2, 0]),
-                                           EvalSettings(epochs=1), 0.01, [make_generator(0), make_generator(1)])
+        fit_networks_vectorised(nets, torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 2, 0]),
+                                EvalSettings(epochs=1, lr=0.01).recipe, [make_generator(0), make_generator(1)])
 
 
 @pytest.mark.parametrize("vectorise", [False, True])

@@ -13,7 +13,7 @@ from torch import nn
 
 from datadistill.errors import ConfigError, UnknownNameError
 from datadistill.evaluation import EvalResult, EvalSettings, accuracy, evaluate_synthetic_set
-from datadistill.evaluation import baseline as baseline_mod
+import datadistill.training.recipe as recipe_mod
 from datadistill.evaluation.baseline import BaselineSettings, train_whole_data
 from datadistill.evaluation.cost import forward_flops, training_flops_per_image
 from datadistill.evaluation.suite import CrossArchResult, evaluate_architectures
@@ -209,8 +209,8 @@ def test_evaluate_architectures_baseline_of_another_dataset(tiny_dataset):
 # =========================================================================== baseline.py
 def test_train_whole_data(tiny_dataset, tiny_model, monkeypatch):
     lrs = []
-    real_lr_at = baseline_mod._lr_at
-    monkeypatch.setattr(baseline_mod, "_lr_at", lambda e, n, lr: lrs.append(lr) or real_lr_at(e, n, lr))
+    real_lr_at = recipe_mod.lr_at
+    monkeypatch.setattr(recipe_mod, "lr_at", lambda e, n, lr, schedule: lrs.append(lr) or real_lr_at(e, n, lr, schedule))
     progress = []
     settings = BaselineSettings(model=TINY_MODEL, epochs=2, batch_size=16, seed=1)
     r = train_whole_data(tiny_dataset, settings, CPU, progress=lambda *a: progress.append(a))
@@ -238,7 +238,7 @@ def test_train_whole_data(tiny_dataset, tiny_model, monkeypatch):
 
 def test_train_whole_data_explicit_lr(tiny_dataset, tiny_model, monkeypatch):
     lrs = []
-    monkeypatch.setattr(baseline_mod, "_lr_at", lambda e, n, lr: lrs.append(lr) or lr)
+    monkeypatch.setattr(recipe_mod, "lr_at", lambda e, n, lr, schedule: lrs.append(lr) or lr)
     r = train_whole_data(tiny_dataset, BaselineSettings(model=TINY_MODEL, epochs=1, lr=0.05, batch_size=32), CPU)
     assert lrs == [0.05] and r.settings["lr"] == 0.05
 

@@ -126,6 +126,17 @@ def refuse_unknown(keys: Iterable[str], known: Iterable[str], *, what: str = "",
                               f"{did_you_mean(key, known)}")
 
 
+def settings_type_hints(cls: type) -> dict[str, Any]:
+    """The user-facing keys of the settings dataclass ``cls`` and their types, in declaration order:
+    ``cls.settings_type_hints()`` where the class declares it (a class holding a training recipe
+    exposes the recipe's flat keys, see ``datadistill.training.holds_recipe``), else its fields'."""
+    hook = getattr(cls, "settings_type_hints", None)
+    if hook is not None:
+        return dict(hook())
+    hints = get_type_hints(cls)
+    return {name: hints[name] for name in field_names(cls)}
+
+
 def field_names(cls: type) -> tuple[str, ...]:
     """The dataclass fields of ``cls`` (ClassVars excluded), in declaration order."""
     return tuple(f.name for f in dataclasses.fields(cls))
@@ -134,9 +145,8 @@ def field_names(cls: type) -> tuple[str, ...]:
 def coerce_values(cls: type, values: Mapping[str, Any], *, what: str = "", where: str = "") -> dict[str, Any]:
     """``values`` checked against the fields of the dataclass ``cls`` (unknown keys refused, see
     :func:`refuse_unknown`) and coerced to the field types (:func:`coerce`)."""
-    names = field_names(cls)
-    refuse_unknown(values, names, what=what, where=where)
-    hints = get_type_hints(cls)
+    hints = settings_type_hints(cls)
+    refuse_unknown(values, hints, what=what, where=where)
     return {key: coerce(key, value, hints[key]) for key, value in values.items()}
 
 

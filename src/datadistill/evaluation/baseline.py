@@ -9,52 +9,51 @@ whole-data accuracy, and it would be counted in neither FLOPs nor the synthetic 
 
 from __future__ import annotations
 
-import time
+import dataclasses
 from dataclasses import asdict, dataclass, field
 
 import torch
 
-from datadistill.augment import DSA
 from datadistill.data import SplitDataset
 from datadistill.errors import ConfigError
 from datadistill.evaluation.cost import forward_flops, training_flops_per_image
-from datadistill.evaluation.protocol import _lr_at, accuracy
+from datadistill.evaluation.protocol import EVAL_RECIPE
 from datadistill.models import build_model, default_eval_lr
 from datadistill.runtime import make_generator
-from datadistill.training import train_epoch
+from datadistill.training import FitState, Hooks, TrainRecipe, accuracy, fit_network, holds_recipe, recipe_settings_dict
+
+BASELINE_RECIPE = dataclasses.replace(EVAL_RECIPE, epochs=6, augmentation="none")
+"""The protocol's optimiser and schedule for 6 epochs, without augmentation."""
 
 
+@holds_recipe("epochs", "lr", "batch_size", "momentum", "weight_decay", "dsa_strategy")
 @dataclass(frozen=True)
 class BaselineSettings:
-    """Settings of the whole-data run.
+    """Settings of the whole-data run; the flat keys ``epochs``, ``lr``, ``batch_size``,
+    ``momentum``, ``weight_decay``, ``dsa_strategy`` are the recipe's (:func:`datadistill.training.holds_recipe`).
 
     Attributes:
         model: registered model name.
-        epochs: passes over the training set (≥ 1).
-        lr: initial learning rate; None = the architecture's default evaluation lr.
-        batch_size, momentum, weight_decay: SGD settings.
-        dsa_strategy: DSA strategy per batch, ``"none"`` (default) to train on the images as they are.
+        recipe: the training (default :data:`BASELINE_RECIPE`): ``epochs`` ≥ 1 passes over the
+            training set; ``lr`` None = the architecture's default evaluation lr, ÷ 10 at half the
+            epochs; SGD ``batch_size``, ``momentum``, ``weight_decay``; DSA per batch, ``"none"``
+            (default) to train on the images as they are.
         seed: initialisation, shuffling and augmentation seed.
         curve: test on the test set after every epoch for the learning curve (not used to select).
     """
 
     model: str = "convnet"
-    epochs: int = 6
-    lr: float | None = None
-    batch_size: int = 256
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    dsa_strategy: str = "none"
+    recipe: TrainRecipe = BASELINE_RECIPE
     seed: int = 0
     curve: bool = True
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ConfigError(f"epochs = {self.epochs!r} is invalid: expected an integer ≥ 1")
-        if self.lr is not None and not self.lr > 0:
-            raise ConfigError(f"lr = {self.lr!r} is invalid: expected a number > 0 (or unset)")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size = {self.batch_size!r} is invalid: expected an integer ≥ 1")
+        if self.recipe.epochs < 1:
+            raise ConfigError(f"epochs = {self.recipe.epochs!r} is invalid: expected an integer ≥ 1")
+
+    def as_dict(self) -> dict:
+        """The settings with the recipe's flat keys."""
+        return recipe_settings_dict(self)
 
 
 @dataclass
@@ -102,44 +101,39 @@ def train_whole_data(data: SplitDataset, settings: BaselineSettings, device: tor
     shape = tuple(data.train.image_shape)
     torch.manual_seed(settings.seed)
     net = build_model(settings.model, spec.channels, spec.num_classes, shape[1:]).to(device)
-    lr = settings.lr if settings.lr is not None else default_eval_lr(settings.model)
-    generator = make_generator(settings.seed)
-    dsa = DSA(settings.dsa_strategy)
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
+    recipe = settings.recipe.resolved(lr=default_eval_lr(settings.model))
     train = data.train  # in memory or streamed from its files
-    images = train if train.streamed else train.images
     labels = train.labels
+    epochs = recipe.epochs
     curve = {"epochs": [], "train_accuracy": [], "test_accuracy": [], "seconds": []}
-    seconds, train_acc = 0.0, 0.0
-    for epoch in range(settings.epochs):
-        start = time.perf_counter()
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(epoch, settings.epochs, lr)
-        net.train()
-        correct = [0]
+    correct = [0]  # of the epoch running, on its (augmented) training batches
+    last = {"train_accuracy": 0.0}
 
-        def count(idx: torch.Tensor, logits: torch.Tensor) -> None:
-            correct[0] += int((logits.argmax(1).cpu() == labels[idx.cpu()]).sum())
+    def count(state: FitState, idx: torch.Tensor, logits: torch.Tensor) -> None:
+        correct[0] += int((logits.argmax(1).cpu() == labels[idx.cpu()]).sum())
 
-        order = torch.randperm(len(train), generator=generator)
-        train_epoch(net, opt, images, labels, order, settings.batch_size, dsa, generator, count)
-        seconds += time.perf_counter() - start
-        train_acc = 100.0 * correct[0] / len(train)
-        test_acc = accuracy(net, data.test, device) if settings.curve or epoch == settings.epochs - 1 else None
+    def epoch_end(state: FitState) -> None:
+        train_acc = last["train_accuracy"] = 100.0 * correct[0] / len(train)
+        correct[0] = 0
+        test_acc = accuracy(net, data.test, device) if settings.curve or state.epoch == epochs else None
         if settings.curve:
-            curve["epochs"].append(epoch + 1)
+            curve["epochs"].append(state.epoch)
             curve["train_accuracy"].append(train_acc)
             curve["test_accuracy"].append(test_acc)
-            curve["seconds"].append(seconds)
+            curve["seconds"].append(state.seconds)
         if progress:
-            progress(epoch + 1, test_acc, train_acc)
+            progress(state.epoch, test_acc, train_acc)
+
+    hooks = Hooks(on_batch=count, on_epoch_end=epoch_end)
+    result = fit_network(net, train, recipe, make_generator(settings.seed), hooks)
+    train_acc, seconds, lr = last["train_accuracy"], result.seconds, recipe.lr
     final = curve["test_accuracy"][-1] if settings.curve else accuracy(net, data.test, device)
     per_image = training_flops_per_image(net, shape)
-    return BaselineResult(dataset=spec.name, model=settings.model, epochs=settings.epochs, accuracy=final,
+    return BaselineResult(dataset=spec.name, model=settings.model, epochs=epochs, accuracy=final,
                           train_accuracy=train_acc, train_seconds=seconds,
                           forward_flops=forward_flops(net, shape),
-                          train_flops=per_image * len(train) * settings.epochs, train_images=len(train),
-                          settings={**asdict(settings), "lr": lr}, curve=curve if settings.curve else {})
+                          train_flops=per_image * len(train) * epochs, train_images=len(train),
+                          settings={**settings.as_dict(), "lr": lr}, curve=curve if settings.curve else {})
 
 
 __all__ = ["BaselineResult", "BaselineSettings", "train_whole_data"]

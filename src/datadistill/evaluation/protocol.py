@@ -9,18 +9,16 @@ asked for, are recorded for plotting only).
 A set stored with a ZCA whitening is trained on as it is and tested on the test set whitened
 with that same ZCA (MTT/DATM/PAD on CIFAR).
 
-The K networks of one architecture are trained together (``vectorise``): their parameters are stacked
-with ``torch.func.stack_module_state`` and one ``torch.vmap`` of ``functional_call`` runs all K on
-their own mini-batches. Each network keeps its own initialisation, shuffling and DSA draws (its own
-generator, consumed in the same order as the sequential loop) and its own optimiser state (SGD acts
-element-wise on the stacked tensors), so the result equals the sequential loop's up to float
-rounding. Architectures with BatchNorm (running statistics are updated in place, which vmap does not
-allow) and K = 1 use the sequential loop.
+Each network trains with :func:`datadistill.training.fit_network` and the settings' recipe
+(:data:`EVAL_RECIPE` by default). The K networks of one architecture can be trained together
+(``vectorise``, :mod:`datadistill.training.vmap`): each keeps its own initialisation, shuffling and DSA
+draws, so the result equals the sequential loop's up to float rounding. Architectures with BatchNorm
+and K = 1 use the sequential loop.
 """
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -30,28 +28,40 @@ from typing import Any
 import torch
 from torch import nn
 
-from datadistill.augment import DSA
 from datadistill.data import LabelledImages
 from datadistill.errors import ConfigError
 from datadistill.io.synthetic_set import SyntheticSet
-from datadistill.models import build_model, default_eval_lr, has_batchnorm
+from datadistill.models import build_model, default_eval_lr
 from datadistill.runtime import make_generator
-from datadistill.training import classification_loss, train_epoch
+from datadistill.training import (Hooks, TrainRecipe, accuracy, can_vectorise, class_correct, fit_network,
+                                  fit_networks_vectorised, holds_recipe, num_classes, per_class_percent,
+                                  recipe_settings_dict)
+from datadistill.training.vmap import EpochHook
+
+EVAL_RECIPE = TrainRecipe(epochs=300, lr=None, batch_size=256, momentum=0.9, weight_decay=5e-4, schedule="step_half",
+                          augmentation="color_crop_cutout_scale_rotate")
+"""The protocol's training (reference §2): SGD momentum 0.9, weight decay 5e-4, mini-batches of 256,
+lr (unset: the architecture's default or the set's learned lr) divided by 10 at epoch E/2, DSA on
+every batch, 300 epochs."""
 
 
+@holds_recipe("epochs", "lr", "batch_size", "momentum", "weight_decay", "dsa_strategy")
 @dataclass(frozen=True)
 class EvalSettings:
     """Settings of the protocol.
 
+    The training of each network is ``recipe`` (default :data:`EVAL_RECIPE`); its fields are also
+    taken and read under their flat names (``EvalSettings(epochs=300, lr=0.01)``, ``settings.epochs``;
+    ``dsa_strategy`` is ``recipe.augmentation``), see :func:`datadistill.training.holds_recipe`.
+
     Attributes:
         model: registered model name.
         num_eval: K, networks trained (≥ 1).
-        epochs: E, passes over the synthetic set (≥ 1).
-        lr: initial learning rate; None = the architecture's default (:func:`datadistill.models.default_eval_lr`).
-            Used unless the set carries a learned lr and ``use_learned_lr`` is set.
-        batch_size: mini-batch size.
-        momentum, weight_decay: SGD settings.
-        dsa_strategy: DSA strategy applied to every training batch (``"none"`` to disable).
+        recipe: the training of each network: E = ``epochs`` ≥ 1 passes over the synthetic set;
+            ``lr`` the initial learning rate, None = the architecture's default
+            (:func:`datadistill.models.default_eval_lr`), used unless the set carries a learned lr and
+            ``use_learned_lr`` is set; ``batch_size``, ``momentum``, ``weight_decay``; the DSA
+            strategy applied to every training batch (``"none"`` to disable); lr ÷ 10 at E/2.
         use_learned_lr: train with the set's learned lr when it has one (MTT family); False uses ``lr``.
         vectorise: train the K networks together with ``torch.vmap`` (when K ≥ 2 and the architecture
             has no BatchNorm); False always uses the sequential loop; None (default) = on CUDA only:
@@ -67,16 +77,11 @@ class EvalSettings:
 
     model: str = "convnet"
     num_eval: int = 3
-    epochs: int = 300
-    lr: float | None = None
-    batch_size: int = 256
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    dsa_strategy: str = "color_crop_cutout_scale_rotate"
+    recipe: TrainRecipe = EVAL_RECIPE
     use_learned_lr: bool = True
     vectorise: bool | None = None
     curve_every: int = 0
-    model_args: dict[str, Any] = field(default_factory=dict, hash=False)  # last: positional order unchanged
+    model_args: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.model_args, Mapping) or not all(isinstance(k, str) for k in self.model_args):
@@ -85,19 +90,19 @@ class EvalSettings:
         object.__setattr__(self, "model_args", dict(self.model_args))  # frozen: a private copy
         if self.num_eval < 1:
             raise ConfigError(f"num_eval must be ≥ 1, got {self.num_eval}")
-        if self.epochs < 1:
-            raise ConfigError(f"eval_epochs must be ≥ 1, got {self.epochs}")
-        if self.lr is not None and not self.lr > 0:
-            raise ConfigError(f"eval lr must be > 0 (or unset: the architecture's default), got {self.lr}")
-        if self.batch_size < 1:
-            raise ConfigError(f"eval batch size must be ≥ 1, got {self.batch_size}")
+        if self.recipe.epochs < 1:
+            raise ConfigError(f"eval_epochs must be ≥ 1, got {self.recipe.epochs}")
         if self.curve_every < 0:
             raise ConfigError(f"curve_every must be ≥ 0 (0 = no learning curve), got {self.curve_every}")
 
     @property
     def resolved_lr(self) -> float:
         """``lr``, or the architecture's default when unset."""
-        return self.lr if self.lr is not None else default_eval_lr(self.model)
+        return self.recipe.lr if self.recipe.lr is not None else default_eval_lr(self.model)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings with the recipe's flat keys (``epochs``, ``lr``, …, ``dsa_strategy``)."""
+        return recipe_settings_dict(self)
 
 
 @dataclass
@@ -167,171 +172,31 @@ class EvalResult:
                 "per_class_accuracies": self.per_class_accuracies}
 
 
-@torch.no_grad()
-def class_correct(net: torch.nn.Module, data: LabelledImages, device: torch.device, num_classes: int,
-                  batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
-    """Correct top-1 predictions and images per class of ``net`` on ``data`` (in memory or streamed),
-    two (num_classes,) int64 CPU tensors; the net is left in eval mode."""
-    net.eval()
-    correct = torch.zeros(num_classes, dtype=torch.int64)
-    count = torch.zeros(num_classes, dtype=torch.int64)
-    for idx, x in data.batches(None, batch_size):
-        y = data.labels[idx.to(data.labels.device)].cpu()
-        hit = (net(x.to(device, non_blocking=True)).argmax(dim=1).cpu() == y)
-        correct += torch.bincount(y[hit], minlength=num_classes)[:num_classes]
-        count += torch.bincount(y, minlength=num_classes)[:num_classes]
-    return correct, count
-
-
-def per_class_percent(correct: torch.Tensor, count: torch.Tensor) -> list[float | None]:
-    """Per-class accuracy in percent (None where a class has no image)."""
-    return [100.0 * int(c) / int(n) if int(n) else None for c, n in zip(correct, count)]
-
-
-@torch.no_grad()
-def accuracy(net: torch.nn.Module, data: LabelledImages, device: torch.device, batch_size: int = 1000) -> float:
-    """Top-1 accuracy in percent of ``net`` on ``data`` (in memory or streamed); the net is left in eval mode."""
-    net.eval()
-    correct = 0
-    for idx, x in data.batches(None, batch_size):
-        y = data.labels[idx.to(data.labels.device)].to(device, non_blocking=True)
-        correct += int((net(x.to(device, non_blocking=True)).argmax(dim=1) == y).sum())
-    return 100.0 * correct / max(len(data), 1)
-
-
-def _lr_at(epoch: int, epochs: int, lr: float) -> float:
-    return lr * 0.1 if epoch >= epochs // 2 and epochs // 2 > 0 else lr
-
-
 def _curve_epochs(settings: EvalSettings) -> set[int]:
     if not settings.curve_every:
         return set()
-    return set(range(settings.curve_every, settings.epochs + 1, settings.curve_every)) | {settings.epochs}
-
-
-EpochHook = Callable[[int, float], None]  # (epochs done, training seconds so far)
+    epochs = settings.recipe.epochs
+    return set(range(settings.curve_every, epochs + 1, settings.curve_every)) | {epochs}
 
 
 def train_network(net: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor, settings: EvalSettings,
                   lr: float, generator: torch.Generator, after_epoch: EpochHook | None = None) -> torch.nn.Module:
-    """Train ``net`` in place on (images, targets) for ``settings.epochs`` epochs; returns ``net``.
+    """Train ``net`` in place on (images, targets) with ``settings.recipe`` at initial lr ``lr``
+    (:func:`datadistill.training.fit_network`); returns ``net``.
 
     Args:
         images: (N, C, H, W) float32 normalised, on the network's device, or a real set read in
             batches (a streamed set: see :func:`datadistill.training.train_epoch`).
-        settings: the protocol's ``epochs``, ``batch_size``, ``momentum``, ``weight_decay`` and
-            ``dsa_strategy`` (an :class:`EvalSettings`, or any object with those attributes).
         targets: (N,) int64 labels, or (N, K) float32 soft-label logits (soft cross-entropy).
-        lr: initial learning rate, divided by 10 at epoch E // 2.
+        settings: an :class:`EvalSettings`, or any settings with a ``recipe`` (its lr is replaced by ``lr``).
+        lr: initial learning rate (divided by 10 at epoch E // 2 under the protocol's schedule).
         generator: CPU generator for shuffling and augmentation.
         after_epoch: called ``(epochs done, training seconds)`` after every epoch (learning curves);
             its own time is not counted.
     """
-    dsa = DSA(settings.dsa_strategy)
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
-    n = len(targets)
-    seconds = 0.0
-    for epoch in range(settings.epochs):
-        start = time.perf_counter()
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(epoch, settings.epochs, lr)
-        net.train()
-        order = torch.randperm(n, generator=generator).to(targets.device)
-        train_epoch(net, opt, images, targets, order, settings.batch_size, dsa, generator)
-        seconds += time.perf_counter() - start
-        if after_epoch is not None:
-            after_epoch(epoch + 1, seconds)
+    hooks = None if after_epoch is None else Hooks(on_epoch_end=lambda state: after_epoch(state.epoch, state.seconds))
+    fit_network(net, (images, targets), dataclasses.replace(settings.recipe, lr=lr), generator, hooks)
     return net
-
-
-def can_vectorise(nets: list[nn.Module]) -> bool:
-    """True when ``nets`` (≥ 2, one architecture) can be trained together under ``torch.vmap``."""
-    return len(nets) >= 2 and not any(has_batchnorm(net) for net in nets)
-
-
-def train_networks_vectorised(nets: list[nn.Module], images: torch.Tensor, targets: torch.Tensor,
-                              settings: EvalSettings, lr: float, generators: list[torch.Generator],
-                              after_epoch: EpochHook | None = None) -> list[nn.Module]:
-    """Train the K networks ``nets`` (one architecture, no BatchNorm) together; each ends as
-    :func:`train_network` would leave it with ``generators[k]``, up to float rounding.
-
-    Per step, network k draws its own mini-batch (its own shuffle and DSA draw from ``generators[k]``);
-    the K batches are stacked to (K, B, C, H, W) and one ``vmap``-ed ``functional_call`` gives the
-    (K, B, classes) logits. The loss is the sum of the K networks' mean losses, so each network's
-    gradient is its own; one SGD over the stacked (K, ...) parameters is K independent SGDs.
-
-    Args:
-        nets: K ≥ 1 freshly built networks of the same architecture, on the images' device.
-        images, targets, lr: as in :func:`train_network`.
-        generators: one CPU generator per network.
-        after_epoch: as in :func:`train_network`; ``nets`` hold the current weights when it is called.
-
-    Returns:
-        ``nets``, trained in place (left in eval mode).
-
-    Raises:
-        ConfigError: a network has BatchNorm, or the counts of nets and generators differ.
-    """
-    from torch.func import functional_call, stack_module_state
-
-    if len(nets) != len(generators):
-        raise ConfigError(f"{len(nets)} networks but {len(generators)} generators")
-    if any(has_batchnorm(net) for net in nets):
-        raise ConfigError("networks with BatchNorm cannot be trained under vmap (in-place running statistics); "
-                          "use the sequential loop")
-    for net in nets:
-        net.train()
-    params, buffers = stack_module_state(nets)
-    skeleton = copy.deepcopy(nets[0]).to("meta")
-
-    def one(p, b, x):
-        return functional_call(skeleton, (p, b), (x,))
-
-    forward = torch.vmap(one)
-    opt = torch.optim.SGD(list(params.values()), lr=lr, momentum=settings.momentum,
-                          weight_decay=settings.weight_decay)
-    dsa = DSA(settings.dsa_strategy)
-    n, k = images.shape[0], len(nets)
-    seconds = 0.0
-    for epoch in range(settings.epochs):
-        start = time.perf_counter()
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(epoch, settings.epochs, lr)
-        orders = [torch.randperm(n, generator=g).to(images.device) for g in generators]
-        for i in range(0, n, settings.batch_size):
-            batches, batch_targets = [], []
-            for j in range(k):
-                idx = orders[j][i:i + settings.batch_size]
-                x = images[idx]
-                batches.append(dsa(x, generators[j]) if dsa.enabled else x)
-                batch_targets.append(targets[idx])
-            logits = forward(params, buffers, torch.stack(batches))
-            loss = sum(classification_loss(logits[j], batch_targets[j]) for j in range(k))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        seconds += time.perf_counter() - start
-        if after_epoch is not None or epoch == settings.epochs - 1:
-            _unstack_into(nets, params, buffers)
-            if after_epoch is not None:
-                after_epoch(epoch + 1, seconds)
-                for net in nets:
-                    net.train()
-    return nets
-
-
-@torch.no_grad()
-def _unstack_into(nets: list[nn.Module], params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor]) -> None:
-    for j, net in enumerate(nets):
-        for name, tensor in net.named_parameters():
-            tensor.copy_(params[name][j])
-        for name, tensor in net.named_buffers():
-            tensor.copy_(buffers[name][j])
-
-
-def _num_classes(syn: SyntheticSet) -> int:
-    return int(syn.metadata.get("num_classes") or len(syn.metadata.get("class_names") or []) or
-               (syn.labels.shape[1] if syn.labels.dim() == 2 else int(syn.labels.max()) + 1))
 
 
 def _build(settings: EvalSettings, channels: int, num_classes: int, image_size: tuple[int, int]) -> nn.Module:
@@ -370,7 +235,7 @@ def evaluate_synthetic_set(syn: SyntheticSet, test: LabelledImages, settings: Ev
     if tuple(syn.images.shape[1:]) != tuple(test.image_shape):
         raise ConfigError(f"synthetic images {tuple(syn.images.shape[1:])} do not match the test images "
                           f"{tuple(test.image_shape)} (channels, height, width)")
-    num_classes = _num_classes(syn)
+    classes = num_classes(syn.labels, syn.metadata)
     if syn.zca is not None:
         if test.streamed:
             raise ConfigError("a ZCA-whitened set cannot be tested on a streamed test set: load it with stream off")
@@ -382,7 +247,7 @@ def evaluate_synthetic_set(syn: SyntheticSet, test: LabelledImages, settings: Ev
     nets = []
     for k in range(settings.num_eval):
         torch.manual_seed(seed + k)
-        nets.append(_build(settings, images.shape[1], num_classes, tuple(images.shape[2:])).to(device))
+        nets.append(_build(settings, images.shape[1], classes, tuple(images.shape[2:])).to(device))
     generators = [make_generator(seed + k) for k in range(settings.num_eval)]
     curve_at = _curve_epochs(settings)
     curves = [{"epochs": [], "train_accuracy": [], "test_accuracy": [], "seconds": []} for _ in nets]
@@ -407,7 +272,8 @@ def evaluate_synthetic_set(syn: SyntheticSet, test: LabelledImages, settings: Ev
     train_seconds = 0.0
     if vectorised:
         t0 = time.perf_counter()
-        train_networks_vectorised(nets, images, targets, settings, lr, generators, record(list(range(len(nets)))))
+        fit_networks_vectorised(nets, images, targets, dataclasses.replace(settings.recipe, lr=lr), generators,
+                                record(list(range(len(nets)))))
         train_seconds = time.perf_counter() - t0
     accs, train_accs, per_class = [], [], []
     for k, net in enumerate(nets):
@@ -416,7 +282,7 @@ def evaluate_synthetic_set(syn: SyntheticSet, test: LabelledImages, settings: Ev
             train_network(net, images, targets, settings, lr, generators[k], record([k]))
             train_seconds += time.perf_counter() - t0
         train_accs.append(accuracy(net, train_set, device))
-        correct, count = class_correct(net, test, device, num_classes)
+        correct, count = class_correct(net, test, device, classes)
         accs.append(100.0 * int(correct.sum()) / max(int(count.sum()), 1))
         per_class.append(per_class_percent(correct, count))
         if on_model is not None:
@@ -426,8 +292,8 @@ def evaluate_synthetic_set(syn: SyntheticSet, test: LabelledImages, settings: Ev
     train_seconds -= curve_seconds[0]
     return EvalResult(settings.model, accs, train_accs, time.perf_counter() - start,
                       curves=curves if curve_at else [], lr=lr, vectorised=vectorised,
-                      train_seconds=train_seconds, epochs=settings.epochs, per_class_accuracies=per_class)
+                      train_seconds=train_seconds, epochs=settings.recipe.epochs, per_class_accuracies=per_class)
 
 
-__all__ = ["EvalResult", "EvalSettings", "accuracy", "class_correct", "per_class_percent", "can_vectorise", "evaluate_synthetic_set", "train_network",
-           "train_networks_vectorised"]
+__all__ = ["EVAL_RECIPE", "EvalResult", "EvalSettings", "accuracy", "class_correct", "per_class_percent",
+           "can_vectorise", "evaluate_synthetic_set", "train_network"]

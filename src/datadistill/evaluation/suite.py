@@ -17,9 +17,10 @@ from torch import nn
 
 from datadistill.data import LabelledImages
 from datadistill.evaluation.cost import forward_flops, training_flops_per_image
-from datadistill.evaluation.protocol import EvalResult, EvalSettings, _num_classes, evaluate_synthetic_set
+from datadistill.evaluation.protocol import EvalResult, EvalSettings, evaluate_synthetic_set
 from datadistill.io.synthetic_set import SyntheticSet
 from datadistill.models import MODELS, build_model
+from datadistill.training import num_classes
 
 
 @dataclass
@@ -142,9 +143,9 @@ def evaluate_architectures(syn: SyntheticSet, test: LabelledImages, models: Sequ
             progress=(lambda k, a, n=name: progress(n, k, a)) if progress else None,
             on_model=(lambda k, net, n=name: on_model(n, k, net)) if on_model else None)
         out.results.append(result)
-        probe = build_model(name, shape[0], _num_classes(syn), shape[1:])
+        probe = build_model(name, shape[0], num_classes(syn.labels, syn.metadata), shape[1:])
         out.forward_flops[name] = forward_flops(probe, shape)
-        out.train_flops[name] = training_flops_per_image(probe, shape) * len(syn) * s.epochs
+        out.train_flops[name] = training_flops_per_image(probe, shape) * len(syn) * s.recipe.epochs
     return out
 
 

@@ -68,11 +68,12 @@ from datadistill.augment.dsa import parse_strategy
 from datadistill.config import check_fields, read_yaml_mapping
 from datadistill.data import LabelledImages, RealSet, SplitDataset
 from datadistill.errors import ConfigError, DatadistillError
-from datadistill.evaluation import EvalSettings, accuracy, evaluate_synthetic_set
-from datadistill.evaluation.protocol import train_network
+from datadistill.evaluation import EvalSettings, evaluate_synthetic_set
+from datadistill.evaluation.protocol import EVAL_RECIPE
 from datadistill.io import SyntheticSet, atomic_write_bytes, atomic_write_text, load_synthetic_set
 from datadistill.models import build_model, default_eval_lr, searchable_models
 from datadistill.runtime import make_generator, select_device
+from datadistill.training import TrainRecipe, accuracy, fit_network, holds_recipe, recipe_settings_dict
 
 log = logging.getLogger("datadistill")
 
@@ -314,42 +315,43 @@ def summarise(synthetic: Sequence[float], real: Sequence[float], top: Sequence[i
 # ------------------------------------------------------------------------------- per-candidate work
 
 
+REAL_PROXY_RECIPE = dataclasses.replace(EVAL_RECIPE, epochs=2, augmentation="none")
+"""The evaluation protocol's optimiser and schedule (lr unset: the architecture's default, ÷ 10 at
+half the epochs) for 2 epochs, without augmentation (as the whole-data baseline)."""
+
+
+@holds_recipe("epochs", "lr", "batch_size", "momentum", "weight_decay", "dsa_strategy")
 @dataclass(frozen=True)
 class RealProxySettings:
-    """The budgeted training on real data each candidate gets (one network).
+    """The budgeted training on real data each candidate gets (one network); the flat keys
+    ``epochs``, ``lr``, ``batch_size``, ``momentum``, ``weight_decay``, ``dsa_strategy`` are the
+    recipe's (:func:`datadistill.training.holds_recipe`).
 
     Attributes:
-        epochs: passes over the real training images (≥ 1).
+        recipe: the training (default :data:`REAL_PROXY_RECIPE`): ``epochs`` ≥ 1 passes over the
+            real training images; ``lr`` None = the architecture's default evaluation lr (0.01),
+            divided by 10 at epoch ``epochs // 2`` as in the evaluation protocol; SGD ``batch_size``,
+            ``momentum``, ``weight_decay`` (the protocol's); DSA per batch, ``"none"`` (default).
         subset: images per class drawn once (the same for every candidate) from the real training
             split; None = all of it.
-        lr: initial learning rate; None = the architecture's default evaluation lr (0.01); divided
-            by 10 at epoch ``epochs // 2`` as in the evaluation protocol.
-        batch_size, momentum, weight_decay: SGD settings (the protocol's).
-        dsa_strategy: DSA per batch; ``"none"`` (default), as the whole-data baseline.
     """
 
-    epochs: int = 2
+    recipe: TrainRecipe = REAL_PROXY_RECIPE
     subset: int | None = None
-    lr: float | None = None
-    batch_size: int = 256
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    dsa_strategy: str = "none"
 
     def __post_init__(self) -> None:
         def integer(v: Any) -> bool:
             return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
         check_fields(self, [
-            ("epochs", integer(self.epochs), "an integer ≥ 1"),
+            ("epochs", self.recipe.epochs >= 1, "an integer ≥ 1"),
             ("subset", self.subset is None or integer(self.subset),
              "an integer ≥ 1 (images per class) or unset (the whole real training split)"),
-            ("lr", self.lr is None or (isinstance(self.lr, (int, float)) and not isinstance(self.lr, bool)
-                                       and math.isfinite(self.lr) and self.lr > 0),
-             "a number > 0 or unset (the architecture's default)"),
-            ("batch_size", integer(self.batch_size), "an integer ≥ 1"),
         ])
-        parse_strategy(self.dsa_strategy)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings with the recipe's flat keys."""
+        return recipe_settings_dict(self)
 
 
 def candidate_seed(seed: int, index: int) -> int:
@@ -391,12 +393,9 @@ def _real_task(family: str, model_args: dict[str, Any], shape: tuple[int, int, i
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = build_model(family, shape[0], num_classes, shape[1:], **model_args).to(dev)
-        lr = settings.lr if settings.lr is not None else default_eval_lr(family)
-        seconds = [0.0]  # training seconds, reported by train_network after each epoch
-        train_network(net, train if train.streamed else train.images, train.labels, settings, lr,
-                      make_generator(seed), after_epoch=lambda epoch, s: seconds.__setitem__(0, s))
+        state = fit_network(net, train, settings.recipe.resolved(lr=default_eval_lr(family)), make_generator(seed))
         return {"real_val_accuracy": accuracy(net, val, dev), "real_test_accuracy": accuracy(net, test, dev),
-                "real_train_seconds": seconds[0]}
+                "real_train_seconds": state.seconds}
 
 
 # ------------------------------------------------------------------------------------------- run
@@ -618,9 +617,8 @@ def run_nas(synthetic: str | os.PathLike | SyntheticSet, space: str | os.PathLik
     times = {"synthetic_train_seconds": syn_train, "real_train_seconds": real_train,
              "synthetic_wall_seconds": syn_wall, "real_wall_seconds": real_wall, "total_wall_seconds": total_wall,
              "train_seconds_ratio": _ratio(real_train, syn_train), "wall_seconds_ratio": _ratio(real_wall, syn_wall)}
-    eval_dict = {f.name: getattr(eval_settings, f.name) for f in dataclasses.fields(eval_settings)
-                 if f.name != "model_args"}
-    settings = {"synthetic_protocol": eval_dict, "real_proxy": dataclasses.asdict(real), "val_size": val_size,
+    eval_dict = {k: v for k, v in eval_settings.as_dict().items() if k != "model_args"}
+    settings = {"synthetic_protocol": eval_dict, "real_proxy": real.as_dict(), "val_size": val_size,
                 "real_train_images": len(train), "val_images": len(val), "test_images": len(test), "seed": seed,
                 "workers": workers, "device": device_name, "dataset": spec.name, "top_k": list(TOP_K)}
     source = {"file": None if isinstance(synthetic, SyntheticSet) else str(synthetic),

@@ -18,11 +18,10 @@ from dataclasses import dataclass
 
 import torch
 
-from datadistill.augment import DSA
 from datadistill.data import DatasetSpec, RealSet
 from datadistill.errors import ConfigError
 from datadistill.models import build_model
-from datadistill.training import train_epoch
+from datadistill.training import TrainRecipe, fit_network, holds_recipe
 
 SELECTIONS = ("random", "herding", "k_center")
 
@@ -94,44 +93,44 @@ def k_center_order(features: torch.Tensor, k: int) -> torch.Tensor:
     return torch.tensor(order, dtype=torch.long)
 
 
+FEATURE_RECIPE = TrainRecipe(epochs=1, lr=0.01, batch_size=256, momentum=0.9, weight_decay=5e-4, schedule="constant",
+                             augmentation="none")
+"""The feature network's training: one epoch of SGD (lr 0.01, momentum 0.9, weight decay 5e-4, constant
+lr) on the real training set, mini-batches of 256, no augmentation."""
+
+
+@holds_recipe("epochs", "lr", "batch_size")
 @dataclass
 class FeatureSettings:
-    """The network whose embedding herding and k-center work in.
+    """The network whose embedding herding and k-center work in; the flat keys ``epochs``, ``lr``,
+    ``batch_size`` are the recipe's (:func:`datadistill.training.holds_recipe`).
 
     Attributes:
         model: registered model name.
-        epochs: epochs of training on the real set before extracting features (0 = random network).
-        lr: SGD learning rate (momentum 0.9, weight decay 5e-4) of that training.
-        batch_size: mini-batch size of training and extraction.
+        recipe: the training on the real set before extracting features (default
+            :data:`FEATURE_RECIPE`): ``epochs`` ≥ 0 (0 = a random network), SGD ``lr``,
+            ``batch_size`` (also the extraction's).
     """
 
     model: str = "convnet"
-    epochs: int = 1
-    lr: float = 0.01
-    batch_size: int = 256
+    recipe: TrainRecipe = FEATURE_RECIPE
 
     def __post_init__(self) -> None:
-        if self.epochs < 0 or self.batch_size < 1 or not self.lr > 0:
-            raise ConfigError(f"feature network settings invalid: epochs={self.epochs} (≥ 0), "
-                              f"batch_size={self.batch_size} (≥ 1), lr={self.lr} (> 0)")
+        if self.recipe.lr is None:
+            raise ConfigError("feature network settings invalid: lr is unset, expected a number > 0")
 
 
 def class_features(real: RealSet, spec: DatasetSpec, settings: FeatureSettings, device: torch.device,
                    generator: torch.Generator) -> list[torch.Tensor]:
     """Embeddings of every real training image, one (N_c, D) float32 CPU tensor per class (rows in the
-    order of ``real.indices_by_class[c]``). Network weights come from torch's default generator."""
+    order of ``real.indices_by_class[c]``). Network weights come from torch's default generator; the
+    training's shuffles from ``generator``."""
     data = real.data  # in memory or streamed from its files
     net = build_model(settings.model, spec.channels, spec.num_classes, spec.image_size).to(device)
-    if settings.epochs:
-        opt = torch.optim.SGD(net.parameters(), lr=settings.lr, momentum=0.9, weight_decay=5e-4)
-        net.train()
-        for _ in range(settings.epochs):
-            order = torch.randperm(len(data), generator=generator)
-            train_epoch(net, opt, data if data.streamed else data.images, data.labels, order, settings.batch_size,
-                        DSA("none"), generator)
+    fit_network(net, data, settings.recipe, generator)
     net.eval()
     with torch.no_grad():
-        feats = torch.cat([net.embed(x.to(device)).cpu() for _, x in data.batches(None, settings.batch_size)])
+        feats = torch.cat([net.embed(x.to(device)).cpu() for _, x in data.batches(None, settings.recipe.batch_size)])
     return [feats[idx] for idx in real.indices_by_class]
 
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +40,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from datadistill.augment import DSA, parse_strategy
 from datadistill.data import DatasetSpec, LabelledImages, iter_batches
 from datadistill.errors import ConfigError, ScoresFileError
 from datadistill.models import MODELS, build_model
 from datadistill.runtime import make_generator
-from datadistill.training import train_epoch
+from datadistill.training import FitState, Hooks, TrainRecipe, fit_network, holds_recipe, recipe_settings_dict
 
 SCORES = ("el2n", "grand", "forgetting", "uncertainty")
 KEEP = ("hardest", "easiest")
@@ -161,19 +160,27 @@ def forgetting_events(correct_history: torch.Tensor | Sequence[Sequence[bool]],
 
 
 # --------------------------------------------------------------------------- settings and results
+SCORE_RECIPE = TrainRecipe(epochs=2, lr=0.01, batch_size=256, momentum=0.9, weight_decay=5e-4, schedule="constant",
+                           augmentation=None)
+"""Scoring networks: a few epochs of SGD (momentum 0.9, weight decay 5e-4, constant lr 0.01) on the
+training set with the dataset's DSA strategy."""
+
+
+@holds_recipe("epochs", "lr", "momentum", "weight_decay", "batch_size", "dsa_strategy")
 @dataclass(frozen=True)
 class ScoreSettings:
-    """How the scoring networks are built and trained.
+    """How the scoring networks are built and trained; the flat keys ``epochs``, ``lr``,
+    ``momentum``, ``weight_decay``, ``batch_size``, ``dsa_strategy`` are the recipe's
+    (:func:`datadistill.training.holds_recipe`).
 
     Attributes:
         model: registered model name (:func:`datadistill.models.build_model`).
         num_networks: networks whose scores are averaged (≥ 1).
-        epochs: training epochs per network before scoring (≥ 0; ``forgetting`` needs ≥ 1, and
-            records one presentation per epoch). Paul et al. score after a few epochs (early training).
-        lr, momentum, weight_decay: SGD settings (lr > 0, momentum in [0, 1), weight decay ≥ 0).
-        batch_size: training and scoring mini-batch size (≥ 1).
-        dsa_strategy: DSA strategy of the training batches; None = the dataset's
-            ``spec.dsa_strategy``, ``"none"`` = no augmentation.
+        recipe: the training of every network (default :data:`SCORE_RECIPE`): ``epochs`` ≥ 0 before
+            scoring (``forgetting`` needs ≥ 1, and records one presentation per epoch; Paul et al.
+            score after a few epochs, early training); SGD ``lr``, ``momentum``, ``weight_decay``;
+            ``batch_size`` of training and scoring; DSA of the training batches, None = the
+            dataset's ``spec.dsa_strategy``, ``"none"`` = no augmentation.
         seed: network k uses ``seed + k`` (≥ 0).
         grad_chunk: samples per vmapped per-sample-gradient batch of GraNd (≥ 1; memory only).
 
@@ -184,19 +191,12 @@ class ScoreSettings:
 
     model: str = "convnet"
     num_networks: int = 3
-    epochs: int = 2
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 256
-    dsa_strategy: str | None = None
+    recipe: TrainRecipe = SCORE_RECIPE
     seed: int = 0
     grad_chunk: int = 64
 
     def __post_init__(self) -> None:
         MODELS.get(self.model)
-        def number(v: Any) -> bool:
-            return isinstance(v, (int, float)) and not isinstance(v, bool)
 
         def integer(v: Any) -> bool:
             return isinstance(v, int) and not isinstance(v, bool)
@@ -204,20 +204,17 @@ class ScoreSettings:
         checks = (
             ("num_networks", self.num_networks, integer(self.num_networks) and self.num_networks >= 1,
              "an integer ≥ 1"),
-            ("epochs", self.epochs, integer(self.epochs) and self.epochs >= 0, "an integer ≥ 0"),
-            ("lr", self.lr, number(self.lr) and self.lr > 0, "a number > 0"),
-            ("momentum", self.momentum, number(self.momentum) and 0 <= self.momentum < 1, "a number in [0, 1)"),
-            ("weight_decay", self.weight_decay, number(self.weight_decay) and self.weight_decay >= 0,
-             "a number ≥ 0"),
-            ("batch_size", self.batch_size, integer(self.batch_size) and self.batch_size >= 1, "an integer ≥ 1"),
+            ("lr", self.recipe.lr, self.recipe.lr is not None, "a number > 0"),
             ("seed", self.seed, integer(self.seed) and self.seed >= 0, "an integer ≥ 0"),
             ("grad_chunk", self.grad_chunk, integer(self.grad_chunk) and self.grad_chunk >= 1, "an integer ≥ 1"),
         )
         for name, value, ok, accepted in checks:
             if not ok:
-                raise ConfigError(f"score setting {name}={value!r} is invalid: expected {accepted}")
-        if self.dsa_strategy is not None:
-            parse_strategy(self.dsa_strategy)
+                raise ConfigError(f"{name} = {value!r} is invalid: expected {accepted}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings with the recipe's flat keys."""
+        return recipe_settings_dict(self)
 
 
 def check_score(score: str) -> str:
@@ -297,12 +294,13 @@ class DifficultyScores:
 
 
 # --------------------------------------------------------------------------- computing scores
-def train_scoring_network(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: ScoreSettings,
-                          dsa: DSA, generator: torch.Generator, record: bool = False) -> torch.Tensor | None:
-    """Train ``net`` in place for ``settings.epochs`` epochs (SGD, shuffled mini-batches, DSA per batch).
+def train_scoring_network(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, recipe: TrainRecipe,
+                          generator: torch.Generator, record: bool = False) -> torch.Tensor | None:
+    """Train ``net`` in place with ``recipe`` (resolved: lr and DSA strategy set) through
+    :func:`datadistill.training.fit_network`.
 
     Args:
-        images: (N, C, H, W) float32 normalised, on the network's device.
+        images: (N, C, H, W) float32 normalised, on the network's device (or a streamed set).
         labels: (N,) int64 on the same device.
         generator: CPU generator for shuffling and augmentation.
         record: also return the correctness of every sample on the forward pass of its mini-batch
@@ -311,19 +309,12 @@ def train_scoring_network(net: nn.Module, images: torch.Tensor, labels: torch.Te
     Returns:
         (epochs, N) bool CPU history if ``record``, else None.
     """
-    n = len(labels)
-    history = torch.zeros(settings.epochs, n, dtype=torch.bool) if record else None
-    opt = torch.optim.SGD(net.parameters(), lr=settings.lr, momentum=settings.momentum,
-                          weight_decay=settings.weight_decay)
-    net.train()
-    for epoch in range(settings.epochs):
-        order = torch.randperm(n, generator=generator).to(labels.device)
+    history = torch.zeros(recipe.epochs, len(labels), dtype=torch.bool) if record else None
 
-        def record_correct(idx: torch.Tensor, logits: torch.Tensor, epoch: int = epoch) -> None:
-            history[epoch, idx.cpu()] = (logits.detach().argmax(dim=1) == labels[idx]).cpu()
+    def record_correct(state: FitState, idx: torch.Tensor, logits: torch.Tensor) -> None:
+        history[state.epoch, idx.cpu()] = (logits.detach().argmax(dim=1) == labels[idx]).cpu()
 
-        train_epoch(net, opt, images, labels, order, settings.batch_size, dsa, generator,
-                    record_correct if history is not None else None)
+    fit_network(net, (images, labels), recipe, generator, Hooks(on_batch=record_correct if record else None))
     return history
 
 
@@ -336,9 +327,9 @@ def _score_network(score: str, net: nn.Module, images: torch.Tensor, labels: tor
         if isinstance(images, torch.Tensor):
             return grand(net, images, labels, settings.grad_chunk)
         return torch.cat([grand(net, x.to(device), labels[idx.to(device)], settings.grad_chunk)
-                          for idx, x in iter_batches(images, order, settings.batch_size)])
+                          for idx, x in iter_batches(images, order, settings.recipe.batch_size)])
     with torch.no_grad():
-        logits = torch.cat([net(x.to(device)) for _, x in iter_batches(images, order, settings.batch_size)])
+        logits = torch.cat([net(x.to(device)) for _, x in iter_batches(images, order, settings.recipe.batch_size)])
     values = el2n(logits, labels) if score == "el2n" else uncertainty(logits)
     return values.cpu()
 
@@ -365,7 +356,7 @@ def compute_scores(score: str, data: LabelledImages, spec: DatasetSpec, settings
         ConfigError: unknown score, ``forgetting`` with 0 epochs, an empty set, or labels out of range.
     """
     check_score(score)
-    if score == "forgetting" and settings.epochs < 1:
+    if score == "forgetting" and settings.recipe.epochs < 1:
         raise ConfigError("the forgetting score needs epochs ≥ 1 (events are counted over training), got 0")
     n = len(data)
     if n == 0:
@@ -374,8 +365,7 @@ def compute_scores(score: str, data: LabelledImages, spec: DatasetSpec, settings
         raise ConfigError(f"labels must be in [0, {spec.num_classes}) for {spec.name}, "
                           f"got {int(data.labels.min())}..{int(data.labels.max())}")
     device = torch.device(device)
-    strategy = spec.dsa_strategy if settings.dsa_strategy is None else settings.dsa_strategy
-    dsa = DSA(strategy)
+    recipe = settings.recipe.resolved(augmentation=spec.dsa_strategy)
     # in memory: the whole set on the device; streamed: decoded batch by batch
     images = data if data.streamed else data.images.to(device)
     labels = data.labels.long().to(device)
@@ -387,8 +377,7 @@ def compute_scores(score: str, data: LabelledImages, spec: DatasetSpec, settings
             torch.manual_seed(settings.seed + k)
             generator = make_generator(settings.seed + k)
             net = build_model(settings.model, spec.channels, spec.num_classes, spec.image_size).to(device)
-            history = train_scoring_network(net, images, labels, settings, dsa, generator,
-                                            record=score == "forgetting")
+            history = train_scoring_network(net, images, labels, recipe, generator, record=score == "forgetting")
             if history is not None:
                 values = forgetting_events(history)
             else:
@@ -399,7 +388,7 @@ def compute_scores(score: str, data: LabelledImages, spec: DatasetSpec, settings
     from datadistill._version import __version__
 
     metadata = {"dataset": spec.name, "score": score, "num_images": n, "num_classes": spec.num_classes,
-                "settings": {**asdict(settings), "dsa_strategy": strategy}, "package_version": __version__}
+                "settings": {**settings.as_dict(), "dsa_strategy": recipe.augmentation}, "package_version": __version__}
     return DifficultyScores(score, (total / settings.num_networks).float(), data.labels.long().cpu(), metadata)
 
 

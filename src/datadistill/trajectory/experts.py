@@ -21,27 +21,26 @@ equals an uninterrupted one).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from datadistill._version import __version__
-from datadistill.augment import DSA
 from datadistill.data import SplitDataset
 from datadistill.config import check_fields
 from datadistill.errors import ConfigError, TrajectoryFileError
-from datadistill.evaluation import accuracy
 from datadistill.fsutil import atomic_write_text, check_output_folder
 from datadistill.io.tensor_file import read_tensor_file, write_tensor_file
 from datadistill.models import MODELS, build_model
 from datadistill.runtime import make_generator
-from datadistill.training import train_epoch
+from datadistill.training import FitState, Hooks, TrainRecipe, accuracy, fit_network, holds_recipe, recipe_settings_dict
 
 MANIFEST = "experts.json"
 FORMAT = "datadistill.expert_trajectories"
@@ -106,17 +105,26 @@ class Curriculum:
         return torch.cat(parts)
 
 
+EXPERT_RECIPE = TrainRecipe(epochs=50, lr=0.01, batch_size=256, momentum=0.0, weight_decay=0.0, schedule="constant",
+                            augmentation=None)
+"""MTT's ``buffer.py``: plain SGD at lr 0.01 (lr_teacher), no momentum or weight decay, mini-batches of
+256, constant lr, the dataset's DSA strategy, 50 epochs."""
+
+
+@holds_recipe("epochs", "lr", "momentum", "weight_decay", "batch_size", "dsa_strategy")
 @dataclass(frozen=True)
 class ExpertSettings:
-    """How experts are trained (defaults: MTT's ``buffer.py``).
+    """How experts are trained (defaults: MTT's ``buffer.py``); the flat keys ``epochs``, ``lr``,
+    ``momentum``, ``weight_decay``, ``batch_size``, ``dsa_strategy`` are the recipe's
+    (:func:`datadistill.training.holds_recipe`).
 
     Attributes:
         model: registered model name.
         num_experts: trajectories to train (≥ 1).
-        epochs: epochs per expert (≥ 1); epoch files 0 … epochs are written.
-        lr: SGD learning rate (MTT's lr_teacher), momentum, weight_decay: SGD settings.
-        batch_size: mini-batch size.
-        dsa_strategy: DSA on every batch; None = the dataset's default; ``none`` disables it.
+        recipe: the training of every expert (default :data:`EXPERT_RECIPE`): ``epochs`` ≥ 1 per
+            expert (epoch files 0 … epochs are written); SGD ``lr`` (MTT's lr_teacher), ``momentum``,
+            ``weight_decay``, ``batch_size``; DSA on every batch, None = the dataset's default,
+            ``none`` disables it; constant lr.
         seed: expert k draws its initial weights and its data stream from ``seed + k``.
         zca_eps: ZCA-whiten the inputs (fitted on the training set) with this eps; None = no ZCA.
         curriculum: PAD's data schedule, or None (every epoch sees the whole training set).
@@ -124,12 +132,7 @@ class ExpertSettings:
 
     model: str = "convnet"
     num_experts: int = 5
-    epochs: int = 50
-    lr: float = 0.01
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    batch_size: int = 256
-    dsa_strategy: str | None = None
+    recipe: TrainRecipe = EXPERT_RECIPE
     seed: int = 0
     zca_eps: float | None = None
     curriculum: Curriculum | None = None
@@ -137,16 +140,14 @@ class ExpertSettings:
     def __post_init__(self) -> None:
         MODELS.get(self.model)
         checks = [("num_experts", self.num_experts >= 1, "an integer ≥ 1"),
-                  ("epochs", self.epochs >= 1, "an integer ≥ 1"),
-                  ("lr", self.lr > 0 and math.isfinite(self.lr), "a finite number > 0"),
-                  ("momentum", 0 <= self.momentum < 1, "a number in [0, 1)"),
-                  ("weight_decay", self.weight_decay >= 0, "a number ≥ 0"),
-                  ("batch_size", self.batch_size >= 1, "an integer ≥ 1"),
+                  ("epochs", self.recipe.epochs >= 1, "an integer ≥ 1"),
+                  ("lr", self.recipe.lr is not None, "a finite number > 0"),
                   ("zca_eps", self.zca_eps is None or self.zca_eps > 0, "a number > 0 (or unset: no ZCA)")]
         check_fields(self, checks)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings with the recipe's flat keys (as written in ``experts.json``)."""
+        return recipe_settings_dict(self)
 
 
 def _epoch_path(root: Path, expert: int, epoch: int) -> Path:
@@ -175,6 +176,38 @@ def _save_epoch(path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, ge
 
 def _read_epoch(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return read_tensor_file(path, FORMAT, FORMAT_VERSION, TrajectoryFileError, "expert epoch")
+
+
+def _trajectory_hooks(root: Path, k: int, done: int, meta: dict[str, Any], test, device: torch.device,
+                      curriculum: Curriculum | None, order_by_class: list[torch.Tensor] | None,
+                      progress: Callable[[int, int, float], None] | None) -> Hooks:
+    """The :func:`fit_network` hooks that make expert ``k``'s run a saved trajectory: at the start,
+    restore the last finished epoch ``done`` (parameters, RNG state, momentum) or save epoch 0; each
+    epoch on the curriculum's subset (when given); after each, test and save the epoch."""
+
+    def start(state: FitState) -> None:
+        if done >= 0:  # resume from the last finished epoch
+            tensors, _ = _read_epoch(_epoch_path(root, k, done))
+            state.generator.set_state(tensors.pop(_RNG_KEY))
+            momentum = {n[len(_MOMENTUM_PREFIX):]: tensors.pop(n) for n in list(tensors)
+                        if n.startswith(_MOMENTUM_PREFIX)}
+            state.net.load_state_dict(tensors)
+            for name, p in state.net.named_parameters():
+                if name in momentum:
+                    state.optimiser.state[p]["momentum_buffer"] = momentum[name].to(device)
+        else:
+            _save_epoch(_epoch_path(root, k, 0), state.net, state.optimiser, state.generator,
+                        {**meta, "epoch": 0, "test_accuracy": None})
+
+    def epoch_end(state: FitState) -> None:
+        acc = accuracy(state.net, test, device)
+        _save_epoch(_epoch_path(root, k, state.epoch), state.net, state.optimiser, state.generator,
+                    {**meta, "epoch": state.epoch, "test_accuracy": acc, "train_images": state.images_seen})
+        if progress:
+            progress(k, state.epoch, acc)
+
+    subset = None if curriculum is None else (lambda epoch: curriculum.subset(epoch, order_by_class))
+    return Hooks(on_start=start, epoch_indices=subset, on_epoch_end=epoch_end)
 
 
 def train_experts(data: SplitDataset, out_dir: str | os.PathLike, settings: ExpertSettings,
@@ -217,43 +250,21 @@ def train_experts(data: SplitDataset, out_dir: str | os.PathLike, settings: Expe
                                   f"choose another --out or the same settings to resume")
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    dsa = DSA(settings.dsa_strategy or spec.dsa_strategy)
+    recipe = dataclasses.replace(settings.recipe, augmentation=settings.recipe.augmentation or spec.dsa_strategy)
     train = data.train.to(device)
     test = data.test.to(device)
     for k in range(settings.num_experts):
-        done = _finished_epochs(root, k, settings.epochs)
-        if done == settings.epochs:
+        done = _finished_epochs(root, k, recipe.epochs)
+        if done == recipe.epochs:
             continue
         torch.manual_seed(settings.seed + k)
         net = build_model(settings.model, spec.channels, spec.num_classes, spec.image_size).to(device)
-        opt = torch.optim.SGD(net.parameters(), lr=settings.lr, momentum=settings.momentum,
-                              weight_decay=settings.weight_decay)
         generator = make_generator(settings.seed + k)
         meta = {"dataset": spec.name, "model": settings.model, "expert": k, "seed": settings.seed + k,
                 "preprocessing": manifest["preprocessing"]}
-        if done >= 0:  # resume from the last finished epoch
-            tensors, _ = _read_epoch(_epoch_path(root, k, done))
-            generator.set_state(tensors.pop(_RNG_KEY))
-            momentum = {n[len(_MOMENTUM_PREFIX):]: tensors.pop(n) for n in list(tensors) if n.startswith(_MOMENTUM_PREFIX)}
-            net.load_state_dict(tensors)
-            for name, p in net.named_parameters():
-                if name in momentum:
-                    opt.state[p]["momentum_buffer"] = momentum[name].to(device)
-        else:
-            _save_epoch(_epoch_path(root, k, 0), net, opt, generator, {**meta, "epoch": 0, "test_accuracy": None})
-        for epoch in range(max(done, 0), settings.epochs):  # epoch files 0 … done hold done epochs of training
-            if settings.curriculum is not None:
-                subset = settings.curriculum.subset(epoch, order_by_class).to(device)
-            else:
-                subset = torch.arange(len(train), device=device)
-            net.train()
-            order = subset[torch.randperm(len(subset), generator=generator).to(device)]
-            train_epoch(net, opt, train, train.labels, order, settings.batch_size, dsa, generator)
-            acc = accuracy(net, test, device)
-            _save_epoch(_epoch_path(root, k, epoch + 1), net, opt, generator,
-                        {**meta, "epoch": epoch + 1, "test_accuracy": acc, "train_images": len(subset)})
-            if progress:
-                progress(k, epoch + 1, acc)
+        hooks = _trajectory_hooks(root, k, done, meta, test, device, settings.curriculum, order_by_class, progress)
+        # epoch files 0 … done hold done epochs of training: continue with epoch done (0-based)
+        fit_network(net, train, recipe, generator, hooks, start_epoch=max(done, 0))
     return root
 
 
