@@ -100,8 +100,8 @@ def test_flat_type_hints_list_the_user_facing_keys():
 
 
 def test_every_settings_class_holds_a_recipe_and_no_copy_of_its_fields(tiny_model):
-    from datadistill.apps.federated import LocalTraining
-    from datadistill.apps.nas import RealProxySettings
+    from datadistill.experiments.federated import LocalTraining
+    from datadistill.experiments.nas import RealProxySettings
     from datadistill.selection.coreset import FeatureSettings
     from datadistill.selection.difficulty import ScoreSettings
     from datadistill.trajectory.experts import ExpertSettings
