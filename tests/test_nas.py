@@ -1,4 +1,4 @@
-"""Architecture search with a synthetic proxy (experiments/nas.py), the MLP's width/depth arguments and
+"""Architecture search with a synthetic proxy (experiments/nas/), the MLP's width/depth arguments and
 EvalSettings.model_args."""
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def test_shipped_spaces_parse_and_fit_mnist():
     # every candidate builds for MNIST (the DC space: its largest, deepest corner, to stay quick)
     biggest = [c for c in dc.candidates() if c.args["depth"] == 4 and c.args["width"] == 256]
     for cands in (cpu.candidates(), mlp.candidates(), biggest):
-        params = nas._check_candidates(cands, (1, 28, 28), 10)
+        params = nas.check_candidates(cands, (1, 28, 28), 10)
         assert len(params) == len(cands) and all(p > 0 for p in params)
 
 
@@ -345,7 +345,7 @@ def test_candidate_seed_depends_on_seed_and_index_only():
 
 def test_validation_is_carved_from_training_and_the_subset_is_per_class():
     data = make_tiny_dataset()
-    syn, train, val, test = nas._prepare_splits(data, tiny_synthetic(), 12, 5, seed=0)
+    syn, train, val, test = nas.prepare_splits(data, tiny_synthetic(), 12, 5, seed=0)
     assert len(val) == 12 and len(train) == 5 * 3
     assert torch.bincount(train.labels, minlength=3).tolist() == [5, 5, 5]
     assert test is data.test  # the test set is left as it is
@@ -355,7 +355,7 @@ def test_validation_is_carved_from_training_and_the_subset_is_per_class():
         return {int((flat == x).all(dim=1).nonzero()[0]) for x in images.flatten(1)}
 
     assert rows_of(val.images).isdisjoint(rows_of(train.images))
-    again = nas._prepare_splits(data, tiny_synthetic(), 12, 5, seed=0)
+    again = nas.prepare_splits(data, tiny_synthetic(), 12, 5, seed=0)
     assert torch.equal(again[1].images, train.images) and torch.equal(again[2].images, val.images)
     assert syn.zca is None and syn.metadata["num_classes"] == 3
 

@@ -10,6 +10,7 @@ from datadistill._version import __version__
 from datadistill.api import DistillResult, distill, evaluate_file, run_distill
 from datadistill.config import DistillConfig, build_config
 from datadistill.data import load_dataset
+from datadistill import experiments  # noqa: F401  (the experiments register their report sections)
 from datadistill.io import SyntheticSet, load_synthetic_set, save_synthetic_set
 from datadistill.methods import METHODS
 from datadistill.models import build_model

@@ -401,15 +401,15 @@ def baseline(dataset, device, data_root, out, image_size, stream, num_workers, *
 @click.option("--device", default="auto", show_default=True)
 @click.option("--data-root", type=click.Path(file_okay=False), default=None)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for nas.json/csv/md/png.")
-def nas(synthetic, space, out, **settings) -> None:
+def nas(synthetic, space, out, **flags) -> None:
     """Neural architecture search proxy: rank a space of architectures on the synthetic set and on real data."""
-    from datadistill.experiments.nas import run_nas
+    from datadistill.experiments.nas import NASSettings, run_nas
 
     def progress(phase, done, total, row):
         acc = row.get(f"{phase}_val_accuracy")
         click.echo(f"{phase} {done}/{total}: {row['name']} validation accuracy {acc:.2f} %")
 
-    r = run_nas(synthetic, space, out, progress=progress, **settings)
+    r = run_nas(synthetic, space, out, NASSettings.from_mapping(flags), progress=progress)
     s, t = r.summary, r.times
     rho = s["spearman"].get("all")
     click.echo(f"Spearman ρ (all {s['candidates']}): {rho:.3f}" if rho is not None else "Spearman ρ undefined")

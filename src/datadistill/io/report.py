@@ -2,9 +2,12 @@
 
 Reads what ``datadistill distill`` wrote (``metrics.json``; ``config.yaml``, ``init.png``,
 ``synthetic.png``, ``distill.log``), what ``datadistill evaluate --out RUN_DIR`` wrote
-(``evaluation.json``), the learning curves (``curves.json``), what the applications wrote
-(``nas``, ``continual``, ``federated``: ``<app>.json``, ``<app>.md``, ``<app>.png``) and any other
-``*.png`` in the folder. A folder needs ``metrics.json`` or an application's JSON.
+(``evaluation.json``), the learning curves (``curves.json``), what the experiments wrote (each
+registered :class:`ReportSection`: ``<name>.json``, ``<name>.md``, ``<name>.png``) and any other
+``*.png`` in the folder. A folder needs ``metrics.json`` or a registered section's JSON.
+
+This module names no experiment: each registers its section with :func:`register_report_section`
+when it is imported (``datadistill.experiments`` imports them all; the package top imports it).
 The page has no external resources: images are base64 data URIs, the CSS is inline, and the only
 script is a few lines that record, after ``load``, how many images decoded (``data-images-loaded``
 and ``data-images-total`` on ``<body>``), so a browser test can check them.
@@ -17,6 +20,7 @@ import json
 import math
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -27,10 +31,37 @@ from datadistill.errors import ConfigError
 from datadistill.fsutil import atomic_write_text
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-APPS = {"nas": "Architecture search proxy (datadistill nas)",
-        "continual": "Continual learning (datadistill continual)",
-        "federated": "Federated learning, FedD3 against FedAvg (datadistill federated)"}
-KNOWN_PNGS = ("init.png", "synthetic.png", *(f"{app}.png" for app in APPS))
+RUN_PNGS = ("init.png", "synthetic.png")
+
+
+@dataclass(frozen=True)
+class ReportSection:
+    """An experiment's section of the report, shown when its folder holds ``<name>.json``: the
+    title, ``<name>.md`` as text, the figure ``<name>.png`` and the JSON's ``settings`` as a table.
+
+    Attributes:
+        name: the experiment's file stem (``x`` for ``x.json``, ``x.md`` and ``x.png``).
+        title: the section's heading.
+    """
+
+    name: str
+    title: str
+
+
+#: the registered sections, in registration order (the order of a report's sections)
+REPORT_SECTIONS: dict[str, ReportSection] = {}
+
+
+def register_report_section(name: str, title: str) -> ReportSection:
+    """Register (or, under a name already taken, replace in its place) the report section of the
+    experiment whose files are ``<name>.json``, ``<name>.md`` and ``<name>.png``. Returns it."""
+    section = ReportSection(name, title)
+    REPORT_SECTIONS[name] = section
+    return section
+
+
+def _known_pngs() -> tuple[str, ...]:
+    return (*RUN_PNGS, *(f"{name}.png" for name in REPORT_SECTIONS))
 LOG_LINES = 200
 
 CSS = """
@@ -336,7 +367,7 @@ def _cost(ev: Any) -> str:
 
 
 def _others(run: Path) -> str:
-    names = sorted(p.name for p in run.glob("*.png") if p.name not in KNOWN_PNGS and not p.name.startswith("."))
+    names = sorted(p.name for p in run.glob("*.png") if p.name not in _known_pngs() and not p.name.startswith("."))
     if not names:
         return ""
     parts = []
@@ -347,11 +378,12 @@ def _others(run: Path) -> str:
     return "<h2>Other figures</h2>\n" + "\n".join(parts)
 
 
-def _apps(run: Path) -> str:
-    """One section per application output in the folder: its markdown summary (as text), its figure
-    and its settings."""
+def _sections(run: Path) -> str:
+    """One section per registered experiment whose JSON is in the folder: its markdown summary (as
+    text), its figure and its settings."""
     parts = []
-    for app, title in APPS.items():
+    for app, section in REPORT_SECTIONS.items():
+        title = section.title
         data, why = _read_json(run / f"{app}.json")
         if data is None and why is None:
             continue
@@ -392,11 +424,11 @@ def render_report(run_dir: str | os.PathLike) -> str:
     if not run.is_dir():
         raise ConfigError(f"run folder {run} does not exist or is not a folder")
     metrics_path = run / "metrics.json"
-    apps = _apps(run)
+    apps = _sections(run)
     if not metrics_path.is_file():
         if not apps:
             raise ConfigError(f"run folder {run} has no metrics.json (written by datadistill distill) and no "
-                              f"{', '.join(a + '.json' for a in APPS)}: nothing to report")
+                              f"{', '.join(a + '.json' for a in REPORT_SECTIONS)}: nothing to report")
         title = "application results"
         sections = [apps, _others(run)]
     else:
@@ -429,13 +461,13 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     flattened as ``method_args.name``), initial and final grids, loss curve (``metrics.json``'s
     ``loss_history``), evaluation table (``metrics.json`` and ``evaluation.json``), learning curves
     (``curves.json``), cost against the whole-data baseline (``evaluation.json``), other ``*.png``
-    figures, and the log. A missing optional file leaves its section with a short note. A folder of
-    ``datadistill nas``, ``continual`` or ``federated`` gets one section per application (its
-    summary, figure and settings).
+    figures, and the log. A missing optional file leaves its section with a short note. A folder
+    holding an experiment's results gets that experiment's registered section (its summary, figure
+    and settings; :data:`REPORT_SECTIONS`).
 
     Raises:
-        ConfigError: ``run_dir`` is not a folder, or has neither a readable ``metrics.json`` nor an
-            application's JSON.
+        ConfigError: ``run_dir`` is not a folder, or has neither a readable ``metrics.json`` nor a
+            registered section's JSON.
     """
     html = render_report(run_dir)
     return atomic_write_text(Path(out) if out is not None else Path(run_dir) / "report.html", html)
