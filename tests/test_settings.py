@@ -79,7 +79,7 @@ def test_config_module_keeps_its_names():
 def test_unknown_key_lists_the_accepted_ones_and_the_closest():
     with pytest.raises(ConfigError) as info:
         refuse_unknown(["epochs", "epoch"], ["epochs", "lr", "batch"], what="demo", where=" in x.yaml")
-    assert str(info.value) == ("unknown demo setting 'epoch' in x.yaml: expected one of batch, epochs, lr; "
+    assert str(info.value) == ("unknown demo setting 'epoch' in x.yaml: expected one of epochs, lr, batch; "
                                "did you mean 'epochs'?")
     assert did_you_mean("zzz", ["epochs"]) == ""
     refuse_unknown(["lr"], ["lr"])  # nothing to refuse
@@ -157,6 +157,8 @@ def test_merge_helpers():
     assert base == {"a": {"x": 1}, "b": 1}  # unchanged
     assert merge_layers({"k": 1, "n": {"a": 1}}, None, {"k": None, "n": {"b": 2}}, nested=["n"]) == {
         "k": 1, "n": {"a": 1, "b": 2}}
+    assert merge_layers({"k": 1, "n": {"a": 1}}, {"k": None, "n": None}, nested=["n"], keep_none=True) == {
+        "k": None, "n": {"a": 1}}
 
 
 @pytest.mark.parametrize("text, match", [("[1, 2]\n", "must hold a mapping"), ("a: [1\n", "not valid YAML")])

@@ -275,9 +275,10 @@ def import_cmd(path, dataset, out, experiment, zca_eps, data_root) -> None:
               help="Run no cell: tabulate and plot the finished ones, the rest shown as not run yet.")
 def compare(config_file, out, no_run) -> None:
     """Run a grid of methods × IPC × init × seeds; write results.csv/json/md and plots. Finished cells are reused."""
-    from datadistill.experiments.compare import run_compare
+    from datadistill.experiments.compare import CompareSettings, run_compare
 
-    result = run_compare(config_file, out, progress=lambda cell, status: click.echo(f"{cell}: {status}"), run=not no_run)
+    result = run_compare(CompareSettings.build(config_file), out,
+                         progress=lambda cell, status: click.echo(f"{cell}: {status}"), run=not no_run)
     click.echo(f"wrote {result.out}/results.csv, results.json, results.md, accuracy_vs_ipc.png, accuracy_vs_time.png")
     if not result.ok:
         for row in result.failures:

@@ -117,8 +117,9 @@ def did_you_mean(key: str, known: Iterable[str]) -> str:
 
 def refuse_unknown(keys: Iterable[str], known: Iterable[str], *, what: str = "", where: str = "") -> None:
     """Raise ConfigError for the first of ``keys`` not in ``known``:
-    ``unknown {what} setting 'k'{where}: expected one of a, b, c; did you mean 'b'?``."""
-    known = sorted(known)
+    ``unknown {what} setting 'k'{where}: expected one of a, b, c; did you mean 'b'?`` (``known`` in
+    the order given)."""
+    known = list(known)
     for key in keys:
         if key not in known:
             kind = f"{what} setting" if what else "setting"
@@ -146,7 +147,7 @@ def coerce_values(cls: type, values: Mapping[str, Any], *, what: str = "", where
     """``values`` checked against the fields of the dataclass ``cls`` (unknown keys refused, see
     :func:`refuse_unknown`) and coerced to the field types (:func:`coerce`)."""
     hints = settings_type_hints(cls)
-    refuse_unknown(values, hints, what=what, where=where)
+    refuse_unknown(values, sorted(hints), what=what, where=where)
     return {key: coerce(key, value, hints[key]) for key, value in values.items()}
 
 
@@ -183,15 +184,17 @@ def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, A
     return out
 
 
-def merge_layers(*layers: Mapping[str, Any] | None, nested: Iterable[str] = (),
-                 where: Iterable[str] = ()) -> dict[str, Any]:
-    """Settings layers merged in order (later wins); None values are ignored; the ``nested`` keys
-    hold mappings merged key by key (:func:`deep_merge`), an unset or null one counting as empty.
+def merge_layers(*layers: Mapping[str, Any] | None, nested: Iterable[str] = (), where: Iterable[str] = (),
+                 keep_none: bool = False) -> dict[str, Any]:
+    """Settings layers merged in order (later wins); the ``nested`` keys hold mappings merged key
+    by key (:func:`deep_merge`), an unset or null one counting as empty.
 
     Args:
         layers: mappings of settings (None = an empty layer).
         nested: keys whose values are mappings of settings.
         where: per layer, a text naming it in errors (e.g. ``" in run.yaml"``); missing = ``""``.
+        keep_none: a None value sets the key to None (default: None values are ignored, as unset
+            CLI flags are).
 
     Raises:
         ConfigError: a nested key whose value is not a mapping, naming the layer.
@@ -201,7 +204,7 @@ def merge_layers(*layers: Mapping[str, Any] | None, nested: Iterable[str] = (),
     out: dict[str, Any] = {}
     for k, layer in enumerate(layers):
         for key, value in (layer or {}).items():
-            if value is None:
+            if value is None and (key in nested or not keep_none):
                 continue
             if key in nested:
                 if not isinstance(value, Mapping):
@@ -263,8 +266,8 @@ class SettingsBase:
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
-        """The accepted keys: the field names."""
-        return field_names(cls)
+        """The accepted keys, in declaration order (:func:`settings_type_hints`)."""
+        return tuple(settings_type_hints(cls))
 
     @classmethod
     def check_keys(cls, keys: Iterable[str], where: str = "") -> None:

@@ -1,0 +1,148 @@
+"""Running a comparison grid: every cell with :func:`datadistill.api.run_distill`, finished cells
+reused (:class:`~datadistill.experiments.record.UnitFolders`: ``cells/<cell>/cell.json`` beside the
+cell's ``metrics.json``), the tables refreshed after every cell."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from datadistill.errors import ConfigError, DatadistillError
+from datadistill.experiments.compare.report import summarize, write_plots, write_tables
+from datadistill.experiments.compare.settings import Cell, CompareSettings, load_compare
+from datadistill.experiments.record import UnitFolders
+from datadistill.fsutil import atomic_write_text, check_output_folder
+
+Progress = Callable[[str, str], None]
+
+
+@dataclass
+class CompareResult:
+    """What :func:`run_compare` returns.
+
+    Attributes:
+        out: the output folder.
+        rows: one row per cell, in table order (see :func:`cell_row`).
+        summary: one row per (label, IPC, init) (see :func:`summarize`).
+    """
+
+    out: Path
+    rows: list[dict[str, Any]]
+    summary: list[dict[str, Any]]
+
+    @property
+    def failures(self) -> list[dict[str, Any]]:
+        """The rows of the cells that raised (``status`` ``failed``, message in ``error``)."""
+        return [r for r in self.rows if r["status"] == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        """True when no cell failed."""
+        return not self.failures
+
+
+def cell_row(cell: Cell, metrics: Mapping[str, Any] | None, status: str, error: str | None = None) -> dict[str, Any]:
+    """One results row: the cell's settings, and its ``metrics.json`` figures when it ran.
+
+    Args:
+        cell: the cell.
+        metrics: its ``metrics.json`` content (None for a failed cell).
+        status: ``done`` (run now), ``reused`` (earlier results) or ``failed``.
+        error: the failure's message.
+
+    Returns:
+        A mapping with cell, label, method, dataset, ipc, init, seed, model, eval_model, num_eval,
+        eval_epochs, iterations (reached), distill_seconds, eval_seconds, accuracy_mean,
+        accuracy_std, accuracies (percent; None without evaluation), init_accuracy_mean and
+        init_accuracies (only when the initial set was evaluated), status, error.
+    """
+    c = cell.config
+    m = metrics or {}
+    row: dict[str, Any] = {
+        "cell": cell.name, "label": cell.label, "method": c.method, "dataset": c.dataset, "ipc": c.ipc,
+        "init": c.init, "seed": c.seed, "model": c.model, "eval_model": c.resolved_eval_model,
+        "num_eval": c.num_eval, "eval_epochs": c.eval_epochs, "iterations": m.get("iterations"),
+        "distill_seconds": m.get("distill_seconds"), "eval_seconds": m.get("eval_seconds"),
+        "accuracy_mean": m.get("accuracy_mean"), "accuracy_std": m.get("accuracy_std"),
+        "accuracies": m.get("accuracies"),
+    }
+    if m.get("init_accuracy_mean") is not None:
+        row.update(init_accuracy_mean=m["init_accuracy_mean"], init_accuracies=m.get("init_accuracies"))
+    row.update(status=status, error=error)
+    return row
+
+
+def run_compare(config: str | os.PathLike | Mapping[str, Any] | CompareSettings,
+                out: str | os.PathLike | None = None, progress: Progress | None = None,
+                run: bool = True) -> CompareResult:
+    """Run (or reuse) every cell of a comparison grid and write its tables and plots.
+
+    Cells run one after another with :func:`datadistill.api.run_distill`. A cell whose folder holds
+    ``metrics.json`` and a ``cell.json`` recording the same resolved config is reused, not rerun
+    (:class:`~datadistill.experiments.record.UnitFolders`).
+    A cell raising a :class:`~datadistill.errors.DatadistillError` is recorded as failed (its
+    message in the row's ``error``) and the grid goes on; other exceptions propagate. The tables are
+    rewritten after every cell that runs and once at the end, so an interrupted grid leaves the
+    finished cells tabulated.
+
+    Args:
+        config: the grid: :class:`CompareSettings`, a YAML file path or a mapping (format in
+            :mod:`datadistill.experiments.compare`).
+        out: output folder; overrides the config's ``out``.
+        progress: called with ``(cell_name, status)``, status ``reused``, ``running``, then ``done``
+            or ``failed``; ``skipped`` for a cell left unrun because ``run`` is False.
+        run: False runs nothing: the finished cells are tabulated and plotted, the others are
+            reported as not run yet (e.g. to look at a grid still running elsewhere, or one stopped
+            part-way).
+
+    Returns:
+        The rows (one per cell), the per-(label, IPC, init) summary and the output folder.
+
+    Raises:
+        ConfigError: an invalid grid (nothing runs), or no output folder given.
+    """
+    from datadistill import api
+
+    plan = load_compare(config)
+    out_value = out if out is not None else plan.out
+    if out_value is None or not str(out_value):
+        raise ConfigError("no output folder: give out: in the compare config or --out")
+    out_dir = check_output_folder(out_value)
+    atomic_write_text(out_dir / "compare.yaml", yaml.safe_dump(plan.source, sort_keys=False))
+    notify = progress or (lambda name, status: None)
+    cells = UnitFolders(out_dir / "cells", marker="cell.json", settings_key="config", result="metrics.json")
+    rows: list[dict[str, Any]] = []
+    for cell in plan.cells:
+        metrics = cells.finished(cell.name, cell.config_dict())
+        if metrics is not None:
+            rows.append(cell_row(cell, metrics, "reused"))
+            notify(cell.name, "reused")
+        elif not run:
+            notify(cell.name, "skipped")
+        else:
+            notify(cell.name, "running")
+            cell_dir = cells.begin(cell.name)  # no stale record while the folder changes
+            try:
+                api.run_distill(cell.config, cell_dir)
+                metrics = json.loads((cell_dir / "metrics.json").read_text(encoding="utf-8"))
+            except DatadistillError as exc:
+                rows.append(cell_row(cell, None, "failed", str(exc)))
+                notify(cell.name, "failed")
+            else:
+                cells.mark_finished(cell.name, cell.config_dict(), cell=cell.name, label=cell.label)
+                rows.append(cell_row(cell, metrics, "done"))
+                notify(cell.name, "done")
+            write_tables(plan, rows, out_dir)  # after every cell run, so an interrupted grid is tabulated
+    write_tables(plan, rows, out_dir)
+    rows = plan.ordered(rows)
+    summary = summarize(plan, rows)
+    write_plots(plan, summary, out_dir)
+    return CompareResult(out=out_dir, rows=rows, summary=summary)
+
+__all__ = ["CompareResult", "cell_row", "run_compare"]
