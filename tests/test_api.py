@@ -135,7 +135,7 @@ def test_evaluate_file(mnist_root, tiny_model, tmp_path):
 def test_best_iterate_selection_uses_validation_split_not_test(monkeypatch, tiny_model):
     """With select_every, candidates are scored on a validation split carved from the training set;
     the returned set is the best-scoring candidate and the test set is never used to select."""
-    import datadistill.api as api_mod
+    import datadistill.api.pipeline as api_mod
     from datadistill import DistillConfig, distill
     from helpers import make_tiny_dataset
 

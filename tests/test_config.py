@@ -246,7 +246,7 @@ def test_every_shipped_expert_config_builds():
     """Each YAML under configs/experts/ gives valid expert settings (datadistill experts --config)."""
     from pathlib import Path
 
-    from datadistill.api import _settings_from
+    from datadistill.settings import settings_from
     from datadistill.config import read_yaml_mapping
     from datadistill.data import DATASETS
     from datadistill.trajectory import Curriculum, ExpertSettings
@@ -258,5 +258,5 @@ def test_every_shipped_expert_config_builds():
         assert values.pop("dataset") in DATASETS, path
         curriculum = values.pop("curriculum", None)
         if curriculum is not None:
-            values["curriculum"] = _settings_from(Curriculum, curriculum, "curriculum")
-        assert isinstance(_settings_from(ExpertSettings, values, "expert"), ExpertSettings)
+            values["curriculum"] = settings_from(Curriculum, curriculum, what="curriculum")
+        assert isinstance(settings_from(ExpertSettings, values, what="expert"), ExpertSettings)

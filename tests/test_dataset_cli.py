@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import datadistill.api as api
+import datadistill.api.runs as api_runs
 from datadistill.cli import main
 from datadistill.data import check_dataset_name, load_dataset, load_dataset_of
 from datadistill.errors import ConfigError, UnknownNameError
@@ -146,7 +147,7 @@ def test_distill_then_evaluate_through_the_cli(tmp_path, monkeypatch, builder, f
         seen.append(data)
         return data
 
-    monkeypatch.setattr(api, "load_dataset_of", spy)
+    monkeypatch.setattr(api_runs, "load_dataset_of", spy)
     result = run("evaluate", out / "synthetic.safetensors", "--data-root", root, "--num-eval", "1",
                  "--eval-epochs", "1", "--models", eval_model)
     assert result.exit_code == 0, result.output + repr(result.exception)

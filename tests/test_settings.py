@@ -172,7 +172,6 @@ def test_read_yaml_mapping_refuses(tmp_path, text, match):
 
 # ------------------------------------------------------------------------------ the ported classes
 def test_distill_config_and_method_config_share_the_code_path():
-    from datadistill.api import _settings_from
     from datadistill.config import DistillConfig, build_config
     from datadistill.methods import DataDAMConfig
     from datadistill.trajectory import ExpertSettings
@@ -183,5 +182,5 @@ def test_distill_config_and_method_config_share_the_code_path():
     with pytest.raises(ConfigError, match=r"unknown setting 'chunks' for this method: .*did you mean 'chunk'\?"):
         DataDAMConfig.from_dict({"chunks": 2})
     with pytest.raises(ConfigError, match=r"unknown expert setting 'epoch': .*did you mean 'epochs'\?"):
-        _settings_from(ExpertSettings, {"epoch": 2}, "expert")
-    assert _settings_from(ExpertSettings, {"epochs": "2", "zca_eps": None}, "expert").epochs == 2
+        settings_from(ExpertSettings, {"epoch": 2}, what="expert")
+    assert settings_from(ExpertSettings, {"epochs": "2", "zca_eps": None}, what="expert").epochs == 2

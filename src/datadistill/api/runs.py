@@ -1,0 +1,246 @@
+"""The other commands' entry points: expert trajectories, difficulty scores, the whole-data
+baseline, evaluation of a saved set (cross-architecture, against baselines), a saved evaluation
+network, and import of other toolkits' files. Each reads its inputs, runs, and writes its outputs
+atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from datadistill._version import __version__
+from datadistill.data import LabelledImages, load_dataset, load_dataset_of
+from datadistill.evaluation import EvalSettings
+from datadistill.fsutil import atomic_write_text, check_output_folder
+from datadistill.io import SyntheticSet, load_synthetic_set, save_synthetic_set
+from datadistill.models import MODELS
+from datadistill.runtime import seed_everything, select_device
+from datadistill.settings import settings_from
+
+
+def run_experts(values: dict[str, Any], out_dir: str | os.PathLike, *, device: str = "auto",
+                data_root: str | None = None, progress=None) -> Path:
+    """Train and save expert trajectories (``datadistill experts``).
+
+    Args:
+        values: ``dataset`` plus :class:`~datadistill.trajectory.ExpertSettings` fields; ``curriculum``
+            is a mapping of :class:`~datadistill.trajectory.Curriculum` fields (with ``scores_file``).
+        out_dir: the trajectory folder (resumed when it already holds some epochs).
+
+    Raises:
+        ConfigError: an unknown or invalid setting, a scores file that does not fit the training set.
+        ScoresFileError: unreadable scores file.
+    """
+    from datadistill.errors import ConfigError
+    from datadistill.preprocess.dataset import whiten_dataset
+    from datadistill.selection.difficulty import load_scores
+    from datadistill.trajectory import Curriculum, ExpertSettings, train_experts
+
+    values = dict(values)
+    dataset = values.pop("dataset", "mnist")
+    data_options = {k: values.pop(k) for k in ("image_size", "stream", "num_workers") if k in values}
+    curriculum = values.pop("curriculum", None)
+    if curriculum is not None:
+        if not isinstance(curriculum, dict) or "scores_file" not in curriculum:
+            raise ConfigError(f"curriculum must be a mapping with a scores_file, got {curriculum!r}")
+        values["curriculum"] = settings_from(Curriculum, curriculum, what="curriculum")
+    settings = settings_from(ExpertSettings, values, what="expert")
+    data, _ = whiten_dataset(load_dataset(dataset, data_root, **data_options), settings.zca_eps)
+    order = None
+    if settings.curriculum is not None:
+        scores = load_scores(settings.curriculum.scores_file)
+        if len(scores.values) != len(data.train):
+            raise ConfigError(f"{settings.curriculum.scores_file} scores {len(scores.values)} images but the "
+                              f"{dataset} training set has {len(data.train)}")
+        order = scores.order_by_class(data.spec.num_classes)
+    seed_everything(settings.seed)
+    return train_experts(data, out_dir, settings, select_device(device), order, progress)
+
+
+def run_scores(dataset: str, score: str, out: str | os.PathLike, *, model: str = "convnet", num_networks: int = 3,
+               epochs: int = 2, seed: int = 0, zca_eps: float | None = None, device: str = "auto",
+               data_root: str | None = None, image_size: int | None = None, stream: str = "auto",
+               num_workers: int = 2):
+    """Compute per-sample difficulty scores of ``dataset``'s training set and save them to ``out``
+    (``datadistill scores``); returns the :class:`~datadistill.selection.difficulty.DifficultyScores`.
+
+    Raises:
+        ConfigError / UnknownNameError: unknown score, model or dataset, invalid settings.
+    """
+    from datadistill.preprocess.dataset import whiten_dataset
+    from datadistill.selection.difficulty import ScoreSettings, compute_scores, save_scores
+
+    settings = ScoreSettings(model=model, num_networks=num_networks, epochs=epochs, seed=seed)
+    data, _ = whiten_dataset(load_dataset(dataset, data_root, image_size=image_size, stream=stream,
+                                          num_workers=num_workers), zca_eps)
+    result = compute_scores(score, data.train, data.spec, settings, select_device(device))
+    result.metadata["zca_eps"] = zca_eps
+    save_scores(result, out)
+    return result
+
+
+def run_baseline(dataset: str, out_dir: str | os.PathLike, *, device: str = "auto", data_root: str | None = None,
+                 progress=None, image_size: int | None = None, stream: str = "auto", num_workers: int = 2,
+                 **settings):
+    """Train one network on the whole real training set (``datadistill baseline``) and write
+    ``out_dir/baseline.json`` (accuracy %, training seconds, FLOPs, per-epoch curve).
+
+    ``settings`` are :class:`~datadistill.evaluation.baseline.BaselineSettings` fields (None values ignored).
+
+    Returns:
+        The :class:`~datadistill.evaluation.baseline.BaselineResult`.
+
+    Raises:
+        ConfigError / UnknownNameError / DatasetNotFoundError: bad setting, model or dataset.
+    """
+    from datadistill.evaluation.baseline import BaselineSettings, train_whole_data
+
+    values = settings_from(BaselineSettings, {k: v for k, v in settings.items() if v is not None}, what="baseline")
+    MODELS.get(values.model)
+    out = check_output_folder(out_dir)
+    data = load_dataset(dataset, data_root, image_size=image_size, stream=stream, num_workers=num_workers)
+    result = train_whole_data(data, values, select_device(device), progress)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "baseline.json", json.dumps({**result.as_dict(), "package_version": __version__},
+                                                        indent=2) + "\n")
+    return result
+
+
+def _read_baseline(path: str | os.PathLike) -> dict[str, Any]:
+    from datadistill.errors import ConfigError
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "baseline.json"
+    if not p.is_file():
+        raise ConfigError(f"baseline file {p} does not exist: expected a baseline.json written by `datadistill baseline`")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"baseline file {p} is not valid JSON ({exc})") from None
+    need = ("dataset", "model", "accuracy", "train_seconds", "train_flops")
+    if not isinstance(data, dict) or any(k not in data for k in need):
+        raise ConfigError(f"baseline file {p} is not a datadistill baseline: expected the keys {', '.join(need)}")
+    return data
+
+
+def run_evaluate(path: str | os.PathLike, models: Sequence[str] = ("convnet",), *, out: str | os.PathLike | None = None,
+                 baselines: Sequence[str | os.PathLike] = (), save_models: str | os.PathLike | None = None,
+                 data_root: str | None = None, device: str = "auto", seed: int = 0, progress=None, **overrides):
+    """Evaluate a saved synthetic set on one or more architectures (``datadistill evaluate``).
+
+    Args:
+        path: a ``.safetensors`` synthetic set.
+        models: registered model names.
+        out: folder for ``evaluation.json`` (and ``curves.json``, ``curves.png`` when ``curve_every``
+            is set); None writes nothing.
+        baselines: ``baseline.json`` files (or their folders) of ``datadistill baseline``.
+        save_models: folder for the trained networks, ``<model>_<k>.safetensors`` (``datadistill test-model``).
+        overrides: :class:`~datadistill.evaluation.EvalSettings` fields (None = default; the DSA
+            strategy defaults to the dataset's).
+
+    Returns:
+        The :class:`~datadistill.evaluation.suite.CrossArchResult`.
+
+    Raises:
+        SyntheticSetFileError, DatasetNotFoundError, UnknownNameError, ConfigError: bad file, dataset,
+            model, setting or baseline. Nothing is written then.
+    """
+    from datadistill.evaluation.suite import evaluate_architectures
+
+    syn = load_synthetic_set(path)
+    base = [_read_baseline(b) for b in baselines]
+    for target in (out, save_models):
+        if target is not None:
+            check_output_folder(target)
+    for name in models:
+        MODELS.get(name)
+    data = load_dataset_of(syn.metadata, data_root)
+    if overrides.get("dsa_strategy") is None:
+        overrides["dsa_strategy"] = data.spec.dsa_strategy
+    settings = EvalSettings(**{"model": models[0] if models else "convnet",
+                               **{k: v for k, v in overrides.items() if v is not None}})
+    on_model = None
+    if save_models is not None:
+        from datadistill.io.model_file import save_model
+
+        spec, folder = data.spec, Path(save_models)
+
+        def on_model(model: str, k: int, net) -> None:
+            folder.mkdir(parents=True, exist_ok=True)
+            save_model(net, folder / f"{model}_{k}.safetensors", model=model, channels=spec.channels,
+                       num_classes=spec.num_classes, image_size=spec.image_size, dataset=spec.name, mean=spec.mean,
+                       std=spec.std, zca=syn.zca,
+                       extra={"synthetic_set": str(path), "seed": seed + k, "epochs": settings.epochs})
+
+    result = evaluate_architectures(syn, data.test, models, settings, select_device(device), seed=seed,
+                                    baselines=base, progress=progress, on_model=on_model)
+    result.metadata["file"] = str(path)
+    if out is not None:
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / "evaluation.json", json.dumps(result.as_dict(), indent=2) + "\n")
+        curves = result.curves()
+        if curves is not None:
+            from datadistill.io.plots import plot_learning_curves
+
+            atomic_write_text(folder / "curves.json", json.dumps(curves, indent=2) + "\n")
+            plot_learning_curves(curves, folder / "curves.png")
+    return result
+
+
+def evaluate_saved_model(path: str | os.PathLike, *, data_root: str | None = None, device: str = "auto") -> dict[str, Any]:
+    """Test a network saved by ``datadistill evaluate --save-models`` on its dataset's real test set
+    (``datadistill test-model``), whitening the test images with the ZCA stored with it.
+
+    Returns:
+        ``{"model", "dataset", "accuracy" (percent), "per_class_accuracy" {class name: percent}, "test_images"}``.
+
+    Raises:
+        ModelFileError: missing, corrupt or foreign file. DatasetNotFoundError: its dataset is not on disk.
+    """
+    from datadistill.io.model_file import load_model
+
+    from datadistill.evaluation.protocol import class_correct, per_class_percent
+
+    net, meta, zca = load_model(path)
+    data = load_dataset_of(meta, data_root, stream="off" if zca is not None else "auto")
+    dev = select_device(device)
+    test = data.test if zca is None else LabelledImages(zca.whiten(data.test.images), data.test.labels)
+    correct, count = class_correct(net.to(dev), test, dev, data.spec.num_classes)
+    rates = per_class_percent(correct, count)
+    present = [r for r in rates if r is not None]
+    return {"model": meta["model"], "dataset": meta["dataset"],
+            "accuracy": 100.0 * int(correct.sum()) / max(len(test), 1),
+            "balanced_accuracy": sum(present) / len(present) if present else None,
+            "per_class_accuracy": dict(zip(data.spec.class_names, rates)), "test_images": len(test), "file": str(path)}
+
+
+def run_import(path: str | os.PathLike, dataset: str, out: str | os.PathLike, *, experiment: int = 0,
+               zca_eps: float | None = None, data_root: str | None = None) -> SyntheticSet:
+    """Convert a synthetic set saved by the reference code (VICO's ``res_*.pt``; MTT/DATM/PAD's
+    ``images_best.pt`` + ``labels_best.pt`` + ``lr_best.pt``) into a datadistill file (``datadistill import``).
+
+    Files are read with ``torch.load(weights_only=True)``: nothing is unpickled.
+
+    Args:
+        dataset: the dataset the set was distilled from (its spec checks the shapes; with
+            ``zca_eps``, its training set fits the ZCA the reference run whitened with).
+        experiment: which experiment of a VICO file.
+        zca_eps: the run used ZCA with this eps (MTT: 0.1 on CIFAR); the ZCA is refitted on the
+            real training set (kornia, as the reference code) and stored with the set.
+
+    Raises:
+        SyntheticSetFileError: unreadable or malformed file. DatasetNotFoundError / UnknownNameError.
+    """
+    from datadistill.io.importers import import_reference
+    from datadistill.preprocess import ZCA
+
+    data = load_dataset(dataset, data_root)
+    zca = ZCA.fit(data.train.images, eps=zca_eps) if zca_eps is not None else None
+    syn = import_reference(path, data.spec, experiment=experiment, zca=zca)
+    save_synthetic_set(syn, out)
+    return syn
