@@ -1,0 +1,5 @@
+"""``python -m datadistill.cli``: the command line."""
+
+from datadistill.cli import main
+
+main()

@@ -1,0 +1,204 @@
+"""``distill``, ``evaluate``, ``test-model``, ``import`` and ``report``: a synthetic set from learning to
+its evaluation and report."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import click
+
+from datadistill.cli.base import data_options, fmt_ratio, init_help, main, models_list, parse_method_args
+
+
+@main.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML file of settings (flags override it).")
+@click.option("--dataset", help="Dataset name (see `datadistill list`). Default: mnist.")
+@click.option("--method", help="Method name (see `datadistill list`). Default: datadam.")
+@click.option("--ipc", type=click.INT, help="Images per class. Default: 10.")
+@click.option("--init", help=f"Initial synthetic set: {init_help()}. Coreset methods use their own selection. "
+              "Default: real.")
+@click.option("--iterations", type=click.INT, help="Optimisation steps (outer iterations for dc, dsa, cafe). Default: 1000.")
+@click.option("--max-seconds", type=click.FLOAT, help="Wall-clock budget of the optimisation; stops early when spent. Default: none.")
+@click.option("--batch-real", type=click.INT, help="Real images per class per step. Default: the method's (64 for dm/datadam, 256 for dc/dsa/cafe).")
+@click.option("--lr-img", type=click.FLOAT, help="Learning rate of the synthetic images. Default: the method's (1 for dm/datadam, 0.1 for dc/dsa/cafe).")
+@click.option("--model", help="Model used to distil (and evaluate). Default: convnet.")
+@click.option("--eval-model", help="Model used to evaluate. Default: --model.")
+@click.option("--dsa-strategy", help="DSA strategy, e.g. color_crop_cutout_scale_rotate, or none. Default: per dataset.")
+@click.option("--num-eval", type=click.INT, help="Networks trained to evaluate (0 skips). Default: 3.")
+@click.option("--eval-epochs", type=click.INT, help="Epochs per evaluation network. Default: 300.")
+@click.option("--eval-init/--no-eval-init", default=None, help="Also evaluate the initial set.")
+@click.option("--select-every", type=click.INT,
+              help="Keep the best iterate, scored every N iterations on a validation split of the training set. Default: 0 (off).")
+@click.option("--val-size", type=click.INT, help="Validation images carved from the training set for --select-every. Default: 5000.")
+@click.option("--seed", type=click.INT, help="Random seed. Default: 0.")
+@click.option("--zca-eps", type=click.FLOAT, help="ZCA-whiten the real set with this eps (saved with the set). Default: no ZCA.")
+@click.option("--device", help="auto, cpu, cuda or cuda:N. Default: auto.")
+@click.option("--data-root", type=click.Path(file_okay=False), help="Dataset folder. Default: $DATADISTILL_DATA or ~/.cache/datadistill.")
+@data_options(defaults=False)
+@click.option("--method-arg", "method_args", multiple=True, metavar="KEY=VALUE",
+              help="Method-specific setting, repeatable (e.g. attention_power=4).")
+@click.option("--mask-shallow", type=click.FLOAT,
+              help="dm, datadam: leave this fraction of the matched layers, shallowest first, out of the loss "
+                   "(PAD's idea; dm also needs --method-arg layers=all). Same as --method-arg mask_shallow=RATIO.")
+@click.option("--out", type=click.Path(file_okay=True), help="Output folder. Default: runs/DATASET_METHOD_ipcN.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def distill(config_file, out, quiet, method_args, mask_shallow, **flags) -> None:
+    """Learn a synthetic set, evaluate it and write it with its grids and metrics to --out."""
+    from tqdm import tqdm
+
+    from datadistill.api import run_distill
+    from datadistill.config import build_config
+
+    flags["method_args"] = parse_method_args(method_args) or None
+    if mask_shallow is not None:
+        flags["method_args"] = {**(flags["method_args"] or {}), "mask_shallow": mask_shallow}
+    config = build_config(config_file, flags)
+    from datadistill.data import split_dataset_name
+
+    kind, folder = split_dataset_name(config.dataset)
+    name = f"{kind}_{Path(folder).name}" if folder else kind  # imagefolder:/data/pets -> imagefolder_pets
+    out_dir = Path(out or f"runs/{name}_{config.method}_ipc{config.ipc}")
+    from datadistill.methods import METHODS
+
+    steps = METHODS.get(config.method).resolve_run_config(config).iterations
+    bar = tqdm(total=steps, desc=f"{config.method} {config.dataset} ipc{config.ipc}", unit="it",
+               disable=quiet, mininterval=1.0, dynamic_ncols=True)
+
+    def progress(it: int, metrics: dict[str, float]) -> None:
+        bar.update(1)
+        if it % 10 == 0 or it == config.iterations:
+            bar.set_postfix(loss=f"{metrics['loss']:.4g}", refresh=False)
+
+    logger = logging.getLogger("datadistill")
+    console = logging.StreamHandler()
+    console.setFormatter(logging.Formatter("%(message)s"))
+    console.setLevel(logging.INFO)
+    if not quiet:
+        logger.addHandler(console)
+    try:
+        result = run_distill(config, out_dir, [progress])
+    finally:
+        bar.close()
+        logger.removeHandler(console)
+    m = result.metrics()
+    click.echo(f"distilled {config.dataset} with {config.method}, ipc {config.ipc}, {m['iterations']} iterations "
+               f"in {m['distill_seconds']:.1f} s")
+    if "accuracy_mean" in m:
+        click.echo(f"test accuracy ({config.resolved_eval_model}, {len(m['accuracies'])} models, "
+                   f"{config.eval_epochs} epochs): {m['accuracy_mean']:.2f} ± {m['accuracy_std']:.2f} % "
+                   f"(evaluation {m['eval_seconds']:.1f} s)")
+    if "selected_iteration" in m:
+        click.echo(f"kept iteration {m['selected_iteration']} (best validation accuracy; test set not used to select)")
+    if "init_accuracy_mean" in m:
+        click.echo(f"initial set accuracy: {m['init_accuracy_mean']:.2f} ± {m['init_accuracy_std']:.2f} %")
+    click.echo(f"wrote {out_dir}/synthetic.safetensors, synthetic.png, init.png, metrics.json")
+
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--models", "--model", "models", default="convnet", show_default=True,
+              help="Comma-separated models to train on the set (cross-architecture), e.g. convnet,alexnet,vgg11,resnet18,lenet,mlp.")
+@click.option("--num-eval", type=int, default=3, show_default=True, help="Networks trained per model.")
+@click.option("--eval-epochs", type=int, default=300, show_default=True, help="Epochs per network.")
+@click.option("--eval-lr", type=float, default=None,
+              help="Initial lr; given, it replaces the set's learned lr. Default: the learned lr, else the model's default (0.01).")
+@click.option("--eval-batch", type=int, default=256, show_default=True, help="Mini-batch size.")
+@click.option("--dsa-strategy", default=None, help="DSA strategy (default: the dataset's).")
+@click.option("--vectorise/--no-vectorise", default=None,
+              help="Train the networks of one model together (torch.vmap); BatchNorm models always run one by one. "
+                   "Default: on CUDA only (slower than the sequential loop on CPU, docs/benchmarks.md).")
+@click.option("--curve-every", type=int, default=0, show_default=True,
+              help="Record train/test accuracy every N epochs for learning curves (0 = off; needs --out).")
+@click.option("--baseline", "baselines", multiple=True, type=click.Path(),
+              help="baseline.json of `datadistill baseline` (repeatable): adds the cost table for its model.")
+@click.option("--save-models", type=click.Path(file_okay=False), default=None,
+              help="Save every trained network here (`datadistill test-model` tests one).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Write evaluation.json (and curves.json/png) to this folder, e.g. the run folder for `datadistill report`.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--data-root", type=click.Path(file_okay=False), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def evaluate(file, models, num_eval, eval_epochs, eval_lr, eval_batch, dsa_strategy, vectorise, curve_every, baselines,
+             save_models, out, seed, device, data_root, as_json) -> None:
+    """Train fresh networks on a saved synthetic set and test them on the real test set."""
+    from datadistill.api import run_evaluate
+
+    names = models_list(models)
+    if curve_every and out is None:
+        raise click.BadParameter("learning curves are written to --out: give --out DIR", param_hint="--curve-every")
+    result = run_evaluate(file, names, out=out, baselines=baselines, save_models=save_models, data_root=data_root,
+                          device=device, seed=seed, num_eval=num_eval, epochs=eval_epochs, lr=eval_lr,
+                          batch_size=eval_batch, dsa_strategy=dsa_strategy, use_learned_lr=eval_lr is None,
+                          vectorise=vectorise, curve_every=curve_every)
+    d = result.as_dict()
+    if as_json:
+        click.echo(json.dumps(d, indent=2))
+        return
+    click.echo(f"{'model':<12} {'test accuracy %':>16} {'train accuracy %':>17} {'seconds':>9}  per-network test accuracies")
+    for r in d["rows"]:
+        click.echo(f"{r['model']:<12} {r['accuracy_mean']:>8.2f} ± {r['accuracy_std']:<5.2f} "
+                   f"{r['train_accuracy_mean']:>10.2f} ± {r['train_accuracy_std']:<4.2f} {r['eval_seconds']:>9.1f}  "
+                   + ", ".join(f"{a:.2f}" for a in r["accuracies"]))
+    classes = d.get("class_names") or []
+    if len(classes) <= 2:  # two-class (medical) data: accuracy alone hides the minority class
+        for r in d["rows"]:
+            if "balanced_accuracy_mean" in r:
+                per = ", ".join(f"{n} {a:.2f}" for n, a in zip(classes, r["per_class_accuracy_mean"]) if a is not None)
+                click.echo(f"{r['model']:<12} balanced accuracy {r['balanced_accuracy_mean']:.2f} ± "
+                           f"{r['balanced_accuracy_std']:.2f} %; per class: {per}")
+    for c in d["cost"]:
+        click.echo(f"{c['model']} against the whole data ({c['baseline_accuracy']:.2f} %): accuracy gap "
+                   f"{c['accuracy_gap']:.2f} points, training {fmt_ratio(c['time_speedup'])} faster "
+                   f"({c['synthetic_seconds']:.1f} s vs {c['baseline_seconds']:.1f} s), "
+                   f"{fmt_ratio(c['flops_ratio'])} fewer training FLOPs")
+    if out:
+        click.echo(f"wrote {Path(out) / 'evaluation.json'}")
+
+
+@main.command("test-model")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--device", default="auto", show_default=True)
+@click.option("--data-root", type=click.Path(file_okay=False), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def test_model(file, device, data_root, as_json) -> None:
+    """Test a network saved by `evaluate --save-models` on its dataset's real test set."""
+    from datadistill.api import evaluate_saved_model
+
+    r = evaluate_saved_model(file, data_root=data_root, device=device)
+    if as_json:
+        click.echo(json.dumps(r, indent=2))
+        return
+    click.echo(f"{r['model']} on the {r['dataset']} test set ({r['test_images']} images): accuracy {r['accuracy']:.2f} %, "
+               f"balanced accuracy {r['balanced_accuracy']:.2f} %")
+    click.echo("per class: " + ", ".join(f"{k} {v:.1f}" for k, v in r["per_class_accuracy"].items() if v is not None))
+
+
+@main.command("import")
+@click.argument("path", type=click.Path())
+@click.option("--dataset", required=True, help="Dataset the set was distilled from (checks shapes, gives mean/std).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="datadistill file to write (.safetensors).")
+@click.option("--experiment", type=int, default=0, show_default=True, help="VICO files: which experiment's set.")
+@click.option("--zca-eps", type=float, default=None, help="The run used ZCA with this eps (refitted on the training set).")
+@click.option("--data-root", type=click.Path(file_okay=False), default=None)
+def import_cmd(path, dataset, out, experiment, zca_eps, data_root) -> None:
+    """Convert a set saved by the reference code (VICO res_*.pt; MTT/DATM/PAD images_best.pt, labels_best.pt,
+    lr_best.pt) into a datadistill file. Read with weights_only: nothing is unpickled."""
+    from datadistill.api import run_import
+
+    syn = run_import(path, dataset, out, experiment=experiment, zca_eps=zca_eps, data_root=data_root)
+    lr = f", learned lr {syn.learned_lr:.4g}" if syn.learned_lr is not None else ""
+    click.echo(f"imported {len(syn)} images ({syn.label_kind} labels{lr}) from {path}; wrote {out}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="HTML file. Default: RUN_DIR/report.html.")
+def report(run_dir, out) -> None:
+    """Write one self-contained HTML page for a run folder: config, grids, loss, evaluation, curves, cost."""
+    from datadistill.io.report import write_report
+
+    click.echo(f"wrote {write_report(run_dir, out)}")
