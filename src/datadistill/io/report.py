@@ -15,9 +15,7 @@ and ``data-images-total`` on ``<body>``), so a browser test can check them.
 
 from __future__ import annotations
 
-import base64
 import json
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,8 +27,9 @@ import yaml
 
 from datadistill.errors import ConfigError
 from datadistill.fsutil import atomic_write_text
+from datadistill.io.html import (figure, flatten, fmt, img, mean_std, note, pm, read_json, read_png, seconds, si, table,
+                                 value)
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 RUN_PNGS = ("init.png", "synthetic.png")
 
 
@@ -96,174 +95,55 @@ window.addEventListener("load", function () {
 """
 
 
-# ----------------------------------------------------------------------------------------- formats
-
-
-def _num(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _fmt(x: Any, digits: int = 2, unit: str = "") -> str:
-    """A number with ``digits`` decimals (and ``unit``), "–" when missing."""
-    if not _num(x):
-        return "–" if x is None else str(x)
-    return f"{x:.{digits}f}{unit}"
-
-
-def _pm(mean: Any, std: Any) -> str:
-    """``mean ± std`` in percent with 2 decimals, "–" when the mean is missing."""
-    if not _num(mean):
-        return "–"
-    return f"{mean:.2f} ± {std:.2f}" if _num(std) else f"{mean:.2f}"
-
-
-def _mean_std(values: Any) -> tuple[float | None, float | None]:
-    vals = [v for v in values or [] if _num(v)]
-    if not vals:
-        return None, None
-    mean = sum(vals) / len(vals)
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in vals) / len(vals))
-
-
-def _si(x: Any) -> str:
-    """A count with an SI prefix: 1.23 G."""
-    if not _num(x):
-        return "–"
-    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(x) >= factor:
-            return f"{x / factor:.3g} {prefix}"
-    return f"{x:.3g}"
-
-
-def _seconds(x: Any) -> str:
-    if not _num(x):
-        return "–"
-    return f"{x:.2f} s" if x < 10 else f"{x:.1f} s" if x < 3600 else f"{x:.0f} s ({x / 3600:.1f} h)"
-
-
-def _value(v: Any) -> str:
-    """A configuration value as text."""
-    if v is None:
-        return "none"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (list, tuple, dict)):
-        return json.dumps(v, sort_keys=True)
-    return str(v)
-
-
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    """Nested mappings as ``parent.child`` keys (``method_args.attention_power``)."""
-    out: list[tuple[str, Any]] = []
-    for key in sorted(d, key=str):
-        v = d[key]
-        name = f"{prefix}{key}"
-        if isinstance(v, Mapping) and v:
-            out.extend(_flatten(v, name + "."))
-        else:
-            out.append((name, v))
-    return out
-
-
-# ------------------------------------------------------------------------------------------ pieces
-
-
-def _note(text: str) -> str:
-    return f'<p class="note">{escape(text)}</p>'
-
-
-def _table(headers: list[str] | None, rows: list[list[str]], numeric: set[int] = frozenset(), cls: str = "") -> str:
-    """An HTML table; ``rows`` hold plain text (escaped here); columns in ``numeric`` are right-aligned;
-    no header row when ``headers`` is None."""
-    head = "" if headers is None else "<thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in headers) + "</tr></thead>"
-    body = "".join(
-        "<tr>" + "".join(f'<td class="num">{escape(c)}</td>' if i in numeric else f"<td>{escape(c)}</td>"
-                         for i, c in enumerate(row)) + "</tr>\n" for row in rows)
-    attr = f' class="{cls}"' if cls else ""
-    return f"<table{attr}>\n{head}\n<tbody>\n{body}</tbody>\n</table>"
-
-
-def _img(data: bytes, alt: str, cls: str = "") -> str:
-    src = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-    attr = f' class="{cls}"' if cls else ""
-    return f'<img{attr} src="{src}" alt="{escape(alt)}">'
-
-
-def _read_png(path: Path) -> tuple[bytes | None, str | None]:
-    """(bytes, None) for a PNG file, (None, why not) otherwise."""
-    if not path.is_file():
-        return None, f"No {path.name} in this folder."
-    data = path.read_bytes()
-    if not data.startswith(PNG_SIGNATURE):
-        return None, f"{path.name} is not a PNG file; left out."
-    return data, None
-
-
-def _read_json(path: Path) -> tuple[Any, str | None]:
-    """(content, None), or (None, why not) when the file is missing or not JSON."""
-    if not path.is_file():
-        return None, None
-    try:
-        return json.loads(path.read_text(encoding="utf-8")), None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return None, f"{path.name} could not be read ({exc}); left out."
-
-
-def _figure(fig) -> bytes:
-    from datadistill.io.plots import png_bytes
-
-    return png_bytes(fig)
-
-
 # ---------------------------------------------------------------------------------------- sections
 
 
 def _summary(m: Mapping[str, Any]) -> str:
     rows = [
-        ["method", _value(m.get("method"))], ["dataset", _value(m.get("dataset"))], ["IPC", _value(m.get("ipc"))],
-        ["initialisation", _value(m.get("init"))], ["distillation model", _value(m.get("model"))],
-        ["iterations run", _value(m.get("iterations"))
+        ["method", value(m.get("method"))], ["dataset", value(m.get("dataset"))], ["IPC", value(m.get("ipc"))],
+        ["initialisation", value(m.get("init"))], ["distillation model", value(m.get("model"))],
+        ["iterations run", value(m.get("iterations"))
          + (f" of {m['iterations_requested']}" if m.get("iterations_requested") not in (None, m.get("iterations"))
             else "")],
-        ["distillation time", _seconds(m.get("distill_seconds"))], ["final loss", _fmt(m.get("final_loss"), 6)],
-        ["test accuracy (%)", _pm(m.get("accuracy_mean"), m.get("accuracy_std"))],
+        ["distillation time", seconds(m.get("distill_seconds"))], ["final loss", fmt(m.get("final_loss"), 6)],
+        ["test accuracy (%)", pm(m.get("accuracy_mean"), m.get("accuracy_std"))],
     ]
     if m.get("learned_lr") is not None:
-        rows.append(["learned lr", _fmt(m.get("learned_lr"), 6)])
+        rows.append(["learned lr", fmt(m.get("learned_lr"), 6)])
     if m.get("label_kind") not in (None, "hard"):
-        rows.append(["labels", _value(m.get("label_kind"))])
+        rows.append(["labels", value(m.get("label_kind"))])
     if m.get("selected_iteration") is not None:
-        rows.append(["selected iteration (validation)", _value(m.get("selected_iteration"))])
+        rows.append(["selected iteration (validation)", value(m.get("selected_iteration"))])
     if m.get("skipped_iterations"):
-        rows.append(["skipped iterations", _value(m.get("skipped_iterations"))])
+        rows.append(["skipped iterations", value(m.get("skipped_iterations"))])
     if m.get("package_version"):
-        rows.append(["datadistill version", _value(m.get("package_version"))])
-    return "<h2>Summary</h2>\n" + _table(None, rows, cls="summary")
+        rows.append(["datadistill version", value(m.get("package_version"))])
+    return "<h2>Summary</h2>\n" + table(None, rows, cls="summary")
 
 
 def _config(run: Path) -> str:
     out = "<h2>Configuration</h2>\n"
     path = run / "config.yaml"
     if not path.is_file():
-        return out + _note("No config.yaml in this folder.")
+        return out + note("No config.yaml in this folder.")
     try:
         cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        return out + _note(f"config.yaml could not be read ({exc}); left out.")
+        return out + note(f"config.yaml could not be read ({exc}); left out.")
     if not isinstance(cfg, Mapping) or not cfg:
-        return out + _note("config.yaml holds no settings.")
-    return out + _table(["setting", "value"], [[k, _value(v)] for k, v in _flatten(cfg)], cls="config")
+        return out + note("config.yaml holds no settings.")
+    return out + table(["setting", "value"], [[k, value(v)] for k, v in flatten(cfg)], cls="config")
 
 
 def _grids(run: Path) -> str:
     parts = []
     for name, caption in (("init.png", "Initial set"), ("synthetic.png", "Final synthetic set")):
-        data, why = _read_png(run / name)
+        data, why = read_png(run / name)
         if data is None:
-            parts.append(f"<figure><figcaption>{escape(caption)}</figcaption>{_note(why)}</figure>")
+            parts.append(f"<figure><figcaption>{escape(caption)}</figcaption>{note(why)}</figure>")
         else:
             parts.append(f"<figure><figcaption>{escape(caption)} ({escape(name)}, one row per class)</figcaption>"
-                         f"{_img(data, caption, 'grid')}</figure>")
+                         f"{img(data, caption, 'grid')}</figure>")
     return '<h2>Synthetic images</h2>\n<div class="grids">\n' + "\n".join(parts) + "\n</div>"
 
 
@@ -273,12 +153,12 @@ def _loss(m: Mapping[str, Any]) -> str:
     out = "<h2>Distillation loss</h2>\n"
     history = m.get("loss_history") or []
     if not history:
-        return out + _note("No loss history in metrics.json (a coreset method learns nothing).")
+        return out + note("No loss history in metrics.json (a coreset method learns nothing).")
     try:
         fig = loss_curve_figure(history, title=f"{m.get('method', '')} loss")
     except (ConfigError, TypeError, ValueError) as exc:
-        return out + _note(f"The loss history could not be drawn ({exc}).")
-    return out + _img(_figure(fig), "loss against iteration")
+        return out + note(f"The loss history could not be drawn ({exc}).")
+    return out + img(figure(fig), "loss against iteration")
 
 
 def _evaluation(m: Mapping[str, Any], ev: Any, ev_note: str | None) -> str:
@@ -286,15 +166,15 @@ def _evaluation(m: Mapping[str, Any], ev: Any, ev_note: str | None) -> str:
     rows = []
     epochs = m.get("eval_epochs")
     if m.get("accuracy_mean") is not None:
-        tmean, tstd = _mean_std(m.get("train_accuracies"))
-        rows.append(["synthetic (distill run)", _value(m.get("eval_model") or m.get("model")),
-                     _pm(m.get("accuracy_mean"), m.get("accuracy_std")), _pm(tmean, tstd),
-                     _value(len(m.get("accuracies") or []) or m.get("num_eval")), _value(epochs),
-                     _seconds(m.get("eval_seconds"))])
+        tmean, tstd = mean_std(m.get("train_accuracies"))
+        rows.append(["synthetic (distill run)", value(m.get("eval_model") or m.get("model")),
+                     pm(m.get("accuracy_mean"), m.get("accuracy_std")), pm(tmean, tstd),
+                     value(len(m.get("accuracies") or []) or m.get("num_eval")), value(epochs),
+                     seconds(m.get("eval_seconds"))])
     if m.get("init_accuracy_mean") is not None:
-        rows.append(["initial set (distill run)", _value(m.get("eval_model") or m.get("model")),
-                     _pm(m.get("init_accuracy_mean"), m.get("init_accuracy_std")), "–",
-                     _value(len(m.get("init_accuracies") or []) or m.get("num_eval")), _value(epochs), "–"])
+        rows.append(["initial set (distill run)", value(m.get("eval_model") or m.get("model")),
+                     pm(m.get("init_accuracy_mean"), m.get("init_accuracy_std")), "–",
+                     value(len(m.get("init_accuracies") or []) or m.get("num_eval")), value(epochs), "–"])
     notes = []
     if ev_note:
         notes.append(ev_note)
@@ -307,62 +187,62 @@ def _evaluation(m: Mapping[str, Any], ev: Any, ev_note: str | None) -> str:
         for r in ev.get("rows") or []:
             if not isinstance(r, Mapping):
                 continue
-            rows.append([source, _value(r.get("model")), _pm(r.get("accuracy_mean"), r.get("accuracy_std")),
-                         _pm(r.get("train_accuracy_mean"), r.get("train_accuracy_std")),
-                         _value(len(r.get("accuracies") or []) or None), _value(r.get("epochs")),
-                         _seconds(r.get("eval_seconds"))])
+            rows.append([source, value(r.get("model")), pm(r.get("accuracy_mean"), r.get("accuracy_std")),
+                         pm(r.get("train_accuracy_mean"), r.get("train_accuracy_std")),
+                         value(len(r.get("accuracies") or []) or None), value(r.get("epochs")),
+                         seconds(r.get("eval_seconds"))])
     out = "<h2>Evaluation</h2>\n"
     if rows:
-        out += _table(headers, rows, numeric={2, 3, 4, 5, 6}, cls="evaluation")
+        out += table(headers, rows, numeric={2, 3, 4, 5, 6}, cls="evaluation")
     else:
-        out += _note("metrics.json holds no evaluation (the run had num_eval 0).")
-    return out + "".join(_note(n) for n in notes)
+        out += note("metrics.json holds no evaluation (the run had num_eval 0).")
+    return out + "".join(note(n) for n in notes)
 
 
 def _curves(run: Path) -> str:
     from datadistill.io.plots import learning_curves_figure
 
     out = "<h2>Learning curves</h2>\n"
-    curves, why = _read_json(run / "curves.json")
+    curves, why = read_json(run / "curves.json")
     if why:
-        return out + _note(why)
+        return out + note(why)
     if curves is None:
-        return out + _note("No curves.json in this folder.")
+        return out + note("No curves.json in this folder.")
     try:
         fig = learning_curves_figure(curves)
     except (ConfigError, TypeError, ValueError, KeyError) as exc:
-        return out + _note(f"curves.json could not be drawn ({exc}).")
-    return out + _img(_figure(fig), "test and train accuracy against epoch and training time")
+        return out + note(f"curves.json could not be drawn ({exc}).")
+    return out + img(figure(fig), "test and train accuracy against epoch and training time")
 
 
 def _cost(ev: Any) -> str:
     out = "<h2>Cost against training on the whole data</h2>\n"
     if not isinstance(ev, Mapping):
-        return out + _note("No cost comparison (evaluation.json with a whole-data baseline) in this folder.")
+        return out + note("No cost comparison (evaluation.json with a whole-data baseline) in this folder.")
     # "baselines" (one per model) when evaluate compared several architectures, else "baseline"
     many = ev.get("baselines")
     baselines = [b for b in (many.values() if isinstance(many, Mapping) and many else [ev.get("baseline")])
                  if isinstance(b, Mapping)]
     if not ev.get("cost") and not baselines:
-        return out + _note("No cost comparison (evaluation.json with a whole-data baseline) in this folder.")
+        return out + note("No cost comparison (evaluation.json with a whole-data baseline) in this folder.")
     if baselines:
-        out += _table(
+        out += table(
             ["baseline: whole data", "model", "epochs", "test accuracy (%)", "train accuracy (%)", "training time",
              "forward FLOPs / image", "training FLOPs"],
-            [[_value(b.get("dataset")), _value(b.get("model")), _value(b.get("epochs")), _fmt(b.get("accuracy")),
-              _fmt(b.get("train_accuracy")), _seconds(b.get("train_seconds")), _si(b.get("forward_flops")),
-              _si(b.get("train_flops"))] for b in baselines], numeric={2, 3, 4, 5, 6, 7}, cls="baseline")
+            [[value(b.get("dataset")), value(b.get("model")), value(b.get("epochs")), fmt(b.get("accuracy")),
+              fmt(b.get("train_accuracy")), seconds(b.get("train_seconds")), si(b.get("forward_flops")),
+              si(b.get("train_flops"))] for b in baselines], numeric={2, 3, 4, 5, 6, 7}, cls="baseline")
     cost = [c for c in ev.get("cost") or [] if isinstance(c, Mapping)]
     if cost:
-        out += _table(
+        out += table(
             ["model", "synthetic accuracy (%)", "whole-data accuracy (%)", "accuracy gap (points)",
              "synthetic training", "whole-data training", "training-time speedup", "FLOPs ratio"],
-            [[_value(c.get("model")), _fmt(c.get("synthetic_accuracy")), _fmt(c.get("baseline_accuracy")),
-              _fmt(c.get("accuracy_gap")), _seconds(c.get("synthetic_seconds")), _seconds(c.get("baseline_seconds")),
-              _fmt(c.get("time_speedup"), 1, "×"), _fmt(c.get("flops_ratio"), 1, "×")] for c in cost],
+            [[value(c.get("model")), fmt(c.get("synthetic_accuracy")), fmt(c.get("baseline_accuracy")),
+              fmt(c.get("accuracy_gap")), seconds(c.get("synthetic_seconds")), seconds(c.get("baseline_seconds")),
+              fmt(c.get("time_speedup"), 1, "×"), fmt(c.get("flops_ratio"), 1, "×")] for c in cost],
             numeric={1, 2, 3, 4, 5, 6, 7}, cls="cost")
     else:
-        out += _note("evaluation.json has a baseline but no cost rows.")
+        out += note("evaluation.json has a baseline but no cost rows.")
     return out
 
 
@@ -372,9 +252,9 @@ def _others(run: Path) -> str:
         return ""
     parts = []
     for name in names:
-        data, why = _read_png(run / name)
+        data, why = read_png(run / name)
         parts.append(f"<figure><figcaption>{escape(name)}</figcaption>"
-                     f"{_img(data, name) if data is not None else _note(why)}</figure>")
+                     f"{img(data, name) if data is not None else note(why)}</figure>")
     return "<h2>Other figures</h2>\n" + "\n".join(parts)
 
 
@@ -384,22 +264,22 @@ def _sections(run: Path) -> str:
     parts = []
     for app, section in REPORT_SECTIONS.items():
         title = section.title
-        data, why = _read_json(run / f"{app}.json")
+        data, why = read_json(run / f"{app}.json")
         if data is None and why is None:
             continue
         out = f"<h2>{escape(title)}</h2>\n"
         if why:
-            parts.append(out + _note(why))
+            parts.append(out + note(why))
             continue
         md = run / f"{app}.md"
         if md.is_file():
             out += f"<pre>{escape(md.read_text(encoding='utf-8', errors='replace'))}</pre>\n"
-        png, png_why = _read_png(run / f"{app}.png")
-        out += _img(png, f"{app}.png") if png is not None else _note(png_why)
+        png, png_why = read_png(run / f"{app}.png")
+        out += img(png, f"{app}.png") if png is not None else note(png_why)
         settings = data.get("settings") if isinstance(data, dict) else None
         if isinstance(settings, Mapping) and settings:
-            out += "\n<details><summary>settings</summary>\n" + _table(
-                ["setting", "value"], [[k, _value(v)] for k, v in _flatten(settings)], cls="config") + "\n</details>"
+            out += "\n<details><summary>settings</summary>\n" + table(
+                ["setting", "value"], [[k, value(v)] for k, v in flatten(settings)], cls="config") + "\n</details>"
         parts.append(out)
     return "\n\n".join(parts)
 
@@ -438,7 +318,7 @@ def render_report(run_dir: str | os.PathLike) -> str:
             raise ConfigError(f"{metrics_path} is not valid JSON ({exc})") from exc
         if not isinstance(m, dict):
             raise ConfigError(f"{metrics_path} holds {type(m).__name__}, expected a JSON object")
-        ev, ev_note = _read_json(run / "evaluation.json")
+        ev, ev_note = read_json(run / "evaluation.json")
         title = f"{m.get('method', '?')} on {m.get('dataset', '?')}, IPC {m.get('ipc', '?')}"
         sections = [_summary(m), _config(run), _grids(run), _loss(m), _evaluation(m, ev, ev_note), _curves(run),
                     _cost(None if ev_note else ev), apps, _others(run), _log(run)]
