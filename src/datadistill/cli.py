@@ -444,10 +444,11 @@ def nas(synthetic, space, out, **settings) -> None:
                    "resumed.")
 def continual(config_file, memory_methods, **flags) -> None:
     """Class-incremental learning with condensed memories: accuracy on all seen classes after each step."""
-    from datadistill.experiments.continual import run_continual
+    from datadistill.experiments.continual import ContinualSettings, run_continual
 
     methods = ",".join(memory_methods) if memory_methods else None
-    result = run_continual(config_file, memory_methods=methods, progress=click.echo, **flags)
+    settings = ContinualSettings.build(config_file, {**flags, "memory_methods": methods})
+    result = run_continual(settings, progress=click.echo)
     verdict = result.verdict
     if verdict.get("text"):
         click.echo(verdict["text"])
