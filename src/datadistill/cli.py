@@ -477,9 +477,9 @@ def continual(config_file, memory_methods, **flags) -> None:
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for federated.json/csv/md/png.")
 def federated(config_file, out, **flags) -> None:
     """One-shot federated learning (FedD3: clients upload distilled sets) against FedAvg: accuracy and bytes."""
-    from datadistill.experiments.federated import build_federated_config, run_federated
+    from datadistill.experiments.federated import FederatedConfig, run_federated
 
-    result = run_federated(build_federated_config(config_file, flags), out,
+    result = run_federated(FederatedConfig.build(config_file, flags), out,
                            progress=lambda stage, msg: click.echo(f"{stage}: {msg}"))
     click.echo(result.summary["comparison"]["reason"])
     click.echo(f"wrote {out}/federated.json, federated.csv, federated.md, federated.png")
