@@ -6,5 +6,7 @@ the same task on real data, and writes JSON/CSV/markdown results and plots to it
 
 Shared pieces: :mod:`~datadistill.experiments.record` (run fingerprint, reuse of finished units),
 :mod:`~datadistill.experiments.tables` (CSV/markdown/JSON rendering),
-:mod:`~datadistill.experiments.outputs` (one atomic bundle writer) and
+:mod:`~datadistill.experiments.outputs` (one atomic bundle writer),
+:mod:`~datadistill.experiments.sections` (an experiment's section of the HTML report),
+:mod:`~datadistill.experiments.seeds` (how a run's seed becomes its units' seeds) and
 :mod:`~datadistill.experiments.workers` (parallel worker processes)."""
