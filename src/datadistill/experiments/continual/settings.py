@@ -98,6 +98,8 @@ class ContinualSettings(SettingsBase):
 
     def checks(self) -> list[tuple[str, bool, str]]:
         return [
+            ("method_settings", isinstance(self.method_settings, Mapping),
+             "a mapping of method name to settings, e.g. {dm: {iterations: 200}}"),
             ("steps", self.steps >= 1, "an integer ≥ 1 that divides the number of classes"),
             ("memory_ipc", self.memory_ipc >= 1, "an integer ≥ 1 (memory images per class)"),
             ("orders", self.orders >= 1, "an integer ≥ 1 (class orders, drawn with seeds 0, 1, …)"),

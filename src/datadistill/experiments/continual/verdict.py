@@ -98,7 +98,7 @@ def last_step_verdict(summary: Mapping[str, Sequence[Mapping[str, Any]]], baseli
                      f"{c['baseline_mean']:.2f} ± {c['baseline_std']:.2f} %: {c['margin']:+.2f} points, {rel} than "
                      f"{c['threshold']:.2f} → {verdict} {baseline}.")
     if n == 1:
-        lines.append(f"- Caution: one class order, so the std over orders is 0 and any positive margin counts; "
+        lines.append("- Caution: one class order, so the std over orders is 0 and any positive margin counts; "
                      "run more orders.")
     result["text"] = "\n".join(lines)
     return result

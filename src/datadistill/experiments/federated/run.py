@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from datadistill.data import SplitDataset
 from datadistill.errors import ConfigError
 from datadistill.experiments.federated.fedavg import LocalTraining, run_fedavg
 from datadistill.experiments.federated.fedd3 import run_fedd3
@@ -37,7 +38,7 @@ class FederatedResult:
 
 
 def run_federated(config: FederatedConfig | Mapping[str, Any], out: str | os.PathLike, *,
-                  dataset=None, progress: Progress | None = None) -> FederatedResult:
+                  dataset: SplitDataset | None = None, progress: Progress | None = None) -> FederatedResult:
     """Run FedD3 and FedAvg on the same partition and write the comparison to ``out``
     (``datadistill federated``).
 
@@ -46,7 +47,7 @@ def run_federated(config: FederatedConfig | Mapping[str, Any], out: str | os.Pat
             :meth:`FederatedConfig.build`), or a mapping of its fields (:meth:`FederatedConfig.from_mapping`).
         out: the output folder: ``fedd3_synthetic.safetensors``, ``federated.png``, ``federated.csv``,
             ``federated.md``, ``federated.json`` (written atomically at the end).
-        dataset: an already loaded, in-memory :class:`~datadistill.data.SplitDataset` (else
+        dataset: an already loaded, in-memory dataset (else
             ``config.dataset`` from ``config.data_root``).
         progress: called ``(stage, message)`` as the run advances.
 
