@@ -18,10 +18,12 @@ import pytest
 import torch
 
 import datadistill.api as api
-from datadistill.experiments import continual
+from datadistill.experiments.continual import protocol as continual_protocol
+from datadistill.experiments.continual import run as continual_run
 from datadistill.experiments.continual import (ContinualSettings, StepRecord, beats, class_orders, class_subset,
-                                        last_step_verdict, load_continual_settings, run_continual,
-                                        seen_test_subset, step_classes, step_seed, summarize, to_global)
+                                               last_step_verdict, load_continual_settings, memory_config,
+                                               run_continual, seen_test_subset, step_classes, step_seed, summarize,
+                                               to_global)
 from datadistill.data import DatasetSpec, StreamedImages, load_dataset
 from datadistill.errors import ConfigError, UnknownNameError
 from helpers import make_tiny_dataset
@@ -44,7 +46,7 @@ def spies(monkeypatch):
     """Records every call of ``api.distill`` (config, dataset, result) and of the evaluation
     (memory set, test set) made by the continual run, passing them through."""
     calls = {"distill": [], "evaluate": []}
-    real_distill, real_evaluate = api.distill, continual.evaluate_synthetic_set
+    real_distill, real_evaluate = api.distill, continual_protocol.evaluate_synthetic_set
 
     def distill(config, *args, **kwargs):
         result = real_distill(config, *args, **kwargs)
@@ -57,7 +59,7 @@ def spies(monkeypatch):
         return real_evaluate(syn, test, settings, device, seed=seed, **kwargs)
 
     monkeypatch.setattr(api, "distill", distill)
-    monkeypatch.setattr(continual, "evaluate_synthetic_set", evaluate)
+    monkeypatch.setattr(continual_protocol, "evaluate_synthetic_set", evaluate)
     return calls
 
 
@@ -66,9 +68,9 @@ TINY = {"steps": 2, "memory_methods": ["random", "dm"], "memory_ipc": 2, "orders
         "dsa_strategy": "none"}
 
 
-def tiny_run(data, tiny_model, **kw):
-    settings = {**TINY, "model": tiny_model, **kw}
-    return run_continual(data=data, **settings)
+def tiny_run(data, tiny_model, progress=None, **kw):
+    settings = ContinualSettings.build(None, {**TINY, "model": tiny_model, **kw})
+    return run_continual(settings, data=data, progress=progress)
 
 
 def class_ids(names) -> list[int]:
@@ -352,7 +354,7 @@ def test_repository_config_is_valid_and_keyword_settings_merge_into_it():
     assert merged.method_settings["dm"]["iterations"] == 5
     assert merged.method_settings["dm"]["batch_real"] == s.method_settings["dm"]["batch_real"]  # kept from the file
     assert merged.method_settings["dm"]["method_args"] == {"layers": "all"}
-    cfg = continual.memory_config(merged, "dm", seed=3, dataset="mnist")
+    cfg = memory_config(merged, "dm", seed=3, dataset="mnist")
     assert (cfg.iterations, cfg.ipc, cfg.seed, cfg.num_eval) == (5, s.memory_ipc, 3, 0)
     assert cfg.method_args == {"layers": "all"} and cfg.model == s.model
 
@@ -377,14 +379,14 @@ def without_seconds(records):
 def test_an_interrupted_run_resumes_with_only_the_missing_pairs(data4, tiny_model, spies, tmp_path, monkeypatch):
     out = tmp_path / "cl"
     whole = tiny_run(data4, tiny_model, memory_ipc=1)  # the same run, uninterrupted and in memory
-    real_run = continual.memory_run
+    real_run = continual_run.memory_run
 
     def crash_on_last(**kw):
         if kw["method"] == "dm" and kw["order_index"] == 1:
             raise RuntimeError("killed")
         return real_run(**kw)
 
-    monkeypatch.setattr(continual, "memory_run", crash_on_last)
+    monkeypatch.setattr(continual_run, "memory_run", crash_on_last)
     with pytest.raises(RuntimeError, match="killed"):
         tiny_run(data4, tiny_model, memory_ipc=1, out=out)
     partial = json.loads((out / "continual.json").read_text(encoding="utf-8"))
@@ -392,7 +394,7 @@ def test_an_interrupted_run_resumes_with_only_the_missing_pairs(data4, tiny_mode
     assert [o["order"] for o in partial["methods"]["random"]["orders"]] == [0, 1]
     assert [o["order"] for o in partial["methods"]["dm"]["orders"]] == [0]
 
-    monkeypatch.setattr(continual, "memory_run", real_run)
+    monkeypatch.setattr(continual_run, "memory_run", real_run)
     spies["distill"].clear()
     lines = []
     resumed = tiny_run(data4, tiny_model, memory_ipc=1, out=out, progress=lines.append)
@@ -448,7 +450,7 @@ def test_a_corrupt_results_file_is_refused(data4, tiny_model, spies, tmp_path):
 def test_two_worker_processes_give_the_in_process_results(data4):
     # a registered model (the test-only tiny ConvNet is unknown in a spawned worker)
     kw = {"model": "lenet", "memory_ipc": 1, "orders": 1}
-    here = run_continual(data=data4, **{**TINY, **kw, "workers": 0})
-    pool = run_continual(data=data4, **{**TINY, **kw, "workers": 2})
+    here = run_continual(ContinualSettings.build(None, {**TINY, **kw, "workers": 0}), data=data4)
+    pool = run_continual(ContinualSettings.build(None, {**TINY, **kw, "workers": 2}), data=data4)
     assert without_seconds(pool.records) == without_seconds(here.records)
     assert [(r.method, r.step) for r in pool.records] == [("random", 1), ("random", 2), ("dm", 1), ("dm", 2)]

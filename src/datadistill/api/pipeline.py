@@ -21,7 +21,7 @@ from datadistill.config import DistillConfig
 from datadistill.data import DatasetSpec, LabelledImages, RealSet, SplitDataset, load_dataset, load_dataset_of
 from datadistill.evaluation import EvalResult, EvalSettings, evaluate_synthetic_set
 from datadistill.fsutil import atomic_write_text, check_output_folder
-from datadistill.io import SyntheticSet, load_synthetic_set, save_grid, save_synthetic_set
+from datadistill.io import SyntheticSet, load_synthetic_set, save_grid, save_synthetic_set, synthetic_set_metadata
 from datadistill.methods import METHODS, Distiller
 from datadistill.models import MODELS
 from datadistill.runtime import make_generator, seed_everything, select_device
@@ -99,12 +99,10 @@ class DistillResult:
 
 
 def _metadata(config: DistillConfig, spec: DatasetSpec, method_cfg, iterations: int) -> dict[str, Any]:
-    return {"dataset": spec.name, "channels": spec.channels, "image_size": list(spec.image_size),
-            "class_names": list(spec.class_names), "num_classes": spec.num_classes, "mean": list(spec.mean),
-            "std": list(spec.std), "method": config.method, "ipc": config.ipc, "init": config.init,
-            "model": config.model, "seed": config.seed, "iterations": iterations,
-            "config": {**config.as_dict(), "method_args": dataclasses.asdict(method_cfg)},
-            "package_version": __version__}
+    return synthetic_set_metadata(spec, method=config.method, ipc=config.ipc, init=config.init, model=config.model,
+                                  seed=config.seed, iterations=iterations,
+                                  config={**config.as_dict(), "method_args": dataclasses.asdict(method_cfg)},
+                                  package_version=__version__)
 
 
 def load_dataset_for(config: DistillConfig) -> SplitDataset:

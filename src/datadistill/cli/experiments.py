@@ -88,10 +88,11 @@ def nas(synthetic, space, out, **flags) -> None:
                    "resumed.")
 def continual(config_file, memory_methods, **flags) -> None:
     """Class-incremental learning with condensed memories: accuracy on all seen classes after each step."""
-    from datadistill.experiments.continual import run_continual
+    from datadistill.experiments.continual import ContinualSettings, run_continual
 
     methods = ",".join(memory_methods) if memory_methods else None
-    result = run_continual(config_file, memory_methods=methods, progress=click.echo, **flags)
+    settings = ContinualSettings.build(config_file, {**flags, "memory_methods": methods})
+    result = run_continual(settings, progress=click.echo)
     verdict = result.verdict
     if verdict.get("text"):
         click.echo(verdict["text"])
@@ -120,9 +121,9 @@ def continual(config_file, memory_methods, **flags) -> None:
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for federated.json/csv/md/png.")
 def federated(config_file, out, **flags) -> None:
     """One-shot federated learning (FedD3: clients upload distilled sets) against FedAvg: accuracy and bytes."""
-    from datadistill.experiments.federated import build_federated_config, run_federated
+    from datadistill.experiments.federated import FederatedConfig, run_federated
 
-    result = run_federated(build_federated_config(config_file, flags), out,
+    result = run_federated(FederatedConfig.build(config_file, flags), out,
                            progress=lambda stage, msg: click.echo(f"{stage}: {msg}"))
     click.echo(result.summary["comparison"]["reason"])
     click.echo(f"wrote {out}/federated.json, federated.csv, federated.md, federated.png")

@@ -7,7 +7,8 @@ Images are float32 (N, C, H, W), normalised per channel with the dataset's mean 
 
 Registered: ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``, ``svhn`` (torchvision's
 layouts, :mod:`datadistill.data.torchvision_sets`), ``mhist``, ``tinyimagenet``, ``imagefolder:PATH``
-(image files, :mod:`datadistill.data.files`).
+(image files, :mod:`datadistill.data.files`). :mod:`datadistill.data.classes` restricts a dataset to
+some classes (relabelled 0 … c − 1) and maps labels back.
 """
 
 from datadistill.data.base import (
@@ -25,6 +26,7 @@ from datadistill.data.base import (
     resolve_data_root,
     split_dataset_name,
 )
+from datadistill.data.classes import class_indices, class_subset, to_global
 from datadistill.data import torchvision_sets as _torchvision_sets  # noqa: F401  (registers loaders)
 from datadistill.data import files as _files  # noqa: F401  (registers loaders)
 from datadistill.data.streamed import StreamedImages
@@ -38,10 +40,13 @@ __all__ = [
     "SplitDataset",
     "StreamedImages",
     "check_dataset_name",
+    "class_indices",
+    "class_subset",
     "iter_batches",
     "load_dataset",
     "load_dataset_of",
     "list_datasets",
     "resolve_data_root",
     "split_dataset_name",
+    "to_global",
 ]

@@ -5,8 +5,8 @@ from datadistill.fsutil import atomic_write, atomic_write_bytes, atomic_write_te
 from datadistill.io.grid import save_grid
 from datadistill.io.importers import import_mtt, import_reference, import_vico
 from datadistill.io.model_file import load_model, save_model
-from datadistill.io.synthetic_set import SyntheticSet, load_synthetic_set, save_synthetic_set
+from datadistill.io.synthetic_set import SyntheticSet, load_synthetic_set, save_synthetic_set, synthetic_set_metadata
 
 __all__ = ["SyntheticSet", "atomic_write", "atomic_write_bytes", "atomic_write_text", "import_mtt",
            "import_reference", "import_vico", "load_model", "load_synthetic_set", "save_grid", "save_model",
-           "save_synthetic_set"]
+           "save_synthetic_set", "synthetic_set_metadata"]

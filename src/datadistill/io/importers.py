@@ -35,7 +35,7 @@ import torch
 
 from datadistill.data.base import DatasetSpec
 from datadistill.errors import SyntheticSetFileError
-from datadistill.io.synthetic_set import SyntheticSet
+from datadistill.io.synthetic_set import SyntheticSet, synthetic_set_metadata
 from datadistill.preprocess.zca import ZCA
 
 ACCEPTED_FORMS = ("a VICO/DataDAM result file res_<method>_<dataset>_<model>_<ipc>ipc.pt",
@@ -317,11 +317,9 @@ def _metadata(spec: DatasetSpec, method: str, labels: torch.Tensor, source: Path
     hard = labels if labels.dim() == 1 else labels.argmax(dim=1)
     counts = torch.bincount(hard, minlength=k)
     balanced = bool((counts == counts[0]).all()) and int(counts[0]) > 0
-    return {"dataset": spec.name, "channels": spec.channels, "image_size": list(spec.image_size),
-            "class_names": list(spec.class_names), "num_classes": k, "mean": list(spec.mean),
-            "std": list(spec.std), "method": method, "ipc": int(counts[0]) if balanced else None, "init": None,
-            "model": None, "seed": None, "iterations": None, "config": {}, "package_version": __version__,
-            "source_file": str(source)}
+    return synthetic_set_metadata(spec, method=method, ipc=int(counts[0]) if balanced else None, init=None,
+                                  model=None, seed=None, iterations=None, config={}, package_version=__version__,
+                                  source_file=str(source))
 
 
 __all__ = ["ACCEPTED_FORMS", "import_mtt", "import_reference", "import_vico"]

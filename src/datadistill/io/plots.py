@@ -1,5 +1,6 @@
 """Figures of a run as PNG files: the distillation loss, learning curves, accuracy against IPC and
-against distillation time.
+against distillation time (``compare``), accuracy against learning step (``continual``) and against
+bytes uploaded (``federated``). Each figure takes plain rows of numbers, not an experiment's files.
 
 Drawn on :class:`matplotlib.figure.Figure` objects directly (no pyplot, no global state), so they work
 under any backend and from threads. Every ``plot_*`` function writes its PNG atomically and returns the
@@ -273,3 +274,74 @@ def plot_accuracy_vs_time(rows: Sequence[Mapping[str, Any]], path: str | os.Path
     """Write :func:`accuracy_vs_time_figure` of ``rows`` (``label``, ``ipc``, ``accuracy_mean``,
     ``accuracy_std``, ``distill_seconds``) to ``path`` (PNG)."""
     return _write(accuracy_vs_time_figure(rows), path)
+
+
+# ------------------------------------------------------------------------------------ applications
+
+
+def accuracy_vs_step_figure(series: Mapping[str, Sequence[Mapping[str, Any]]], steps: int, classes_per_step: int,
+                            title: str, legend_title: str = "memory") -> Figure:
+    """Accuracy against learning step, a line per series (mean) with a ± std band; x ticks
+    ``step (classes seen)`` for steps 1 … ``steps``.
+
+    Args:
+        series: name → rows with ``step`` (1-based), ``accuracy_mean`` and ``accuracy_std`` (%), in
+            step order. Colours follow the mapping's order; a series without rows keeps its colour
+            and draws nothing.
+        steps: the number of steps (x ticks).
+        classes_per_step: classes added per step (tick ``t`` reads ``t`` and ``(t · classes_per_step)``).
+        title: the axes title; legend_title: the legend's title.
+
+    Returns:
+        The figure (attached to an Agg canvas; no pyplot).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ticks = list(range(1, steps + 1))
+    for name, colour in zip(series, series_colours(len(series))):
+        rows = series[name]
+        if not rows:
+            continue
+        x = [r["step"] for r in rows]
+        mean = [r["accuracy_mean"] for r in rows]
+        std = [r["accuracy_std"] for r in rows]
+        ax.plot(x, mean, color=colour, marker="o", lw=1.5, label=name)
+        ax.fill_between(x, [a - b for a, b in zip(mean, std)], [a + b for a, b in zip(mean, std)], color=colour,
+                        alpha=0.2, lw=0)
+    ax.set_xticks(ticks, [f"{t}\n({t * classes_per_step})" for t in ticks])
+    ax.set_xlabel("step (classes seen)")
+    ax.set_ylabel("test accuracy on seen classes (%)")
+    ax.set_title(title, fontsize="medium")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small", title=legend_title)
+    return fig
+
+
+def accuracy_vs_bytes_figure(rounds: Sequence[Mapping[str, Any]], one_shot_bytes: float, one_shot_accuracy: float,
+                             *, title: str, rounds_label: str, one_shot_label: str) -> Figure:
+    """Test accuracy (%) against cumulative bytes uploaded (log x, labelled in MB at 1, 2 and 5 × 10^k
+    bytes): a line through the ``rounds`` (rows with ``cumulative_bytes_uploaded`` and ``accuracy``,
+    in round order) and one star at (``one_shot_bytes``, ``one_shot_accuracy``) with a dotted
+    horizontal line at its accuracy. Returns the figure (no pyplot)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    fig = Figure(figsize=(6.8, 4.4), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot([r["cumulative_bytes_uploaded"] for r in rounds], [r["accuracy"] for r in rounds], "o-",
+            color="tab:orange", ms=4, label=rounds_label)
+    ax.plot([one_shot_bytes], [one_shot_accuracy], "*", color="tab:blue", ms=14, label=one_shot_label)
+    ax.axhline(one_shot_accuracy, color="tab:blue", ls=":", lw=1)
+    ax.set_xscale("log")
+    # labels at 1, 2 and 5 × 10^k bytes, written in MB (matplotlib's default minor labels overlap)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1e6:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("cumulative bytes uploaded by the clients (MB, log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right")
+    ax.set_title(title)
+    return fig

@@ -13,7 +13,9 @@ Tensors:
 Metadata (safetensors header ``__metadata__``, key ``datadistill``, a JSON object): ``format``,
 ``format_version``, ``dataset``, ``channels``, ``image_size``, ``class_names``, ``mean``, ``std``,
 ``method``, ``ipc``, ``config``, ``seed``, ``iterations``, ``package_version``, ``label_kind``, and
-``zca`` = ``{"eps": float}`` when (and only when) the ZCA tensors are stored.
+``zca`` = ``{"eps": float}`` when (and only when) the ZCA tensors are stored. Every writer builds the
+metadata with :func:`synthetic_set_metadata` (``distill``, the importers, the continual memories, the
+FedD3 union), so the dataset keys always come first and in the same order.
 """
 
 from __future__ import annotations
@@ -21,17 +23,31 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from datadistill.errors import SyntheticSetFileError
 from datadistill.io.tensor_file import read_tensor_file, write_tensor_file
 from datadistill.preprocess.zca import ZCA
 
+if TYPE_CHECKING:
+    from datadistill.data import DatasetSpec
+
 FORMAT = "datadistill.synthetic_set"
 FORMAT_VERSION = 1
 LABEL_KINDS = ("hard", "soft_logits", "soft_probabilities")
 _REQUIRED_META = ("dataset", "channels", "image_size", "mean", "std", "method", "ipc")
+
+
+def synthetic_set_metadata(spec: DatasetSpec, *, method: str, ipc: int | None, **extra: Any) -> dict[str, Any]:
+    """The metadata of a synthetic set of ``spec``'s dataset: ``dataset``, ``channels``, ``image_size``
+    (list), ``class_names`` (list), ``num_classes``, ``mean`` and ``std`` (lists) from the spec, then
+    ``method`` and ``ipc``, then ``extra`` in the order given (``init``, ``model``, ``seed``,
+    ``iterations``, ``config``, ``package_version`` for a distilled set; whatever an application
+    adds, e.g. ``continual_memory``). JSON values only; the key order is the order in the file."""
+    return {"dataset": spec.name, "channels": spec.channels, "image_size": list(spec.image_size),
+            "class_names": list(spec.class_names), "num_classes": spec.num_classes, "mean": list(spec.mean),
+            "std": list(spec.std), "method": method, "ipc": ipc, **extra}
 
 
 @dataclass
