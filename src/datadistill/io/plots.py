@@ -345,3 +345,24 @@ def accuracy_vs_bytes_figure(rounds: Sequence[Mapping[str, Any]], one_shot_bytes
     ax.legend(loc="lower right")
     ax.set_title(title)
     return fig
+
+
+def synthetic_vs_real_figure(synthetic: Sequence[float], real: Sequence[float], names: Sequence[str],
+                             synthetic_best: int, real_best: int, title: str) -> Figure:
+    """A proxy's ranking against the real one (``datadistill nas``): candidate i at
+    (``synthetic[i]``, ``real[i]``), validation accuracies in percent; the synthetic-best candidate
+    marked with a star, the real best with a ring."""
+    fig = Figure(figsize=(6.4, 5.0), layout="constrained")
+    ax = fig.add_subplot()
+    ax.scatter(synthetic, real, s=22, color="tab:blue", alpha=0.7, label="candidate")
+    sb, rb = synthetic_best, real_best
+    ax.scatter([synthetic[sb]], [real[sb]], s=160, marker="*", color="tab:orange", zorder=3,
+               label=f"synthetic-best: {names[sb]}")
+    ax.scatter([synthetic[rb]], [real[rb]], s=140, facecolors="none", edgecolors="tab:red", linewidths=1.8, zorder=4,
+               label=f"real best: {names[rb]}")
+    ax.set_xlabel("validation accuracy after training on the synthetic set (%)")
+    ax.set_ylabel("validation accuracy after the real proxy (%)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small", loc="best")
+    return fig

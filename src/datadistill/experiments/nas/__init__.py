@@ -50,7 +50,7 @@ Modules: :mod:`~datadistill.experiments.nas.space` (the search space),
 :mod:`~datadistill.experiments.nas.report` (the files and the HTML report's section).
 """
 
-from datadistill.experiments.nas.report import CSV_COLUMNS, render_csv, render_markdown, scatter_figure, write_report
+from datadistill.experiments.nas.report import CSV_COLUMNS, render_csv, render_markdown, scatter_figure, write_outputs
 from datadistill.experiments.nas.run import NASResult, candidate_seed, check_candidates, prepare_splits, run_nas
 from datadistill.experiments.nas.settings import REAL_PROXY_RECIPE, NASSettings, RealProxySettings
 from datadistill.experiments.nas.space import FAMILY_KEYS, Candidate, SearchSpace, load_search_space, parse_search_space
@@ -59,4 +59,4 @@ from datadistill.experiments.nas.summary import TOP_K, summarise
 __all__ = ["CSV_COLUMNS", "FAMILY_KEYS", "REAL_PROXY_RECIPE", "TOP_K", "Candidate", "NASResult", "NASSettings",
            "RealProxySettings", "SearchSpace", "candidate_seed", "check_candidates", "load_search_space",
            "parse_search_space", "prepare_splits", "render_csv", "render_markdown", "run_nas", "scatter_figure",
-           "summarise", "write_report"]
+           "summarise", "write_outputs"]

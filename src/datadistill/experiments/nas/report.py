@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from datadistill.experiments.outputs import write_bundle
 from datadistill.experiments import tables
 from datadistill.experiments.tables import exact_floats, fmt, md_table
+from datadistill.io.plots import synthetic_vs_real_figure
 from datadistill.io.report import register_report_section
 
 if TYPE_CHECKING:
@@ -85,30 +86,16 @@ def render_markdown(result: NASResult) -> str:
 
 
 def scatter_figure(result: NASResult):
-    """Synthetic (x) against real (y) validation accuracy, one point per candidate; the
-    synthetic-best and the real best marked. A :class:`matplotlib.figure.Figure` (Agg canvas, no pyplot)."""
-    from matplotlib.figure import Figure
-
+    """Synthetic against real validation accuracy, one point per candidate, the synthetic-best and the
+    real best marked (:func:`datadistill.io.plots.synthetic_vs_real_figure`)."""
     rows, s = result.rows, result.summary
-    x = [r["synthetic_val_accuracy"] for r in rows]
-    y = [r["real_val_accuracy"] for r in rows]
-    fig = Figure(figsize=(6.4, 5.0), layout="constrained")
-    ax = fig.add_subplot()
-    ax.scatter(x, y, s=22, color="tab:blue", alpha=0.7, label="candidate")
-    sb, rb = s["synthetic_best"], s["real_best"]
-    ax.scatter([x[sb]], [y[sb]], s=160, marker="*", color="tab:orange", zorder=3,
-               label=f"synthetic-best: {rows[sb]['name']}")
-    ax.scatter([x[rb]], [y[rb]], s=140, facecolors="none", edgecolors="tab:red", linewidths=1.8, zorder=4,
-               label=f"real best: {rows[rb]['name']}")
-    ax.set_xlabel("validation accuracy after training on the synthetic set (%)")
-    ax.set_ylabel("validation accuracy after the real proxy (%)")
-    ax.set_title(f"{result.space.family} search, {len(rows)} candidates: Spearman ρ = {fmt(s['spearman']['all'], 2)}")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small", loc="best")
-    return fig
+    return synthetic_vs_real_figure(
+        [r["synthetic_val_accuracy"] for r in rows], [r["real_val_accuracy"] for r in rows], [r["name"] for r in rows],
+        s["synthetic_best"], s["real_best"],
+        f"{result.space.family} search, {len(rows)} candidates: Spearman ρ = {fmt(s['spearman']['all'], 2)}")
 
 
-def write_report(result: NASResult, out: str | os.PathLike) -> Path:
+def write_outputs(result: NASResult, out: str | os.PathLike) -> Path:
     """Write ``nas.json``, ``nas.csv``, ``nas.md`` and ``nas.png`` into ``out`` (created), each
     atomically, everything rendered before the first file is written; returns the folder.
 
@@ -119,4 +106,4 @@ def write_report(result: NASResult, out: str | os.PathLike) -> Path:
                        "nas.png": scatter_figure(result)})
     return Path(out)
 
-__all__ = ["CSV_COLUMNS", "SECTION", "render_csv", "render_markdown", "scatter_figure", "write_report"]
+__all__ = ["CSV_COLUMNS", "SECTION", "render_csv", "render_markdown", "scatter_figure", "write_outputs"]

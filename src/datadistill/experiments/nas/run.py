@@ -13,13 +13,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 
 from datadistill.data import LabelledImages, RealSet, SplitDataset
 from datadistill.errors import ConfigError, DatadistillError
 from datadistill.evaluation import EvalSettings, evaluate_synthetic_set
-from datadistill.experiments.nas.report import write_report
+from datadistill.experiments.nas.report import write_outputs
+from datadistill.experiments.seeds import derived_seed
 from datadistill.experiments.nas.settings import NASSettings, RealProxySettings
 from datadistill.experiments.nas.space import Candidate, SearchSpace, load_search_space
 from datadistill.experiments.nas.summary import TOP_K, summarise
@@ -36,8 +36,9 @@ Progress = Callable[[str, int, int, dict[str, Any]], None]
 
 def candidate_seed(seed: int, index: int) -> int:
     """The seed of candidate ``index`` in a search with seed ``seed``: the first 32-bit word of
-    ``numpy.random.SeedSequence([seed, index])`` (independent of the order candidates run in)."""
-    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
+    ``numpy.random.SeedSequence([seed, index])`` (independent of the order candidates run in;
+    :func:`datadistill.experiments.seeds.derived_seed`, the whole word)."""
+    return derived_seed(seed, index, bits=32)
 
 
 def _timed(fn: Callable[..., dict[str, Any]], kwargs: dict[str, Any]) -> tuple[float, float, dict[str, Any]]:
@@ -283,7 +284,7 @@ def run_nas(synthetic: str | os.PathLike | SyntheticSet, space: str | os.PathLik
               "learned_lr": syn.learned_lr, "zca": syn.zca is not None}
     result = NASResult(the_space, recorded, rows, summary, times, source)
     if out is not None:
-        write_report(result, out)
+        write_outputs(result, out)
     return result
 
 
