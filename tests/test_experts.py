@@ -127,7 +127,7 @@ def test_other_settings_in_the_same_folder_raise(experts, tiny_dataset, tiny_mod
         data = SplitDataset(spec, tiny_dataset.train, tiny_dataset.test)
     manifest = (experts / "experts.json").read_text()
     before = files_under(experts)
-    with pytest.raises(ConfigError, match="another"):
+    with pytest.raises(ConfigError, match="holds experts with other settings"):
         train_experts(data, experts, expert_settings(model, **change), CPU)
     assert (experts / "experts.json").read_text() == manifest and files_under(experts) == before
 

@@ -1,4 +1,4 @@
-"""Run records (``datadistill.experiments.record``): fingerprints, finished units, refusals, and the
+"""Run records (``datadistill.record``): fingerprints, finished units, refusals, and the
 three layouts the experiments keep on disk (compare's cell folders, continual's results file, the
 experts' manifest and epoch files)."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from datadistill.errors import ConfigError
-from datadistill.experiments.record import RunRecord, UnitFolders, differences, fingerprint, plain
+from datadistill.record import RunRecord, UnitFolders, differences, fingerprint, plain
 
 
 def test_fingerprint_is_stable_and_ignores_what_may_differ():

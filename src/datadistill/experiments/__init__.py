@@ -4,7 +4,7 @@ synthetic sets (reference §6): neural architecture search (``nas``), continual 
 synthetic set make this cheaper without changing the conclusion?" with a measured comparison against
 the same task on real data, and writes JSON/CSV/markdown results and plots to its output folder.
 
-Shared pieces: :mod:`~datadistill.experiments.record` (run fingerprint, reuse of finished units),
+Shared pieces: :mod:`~datadistill.record` (run fingerprint, reuse of finished units; below this layer, so the experts use it too),
 :mod:`~datadistill.experiments.tables` (CSV/markdown/JSON rendering),
 :mod:`~datadistill.experiments.outputs` (one atomic bundle writer),
 :mod:`~datadistill.experiments.seeds` (how a run's seed becomes its units' seeds) and

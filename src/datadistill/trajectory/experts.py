@@ -39,10 +39,12 @@ from datadistill.errors import ConfigError, TrajectoryFileError
 from datadistill.fsutil import atomic_write_text, check_output_folder
 from datadistill.io.tensor_file import read_tensor_file, write_tensor_file
 from datadistill.models import MODELS, build_model
+from datadistill.record import RunRecord
 from datadistill.runtime import make_generator
 from datadistill.training import FitState, Hooks, TrainRecipe, accuracy, fit_network, holds_recipe, recipe_settings_dict
 
 MANIFEST = "experts.json"
+RESUME_KEYS = ("dataset", "model", "settings", "preprocessing")  # what a resumed folder must share
 FORMAT = "datadistill.expert_trajectories"
 FORMAT_VERSION = 1
 _RNG_KEY = "__rng_state__"
@@ -216,7 +218,8 @@ def train_experts(data: SplitDataset, out_dir: str | os.PathLike, settings: Expe
     """Train ``settings.num_experts`` experts on ``data.train`` and save their trajectories in ``out_dir``.
 
     Resumes: epochs already on disk are not retrained; an existing ``experts.json`` with different
-    settings, dataset or model raises instead of mixing trajectories.
+    settings, dataset, model or preprocessing raises (:class:`datadistill.record.RunRecord`, listing
+    the keys that differ) instead of mixing trajectories.
 
     Args:
         data: the dataset, images normalised per channel (and ZCA-whitened when ``settings.zca_eps``
@@ -242,12 +245,10 @@ def train_experts(data: SplitDataset, out_dir: str | os.PathLike, settings: Expe
                                                                      "zca_eps": settings.zca_eps},
                 "package_version": __version__}
     check_output_folder(root, "expert folder")
-    if (root / MANIFEST).is_file():
-        old = json.loads((root / MANIFEST).read_text())
-        for key in ("dataset", "model", "settings", "preprocessing"):
-            if old.get(key) != manifest[key]:
-                raise ConfigError(f"{root} holds experts with another {key} ({old.get(key)!r}); "
-                                  f"choose another --out or the same settings to resume")
+    # the run record refuses a folder of experts trained otherwise; the finished epochs are on disk
+    RunRecord(root / MANIFEST, {key: manifest[key] for key in RESUME_KEYS}, format=FORMAT, version=FORMAT_VERSION,
+              what="experts", settings_of=lambda content: {key: content.get(key) for key in RESUME_KEYS},
+              units_of=lambda content: {}).resume()
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     recipe = dataclasses.replace(settings.recipe, augmentation=settings.recipe.augmentation or spec.dsa_strategy)

@@ -1,5 +1,5 @@
 """Running a comparison grid: every cell with :func:`datadistill.api.run_distill`, finished cells
-reused (:class:`~datadistill.experiments.record.UnitFolders`: ``cells/<cell>/cell.json`` beside the
+reused (:class:`~datadistill.record.UnitFolders`: ``cells/<cell>/cell.json`` beside the
 cell's ``metrics.json``), the tables refreshed after every cell."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import yaml
 from datadistill.errors import ConfigError, DatadistillError
 from datadistill.experiments.compare.report import summarize, write_plots, write_tables
 from datadistill.experiments.compare.settings import Cell, CompareSettings, load_compare
-from datadistill.experiments.record import UnitFolders
+from datadistill.record import UnitFolders
 from datadistill.fsutil import atomic_write_text, check_output_folder
 
 Progress = Callable[[str, str], None]
@@ -85,7 +85,7 @@ def run_compare(config: str | os.PathLike | Mapping[str, Any] | CompareSettings,
 
     Cells run one after another with :func:`datadistill.api.run_distill`. A cell whose folder holds
     ``metrics.json`` and a ``cell.json`` recording the same resolved config is reused, not rerun
-    (:class:`~datadistill.experiments.record.UnitFolders`).
+    (:class:`~datadistill.record.UnitFolders`).
     A cell raising a :class:`~datadistill.errors.DatadistillError` is recorded as failed (its
     message in the row's ``error``) and the grid goes on; other exceptions propagate. The tables are
     rewritten after every cell that runs and once at the end, so an interrupted grid leaves the

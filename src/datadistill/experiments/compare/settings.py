@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from datadistill.config import DistillConfig
 from datadistill.errors import ConfigError, error_context
-from datadistill.experiments.record import plain
+from datadistill.record import plain
 from datadistill.settings import SettingsBase, merge_layers, refuse_unknown
 
 GRID_KEYS = ("method", "ipc", "init", "seed")

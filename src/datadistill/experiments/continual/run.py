@@ -3,7 +3,7 @@
 keeps the output folder current after every finished pair.
 
 Resume: the output folder's ``continual.json`` is the run's record
-(:class:`datadistill.experiments.record.RunRecord` on the experiment's own layout): a rerun with the
+(:class:`datadistill.record.RunRecord` on the experiment's own layout): a rerun with the
 same settings, but those in :data:`RESUME_INDEPENDENT`, computes only the pairs not finished there
 and keeps the others as written (seconds included).
 """
@@ -22,7 +22,7 @@ from datadistill.experiments.continual.outputs import write_outputs
 from datadistill.experiments.continual.protocol import check_against_data, class_orders, memory_run
 from datadistill.experiments.continual.results import FORMAT, FORMAT_VERSION, ContinualResult, StepRecord
 from datadistill.experiments.continual.settings import ContinualSettings
-from datadistill.experiments.record import RunRecord
+from datadistill.record import RunRecord
 
 Progress = Callable[[str], None]
 

@@ -1,5 +1,5 @@
 """Run records: which units of a run (grid cells, (method, order) pairs, NAS candidates, federated
-clients, expert epochs) are finished, with which settings, and their results, so that a rerun into
+clients, expert trajectories) are finished, with which settings, and their results, so that a rerun into
 the same output folder reuses them and a run with other settings is refused instead of mixed in.
 
 Two layouts:
@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from datadistill.errors import ConfigError
-from datadistill.experiments.tables import render_json
 from datadistill.fsutil import atomic_write_text
 
 RECORD_FORMAT = "datadistill.run_record"
@@ -177,7 +176,7 @@ class RunRecord:
 
     def write(self) -> Path:
         """Write :meth:`content` atomically."""
-        return atomic_write_text(self.path, render_json(self.content()))
+        return atomic_write_text(self.path, json.dumps(self.content(), indent=2) + "\n")
 
 
 class UnitFolders:
