@@ -15,7 +15,7 @@ import numpy as np
 
 from datadistill.errors import ConfigError
 from datadistill.models import searchable_models
-from datadistill.settings import read_yaml_mapping
+from datadistill.settings import read_yaml_mapping, refuse_unknown
 
 _KNOBS = searchable_models()  # family → {key: accepted names, or int}, from the model registry
 FAMILY_KEYS: dict[str, tuple[str, ...]] = {family: tuple(knobs) for family, knobs in _KNOBS.items()}
@@ -141,10 +141,7 @@ def parse_search_space(data: Mapping[str, Any]) -> SearchSpace:
     if not isinstance(family, str) or family not in FAMILY_KEYS:
         raise ConfigError(f"family = {family!r} is not a searchable family: expected one of {', '.join(FAMILY_KEYS)}")
     keys = FAMILY_KEYS[family]
-    unknown = [k for k in data if k not in keys and k not in _SPACE_KEYS]
-    if unknown:
-        raise ConfigError(f"unknown key {unknown[0]!r} in the {family} search space: expected "
-                          f"{', '.join((*_SPACE_KEYS, *keys))}")
+    refuse_unknown(data, (*_SPACE_KEYS, *keys), what="search-space", where=f" in the {family} search space")
     grid = {k: _values(k, data[k], family) for k in keys if k in data}
     space = SearchSpace(family, grid)
     if space.grid_size < 2:
