@@ -71,3 +71,20 @@ def test_package_registries_reject_unknown_names():
         assert known in reg.names()
         with pytest.raises(UnknownNameError, match=known):
             reg.get("no_such_thing")
+
+
+def test_import_submodules_imports_every_module_of_a_package(tmp_path, monkeypatch):
+    from datadistill.registry import Registry, import_submodules
+
+    pkg = tmp_path / "plugpkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("from datadistill.registry import Registry\nTHINGS = Registry('thing')\n")
+    for name in ("b_second", "a_first"):
+        (pkg / f"{name}.py").write_text(f"from plugpkg import THINGS\nTHINGS.register('{name}')(object())\n")
+    (pkg / "notes.txt").write_text("not a module")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import plugpkg
+
+    assert import_submodules("plugpkg", plugpkg.__path__) == ["a_first", "b_second"]
+    assert isinstance(plugpkg.THINGS, Registry) and plugpkg.THINGS.names() == ["a_first", "b_second"]
+

@@ -27,9 +27,10 @@ from datadistill.data.base import (
     split_dataset_name,
 )
 from datadistill.data.classes import class_indices, class_subset, to_global
-from datadistill.data import torchvision_sets as _torchvision_sets  # noqa: F401  (registers loaders)
-from datadistill.data import files as _files  # noqa: F401  (registers loaders)
 from datadistill.data.streamed import StreamedImages
+from datadistill.registry import import_submodules
+
+import_submodules(__name__, __path__)  # every module registers its loaders: a new dataset is one file
 
 __all__ = [
     "DATASETS",

@@ -13,11 +13,10 @@ A plugin module should import from ``datadistill.methods`` (or ``datadistill.met
 from the package top. A plugin that fails to load is reported with a warning and left out.
 """
 
-import importlib
-import pkgutil
 import warnings
 from importlib.metadata import entry_points
 
+from datadistill.registry import import_submodules
 from datadistill.methods.base import (INITS, METHODS, SHARED_RUN_SETTINGS, Distiller, MethodConfig,
                                       register_method)
 
@@ -26,8 +25,7 @@ ENTRY_POINT_GROUP = "datadistill.methods"
 
 def _import_package_modules() -> None:
     """Import every module of this package; each registers its methods."""
-    for info in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{info.name}")
+    import_submodules(__name__, __path__)
 
 
 def _registered(obj: type[Distiller]) -> bool:

@@ -3,7 +3,8 @@
 Every model has one entry in :data:`MODELS` (:class:`~datadistill.models.entries.ModelEntry`):
 its builder, its evaluation lr and, for the searchable families, its architecture-search knobs.
 Each model file registers its own (``convnet.py``: the ConvNet family; ``zoo.py``: mlp, lenet,
-alexnet(_bn), vgg11(_bn), resnet18(_bn)). Every builder takes ``(channels, num_classes, image_size,
+alexnet(_bn), vgg11(_bn), resnet18(_bn)); every module of this package is imported with it, so a new
+model is one file with a ``@register_model`` builder. Every builder takes ``(channels, num_classes, image_size,
 **kwargs)`` and returns an ``nn.Module`` with ``forward(x) -> logits``, ``embed(x) -> (N, D)`` and
 ``features(x) -> Features``.
 """
@@ -16,8 +17,11 @@ from typing import Any
 from torch import nn
 
 from datadistill.models.entries import DEFAULT_EVAL_LR, MODELS, ModelEntry, register_model
-from datadistill.models.convnet import ConvNet, Features  # registers the ConvNet family
-from datadistill.models.zoo import has_batchnorm  # registers the cross-architecture zoo
+from datadistill.models.convnet import ConvNet, Features
+from datadistill.models.zoo import has_batchnorm
+from datadistill.registry import import_submodules
+
+import_submodules(__name__, __path__)  # every model file registers its models: a new model is one file
 
 
 def build_model(name: str, channels: int, num_classes: int, image_size: tuple[int, int], **kwargs) -> nn.Module:
