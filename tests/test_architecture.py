@@ -37,7 +37,8 @@ def test_contracts_are_read_from_pyproject():
 
     options = importlinter.api.read_configuration(str(PYPROJECT))
     assert options["session_options"]["root_packages"] == ["datadistill"]
-    assert {c["id"] for c in options["contracts_options"]} >= {"layers", "data-not-io", "no-package-top"}
+    assert {c["id"] for c in options["contracts_options"]} >= {"layers", "data-not-io", "no-package-top",
+                                                               "experiments-independent"}
 
 
 @pytest.fixture(scope="module")
