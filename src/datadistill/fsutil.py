@@ -7,6 +7,7 @@ A leaf module: it imports nothing from the package but :mod:`datadistill.errors`
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable
@@ -126,6 +127,8 @@ def _write_probe(folder: Path) -> str | None:
     try:
         fd, tmp = tempfile.mkstemp(prefix=".datadistill-write-test-", suffix=".tmp", dir=folder)
     except OSError as exc:
+        if exc.errno == errno.ENOENT:  # the folder exists but takes no new file (/proc)
+            return "it takes no new file"
         return exc.strerror or str(exc)
     os.close(fd)
     try:
