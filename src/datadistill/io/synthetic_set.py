@@ -105,7 +105,7 @@ class SyntheticSet:
             raise SyntheticSetFileError("holds no image (images of shape "
                                         f"{tuple(images.shape)}); expected at least one")
         if "channels" in meta and "image_size" in meta:
-            want = [meta["channels"], *meta["image_size"]] if isinstance(meta["image_size"], list) else None
+            want = [meta["channels"], *meta["image_size"]] if isinstance(meta["image_size"], (list, tuple)) else None
             if list(images.shape[1:]) != want:
                 raise SyntheticSetFileError(
                     f"images of shape {tuple(images.shape[1:])} do not match metadata "
