@@ -14,7 +14,7 @@ from typing import Any
 from datadistill._version import __version__
 from datadistill.data import LabelledImages, load_dataset, load_dataset_of
 from datadistill.evaluation import EvalSettings
-from datadistill.fsutil import atomic_write_text, check_output_folder
+from datadistill.fsutil import atomic_write_text, check_output_folder, check_writable_file
 from datadistill.io import SyntheticSet, load_synthetic_set, save_synthetic_set
 from datadistill.models import MODELS
 from datadistill.runtime import seed_everything, select_device
@@ -31,7 +31,8 @@ def run_experts(values: dict[str, Any], out_dir: str | os.PathLike, *, device: s
         out_dir: the trajectory folder (resumed when it already holds some epochs).
 
     Raises:
-        ConfigError: an unknown or invalid setting, a scores file that does not fit the training set.
+        ConfigError: an unknown or invalid setting, a scores file that does not fit the training set,
+            an output folder that cannot be written (checked first).
         ScoresFileError: unreadable scores file.
     """
     from datadistill.errors import ConfigError
@@ -39,6 +40,7 @@ def run_experts(values: dict[str, Any], out_dir: str | os.PathLike, *, device: s
     from datadistill.selection.difficulty import load_scores
     from datadistill.trajectory import Curriculum, ExpertSettings, train_experts
 
+    check_output_folder(out_dir, "expert folder")  # before the data is read and any expert trained
     values = dict(values)
     dataset = values.pop("dataset", "mnist")
     data_options = {k: values.pop(k) for k in ("image_size", "stream", "num_workers") if k in values}
@@ -68,11 +70,13 @@ def run_scores(dataset: str, score: str, out: str | os.PathLike, *, model: str =
     (``datadistill scores``); returns the :class:`~datadistill.selection.difficulty.DifficultyScores`.
 
     Raises:
-        ConfigError / UnknownNameError: unknown score, model or dataset, invalid settings.
+        ConfigError / UnknownNameError: unknown score, model or dataset, invalid settings, an ``out``
+            that cannot be written (checked first).
     """
     from datadistill.preprocess.dataset import whiten_dataset
     from datadistill.selection.difficulty import ScoreSettings, compute_scores, save_scores
 
+    check_writable_file(out, "scores file")
     settings = ScoreSettings(model=model, num_networks=num_networks, epochs=epochs, seed=seed)
     data, _ = whiten_dataset(load_dataset(dataset, data_root, image_size=image_size, stream=stream,
                                           num_workers=num_workers), zca_eps)
@@ -235,10 +239,12 @@ def run_import(path: str | os.PathLike, dataset: str, out: str | os.PathLike, *,
 
     Raises:
         SyntheticSetFileError: unreadable or malformed file. DatasetNotFoundError / UnknownNameError.
+        ConfigError: ``out`` cannot be written (checked first).
     """
     from datadistill.io.importers import import_reference
     from datadistill.preprocess import ZCA
 
+    check_writable_file(out, "output file")
     data = load_dataset(dataset, data_root)
     zca = ZCA.fit(data.train.images, eps=zca_eps) if zca_eps is not None else None
     syn = import_reference(path, data.spec, experiment=experiment, zca=zca)

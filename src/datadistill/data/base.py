@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from datadistill.errors import ConfigError
+from datadistill.errors import ConfigError, DatasetLayoutError
 from datadistill.registry import Registry
 
 
@@ -252,6 +252,7 @@ def load_dataset(name: str, data_root: str | os.PathLike | None = None, *, image
         DatasetNotFoundError: files missing; the message gives the command that prepares them.
         DatasetLayoutError: files present but malformed (the message names the file and row).
         ConfigError: an invalid option (e.g. ``stream``).
+        DatasetLayoutError: also for a dataset of fewer than two classes (:func:`check_class_count`).
     """
     check_dataset_name(name)
     if stream not in ("auto", "on", "off"):
@@ -262,7 +263,23 @@ def load_dataset(name: str, data_root: str | os.PathLike | None = None, *, image
     options = DataOptions(image_size=None if image_size is None else int(image_size), stream=stream,
                           num_workers=num_workers, mean=None if mean is None else tuple(mean),
                           std=None if std is None else tuple(std), path=arg)
-    return DATASETS.get(kind)(resolve_data_root(data_root), options)
+    data = DATASETS.get(kind)(resolve_data_root(data_root), options)
+    check_class_count(data.spec.name, data.spec.class_names)
+    return data
+
+
+def check_class_count(name: str, class_names) -> None:
+    """Refuse a dataset of fewer than two classes (nothing to tell apart: a distilled set of it, and
+    any network trained on it, would be meaningless).
+
+    Raises:
+        DatasetLayoutError: naming the dataset, its class count and its classes.
+    """
+    if len(class_names) < 2:
+        found = f" ({', '.join(map(repr, class_names))})" if class_names else ""
+        hint = " (an image folder needs one sub-folder per class)" if str(name).startswith("imagefolder") else ""
+        raise DatasetLayoutError(f"dataset {name} has {len(class_names)} class{found}: at least two classes "
+                                 f"are needed{hint}")
 
 
 def load_dataset_of(metadata: dict, data_root: str | os.PathLike | None = None, **options) -> SplitDataset:
@@ -279,6 +296,6 @@ def list_datasets() -> list[str]:
     return DATASETS.names()
 
 
-__all__ = ["DATASETS", "DataOptions", "DatasetSpec", "LabelledImages", "RealSet", "SplitDataset", "check_dataset_name",
-           "iter_batches", "load_dataset", "load_dataset_of", "list_datasets", "resolve_data_root",
+__all__ = ["DATASETS", "DataOptions", "DatasetSpec", "LabelledImages", "RealSet", "SplitDataset", "check_class_count",
+           "check_dataset_name", "iter_batches", "load_dataset", "load_dataset_of", "list_datasets", "resolve_data_root",
            "split_dataset_name"]

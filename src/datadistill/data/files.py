@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from datadistill.data.base import DATASETS, DataOptions, DatasetSpec, SplitDataset
+from datadistill.data.base import DATASETS, DataOptions, DatasetSpec, SplitDataset, check_class_count
 from datadistill.data.streamed import STREAM_THRESHOLD_BYTES, ImageFiles, StreamedImages, channel_stats
 from datadistill.errors import DatasetLayoutError, DatasetNotFoundError
 from datadistill.fsutil import atomic_write_text
@@ -127,8 +127,10 @@ def build_split_dataset(name: str, class_names: Sequence[str], train: FileSplit,
         mean, std: published normalisation; None computes it from the training images (cached).
 
     Raises:
-        DatasetLayoutError: an empty split, a missing or unreadable image, mixed sizes.
+        DatasetLayoutError: fewer than two classes, an empty split, a missing or unreadable image,
+            mixed sizes.
     """
+    check_class_count(name, class_names)  # before any image is read
     for split, what in ((train, "training"), (test, "test")):
         if not split.paths:
             raise DatasetLayoutError(f"{name}: the {what} split has no image")

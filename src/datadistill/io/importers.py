@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from datadistill.data.base import DatasetSpec
-from datadistill.errors import SyntheticSetFileError
+from datadistill.errors import SyntheticSetFileError, error_context
 from datadistill.io.synthetic_set import SyntheticSet, synthetic_set_metadata
 from datadistill.preprocess.zca import ZCA
 
@@ -114,7 +114,8 @@ def import_vico(path: str | os.PathLike, spec: DatasetSpec, experiment: int = 0)
     labels = _check_labels(path, pair[1], spec, len(images), f"data[{experiment}][1] (labels)", soft=False)
     meta = _metadata(spec, "imported:vico", labels, path)
     meta["source_experiment"] = experiment
-    return SyntheticSet(images, labels, None, meta)
+    with error_context(str(path)):
+        return SyntheticSet(images, labels, None, meta).validate()
 
 
 def import_mtt(path: str | os.PathLike, spec: DatasetSpec, zca: ZCA | None = None) -> SyntheticSet:
@@ -152,7 +153,8 @@ def import_mtt(path: str | os.PathLike, spec: DatasetSpec, zca: ZCA | None = Non
     if zca is not None and zca.shape != tuple(images.shape[1:]):
         raise SyntheticSetFileError(f"{images_path}: the ZCA was fitted on images of shape {zca.shape}, the "
                                     f"file holds images of shape {tuple(images.shape[1:])}")
-    return SyntheticSet(images, labels, lr, _metadata(spec, "imported:mtt", labels, images_path), zca)
+    with error_context(str(images_path)):
+        return SyntheticSet(images, labels, lr, _metadata(spec, "imported:mtt", labels, images_path), zca).validate()
 
 
 def _forms() -> str:

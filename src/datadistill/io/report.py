@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from datadistill.errors import ConfigError
-from datadistill.fsutil import atomic_write_text
+from datadistill.fsutil import atomic_write_text, check_writable_file
 from datadistill.io.html import (figure, flatten, fmt, img, mean_std, note, pm, read_json, read_png, seconds, si, table,
                                  value)
 
@@ -347,7 +347,10 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
 
     Raises:
         ConfigError: ``run_dir`` is not a folder, or has neither a readable ``metrics.json`` nor a
-            registered section's JSON.
+            registered section's JSON; the report file cannot be written (checked first).
     """
+    target = Path(out) if out is not None else Path(run_dir) / "report.html"
+    if out is not None or Path(run_dir).is_dir():  # else render_report names the missing run folder
+        check_writable_file(target, "report file")
     html = render_report(run_dir)
-    return atomic_write_text(Path(out) if out is not None else Path(run_dir) / "report.html", html)
+    return atomic_write_text(target, html)

@@ -20,13 +20,14 @@ FedD3 union), so the dataset keys always come first and in the same order.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from datadistill.errors import SyntheticSetFileError
+from datadistill.errors import SyntheticSetFileError, error_context
 from datadistill.io.tensor_file import read_tensor_file, write_tensor_file
 from datadistill.preprocess.zca import ZCA
 
@@ -72,6 +73,8 @@ class SyntheticSet:
     def __post_init__(self) -> None:
         if self.images.dim() != 4:
             raise SyntheticSetFileError(f"images must be (N, C, H, W), got shape {tuple(self.images.shape)}")
+        if self.labels.dim() == 0:
+            raise SyntheticSetFileError("labels must be (N,) or (N, K), got a 0-d tensor")
         if self.labels.shape[0] != self.images.shape[0]:
             raise SyntheticSetFileError(
                 f"{self.images.shape[0]} images but {self.labels.shape[0]} labels")
@@ -80,6 +83,59 @@ class SyntheticSet:
         if self.zca is not None and tuple(self.images.shape[1:]) != self.zca.shape:
             raise SyntheticSetFileError(f"images of shape {tuple(self.images.shape[1:])} do not match the ZCA "
                                         f"fitted on shape {self.zca.shape}")
+
+    def validate(self) -> "SyntheticSet":
+        """Check the tensors against the file format and the metadata; run on every set read from a
+        file (:func:`load_synthetic_set`, the importers) before anything trains on it.
+
+        Images: float32, finite, (N, C, H, W) with N ≥ 1 and C, H, W those of the metadata
+        (``channels``, ``image_size``) when it has them. Labels: N of them; hard labels int64 in
+        ``[0, K)``, soft labels float32 (N, K), finite, K the metadata's ``num_classes`` (else the
+        length of ``class_names``; not checked when neither is given). The learned lr, when set, a
+        finite number > 0. Returns the set.
+
+        Raises:
+            SyntheticSetFileError: the first value that breaks a rule, with what was found and what
+                is expected (the caller adds the file's name).
+        """
+        images, labels, meta = self.images, self.labels, self.metadata
+        if images.dtype != torch.float32:
+            raise SyntheticSetFileError(f"images are {_dtype(images)}; expected float32")
+        if images.shape[0] == 0:
+            raise SyntheticSetFileError("holds no image (images of shape "
+                                        f"{tuple(images.shape)}); expected at least one")
+        if "channels" in meta and "image_size" in meta:
+            want = [meta["channels"], *meta["image_size"]] if isinstance(meta["image_size"], (list, tuple)) else None
+            if list(images.shape[1:]) != want:
+                raise SyntheticSetFileError(
+                    f"images of shape {tuple(images.shape[1:])} do not match metadata "
+                    f"channels={meta['channels']!r} image_size={meta['image_size']!r}")
+        _check_finite(images, "images", "image")
+        k = meta.get("num_classes", len(meta["class_names"]) if isinstance(meta.get("class_names"), list) else None)
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            raise SyntheticSetFileError(f"metadata num_classes is {k!r}; expected an integer ≥ 1")
+        if labels.dim() == 1:
+            if labels.dtype != torch.int64:
+                raise SyntheticSetFileError(f"hard labels are {_dtype(labels)}; expected int64")
+            outside = labels[(labels < 0) | (labels >= k)] if k is not None else labels[labels < 0]
+            if outside.numel():
+                accepted = f"0..{k - 1} (the {k} classes of the metadata)" if k is not None else "≥ 0"
+                raise SyntheticSetFileError(f"labels hold class {int(outside[0])} ({outside.numel()} label(s) "
+                                            f"out of range); accepted: {accepted}")
+        elif labels.dim() == 2:
+            if labels.dtype != torch.float32:
+                raise SyntheticSetFileError(f"soft labels are {_dtype(labels)}; expected float32")
+            if k is not None and labels.shape[1] != k:
+                raise SyntheticSetFileError(f"soft labels of shape {tuple(labels.shape)} have {labels.shape[1]} "
+                                            f"columns; expected {k} (the classes of the metadata)")
+            _check_finite(labels, "soft labels", "row")
+        else:
+            raise SyntheticSetFileError(f"labels of shape {tuple(labels.shape)}; expected (N,) int64 hard labels "
+                                        "or (N, K) float32 soft labels")
+        lr = self.learned_lr
+        if lr is not None and not (math.isfinite(lr) and lr > 0):
+            raise SyntheticSetFileError(f"learned_lr is {lr!r}; expected a finite number > 0")
+        return self
 
     @property
     def label_kind(self) -> str:
@@ -92,6 +148,18 @@ class SyntheticSet:
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+
+def _dtype(tensor: torch.Tensor) -> str:
+    return str(tensor.dtype).removeprefix("torch.")
+
+
+def _check_finite(tensor: torch.Tensor, what: str, item: str) -> None:
+    bad = ~torch.isfinite(tensor)
+    if bad.any():
+        first = int(bad.flatten().nonzero()[0]) // max(1, tensor[0].numel())
+        raise SyntheticSetFileError(f"{what} hold {int(bad.sum())} non-finite value(s) (NaN or infinity), "
+                                    f"the first in {item} {first}; expected finite values")
 
 
 def save_synthetic_set(syn: SyntheticSet, path: str | os.PathLike) -> Path:
@@ -113,18 +181,20 @@ def load_synthetic_set(path: str | os.PathLike) -> SyntheticSet:
     Raises:
         SyntheticSetFileError: the file is missing, not a safetensors file, corrupt, or not a
             datadistill synthetic set (missing tensors or metadata, or metadata ``zca`` without
-            its tensors).
+            its tensors), or its tensors break a rule of :meth:`SyntheticSet.validate` (non-finite
+            or non-float32 images, labels outside the classes, ...): the message names the file
+            and the bad value.
     """
     tensors, meta = read_tensor_file(path, FORMAT, FORMAT_VERSION, SyntheticSetFileError, "synthetic set")
     missing = [k for k in _REQUIRED_META if k not in meta] + [k for k in ("images", "labels") if k not in tensors]
     if missing:
         raise SyntheticSetFileError(f"{path}: missing {missing[0]!r}")
-    lr = tensors.get("learned_lr")
-    syn = SyntheticSet(tensors["images"], tensors["labels"], None if lr is None else float(lr), meta)
-    if list(syn.images.shape[1:]) != [meta["channels"], *meta["image_size"]]:
-        raise SyntheticSetFileError(
-            f"{path}: images of shape {tuple(syn.images.shape[1:])} do not match metadata "
-            f"channels={meta['channels']} image_size={meta['image_size']}")
+    with error_context(str(path)):
+        lr = tensors.get("learned_lr")
+        if lr is not None and lr.numel() != 1:
+            raise SyntheticSetFileError(f"learned_lr holds {lr.numel()} values; expected one number")
+        syn = SyntheticSet(tensors["images"], tensors["labels"], None if lr is None else float(lr), meta)
+        syn.validate()
     if meta.get("zca") is not None:
         if not isinstance(meta["zca"], dict) or "eps" not in meta["zca"]:
             raise SyntheticSetFileError(f"{path}: metadata 'zca' is {meta['zca']!r}, expected {{\"eps\": float}}")
