@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from datadistill._version import __version__
+from datadistill.errors import ConfigError
 from datadistill.record import RunRecord
 
 log = logging.getLogger("datadistill")
@@ -74,6 +75,13 @@ def testset_digest(test: Any) -> dict[str, Any]:
     return {"images": len(test), "image_shape": list(test.image_shape), "labels_sha256": h.hexdigest()}
 
 
+PART_KEYS = ("accuracy", "train_accuracy", "per_class", "curve", "train_seconds", "seconds")
+
+
+def _complete(result: Mapping[str, Any]) -> bool:
+    return all(key in result for key in PART_KEYS)
+
+
 class EvalParts:
     """Where an evaluation keeps its finished networks: ``folder/<prefix><model>.json`` (module docstring).
 
@@ -106,19 +114,19 @@ class EvalParts:
                            what="an evaluation")
         try:
             content = record.load()
-        except Exception as exc:  # noqa: BLE001 - a damaged parts file only costs its networks
-            log.info("evaluation parts %s not reused: %s", record.path, exc)
+        except ConfigError as exc:  # a damaged parts file only costs its networks
+            log.info("evaluation parts not reused: %s", exc)
             return record, {}
         if content is None:
             return record, {}
-        if record.differences(content):
+        if not isinstance(content.get("settings"), dict) or record.differences(content):
             log.info("evaluation parts %s are of another set or settings: not reused", record.path)
             return record, {}
-        units = content.get("units") or {}
+        units = content.get("units")
         done = {}
-        for unit, result in units.items():
-            k = int(unit)
-            if isinstance(result, dict) and (self.keep is None or self.keep(model, k)):
+        for unit, result in (units.items() if isinstance(units, dict) else ()):
+            k = int(unit) if str(unit).isdigit() else -1
+            if 0 <= k and isinstance(result, dict) and _complete(result) and (self.keep is None or self.keep(model, k)):
                 done[k] = result
         record.units = {str(k): v for k, v in done.items()}
         return record, done

@@ -147,7 +147,8 @@ def resume_record(out: str | os.PathLike | None, config: NASSettings, space: Sea
     """The run record ``out/nas_run.json`` (None without ``out``): the settings (flat
     :class:`NASSettings` keys, ``space.<key>`` for the space, the synthetic set's content hash, the
     dataset and its split sizes, the device type) and one unit per finished training,
-    ``synthetic/<index>`` and ``real/<index>`` → ``{"start", "end", "result"}``. A rerun into the
+    ``synthetic/<index>`` and ``real/<index>`` → ``{"start_time", "end_time", "result"}`` (the
+    task's wall-clock start and end, ``time.time()``, and its results). A rerun into the
     same folder with the same settings (:data:`RESUME_INDEPENDENT` aside) trains only the candidates
     not finished there; with other settings it is refused, listing the keys that differ."""
     if out is None:
@@ -302,7 +303,7 @@ def run_nas(synthetic: str | os.PathLike | SyntheticSet, space: str | os.PathLik
     if reused:
         log.info("nas: resuming %s: %d of %d candidate trainings already finished", out, len(reused), 2 * n)
     for i in reused:
-        timed[i] = (done[units[i]]["start"], done[units[i]]["end"], done[units[i]]["result"])
+        timed[i] = (done[units[i]]["start_time"], done[units[i]]["end_time"], done[units[i]]["result"])
         report(i, timed[i])
     todo = [i for i in range(2 * n) if units[i] not in done]
 
@@ -310,7 +311,7 @@ def run_nas(synthetic: str | os.PathLike | SyntheticSet, space: str | os.PathLik
         i = todo[j]
         timed[i] = result
         if record is not None:
-            record.mark_finished(units[i], {"start": result[0], "end": result[1], "result": result[2]})
+            record.mark_finished(units[i], {"start_time": result[0], "end_time": result[1], "result": result[2]})
         report(i, result)
 
     start = time.perf_counter()
