@@ -150,7 +150,7 @@ def test_evaluate_text(distilled, fake_root):
 def _fake_evaluation(monkeypatch):
     captured = {}
 
-    def fake(syn, test, settings, device, seed=0, progress=None, on_model=None):
+    def fake(syn, test, settings, device, seed=0, progress=None, on_model=None, parts=None):
         captured["settings"] = settings
         captured["seed"] = seed
         return EvalResult(settings.model, [50.0], [100.0], 0.0, epochs=settings.epochs)

@@ -249,7 +249,8 @@ def test_summarise_errors(syn, real, top, needle):
 
 def test_run_writes_the_four_files(in_process_run):
     result, out, _, _, _ = in_process_run
-    assert sorted(p.name for p in out.iterdir()) == ["nas.csv", "nas.json", "nas.md", "nas.png"]  # no temp files
+    # the four files and the run record (resume); no temp files
+    assert sorted(p.name for p in out.iterdir()) == ["nas.csv", "nas.json", "nas.md", "nas.png", "nas_run.json"]
     doc = json.loads((out / "nas.json").read_text(encoding="utf-8"))
     assert doc["format"] == "datadistill.nas" and doc["space"]["family"] == "convnet"
     assert doc["space"]["grid_size"] == 4 and len(doc["candidates"]) == 4

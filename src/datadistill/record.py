@@ -11,7 +11,9 @@ Two layouts:
   to find them (``settings_of``, ``units_of``).
 * :class:`UnitFolders`: one folder per unit (``compare``'s ``cells/<cell>``) holding a marker file
   that records the unit's settings, written after the unit finished and removed before it reruns;
-  the unit's result is the marker's ``result`` or a JSON file written beside it.
+  the unit's result is the marker's ``result`` or a JSON file written beside it. The folder of an
+  unfinished unit is kept for its rerun (a checkpoint there resumes it) unless it began with other
+  settings (a ``<marker stem>.started.json`` records them while the unit runs).
 
 Settings are compared as plain JSON values (:func:`plain`: tuples are lists, paths strings,
 dataclasses mappings); a refusal lists every key that differs (:func:`differences`).
@@ -23,6 +25,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -219,10 +222,39 @@ class UnitFolders:
             return None
         return result
 
-    def begin(self, unit: str) -> Path:
-        """Remove the unit's marker (no stale record while its folder changes); returns the folder."""
+    def started_marker(self, unit: str) -> Path:
+        """``<marker stem>.started.json`` in the unit's folder: the settings an unfinished run began with."""
+        return self.folder(unit) / f"{Path(self.marker).stem}.started.json"
+
+    def begin(self, unit: str, settings: Mapping[str, Any] | None = None, stale: Iterable[str] = ()) -> Path:
+        """Remove the unit's marker (no stale record while its folder changes); returns the folder.
+
+        The folder itself is kept, with what an interrupted run left there (e.g. a checkpoint the
+        rerun resumes from). With ``settings``: when the folder's last run (its started marker, else
+        its finished marker) had other settings, the entries ``stale`` of the folder (names of files
+        or folders, e.g. ``("checkpoint",)``) are deleted, since they belong to those settings; then
+        the started marker records ``settings``, atomically, until :meth:`mark_finished`.
+        """
         folder = self.folder(unit)
+        if settings is not None:
+            previous = None
+            for path in (self.started_marker(unit), folder / self.marker):
+                try:
+                    previous = json.loads(path.read_text(encoding="utf-8")).get(self.settings_key)
+                    break
+                except (OSError, ValueError, AttributeError):
+                    continue
+            if previous is not None and previous != plain(dict(settings)):
+                for name in stale:
+                    target = folder / name
+                    if target.is_dir() and not target.is_symlink():
+                        shutil.rmtree(target)
+                    else:
+                        target.unlink(missing_ok=True)
         (folder / self.marker).unlink(missing_ok=True)
+        if settings is not None:
+            atomic_write_text(self.started_marker(unit), json.dumps({self.settings_key: plain(dict(settings))},
+                                                                     indent=2, sort_keys=True) + "\n")
         return folder
 
     def mark_finished(self, unit: str, settings: Mapping[str, Any], result: Any = None, **extra: Any) -> Path:
@@ -231,7 +263,9 @@ class UnitFolders:
         record = {**extra, self.settings_key: plain(dict(settings))}
         if self.result is None:
             record["result"] = plain(result)
-        return atomic_write_text(self.folder(unit) / self.marker, json.dumps(record, indent=2, sort_keys=True) + "\n")
+        path = atomic_write_text(self.folder(unit) / self.marker, json.dumps(record, indent=2, sort_keys=True) + "\n")
+        self.started_marker(unit).unlink(missing_ok=True)
+        return path
 
 
 __all__ = ["RECORD_FORMAT", "RECORD_VERSION", "RunRecord", "UnitFolders", "differences", "fingerprint", "plain"]

@@ -19,7 +19,8 @@ from datadistill._version import __version__
 from datadistill.augment import DSA
 from datadistill.config import DistillConfig
 from datadistill.data import DatasetSpec, LabelledImages, RealSet, SplitDataset, load_dataset, load_dataset_of
-from datadistill.evaluation import EvalResult, EvalSettings, evaluate_synthetic_set
+from datadistill.evaluation import EvalParts, EvalResult, EvalSettings, evaluate_synthetic_set
+from datadistill.evaluation.parts import PARTS_FOLDER
 from datadistill.fsutil import atomic_write_text, check_output_folder
 from datadistill.io import SyntheticSet, load_synthetic_set, save_grid, save_synthetic_set, synthetic_set_metadata
 from datadistill.methods import METHODS, Distiller
@@ -156,7 +157,8 @@ def eval_settings(config: DistillConfig, spec: DatasetSpec) -> EvalSettings:
 
 
 def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), dataset: SplitDataset | None = None,
-            evaluate: bool = True, snapshot_iterations: Sequence[int] = ()) -> DistillResult:
+            evaluate: bool = True, snapshot_iterations: Sequence[int] = (),
+            eval_parts: str | os.PathLike | None = None) -> DistillResult:
     """Learn a synthetic set as ``config`` says, then evaluate it (unless ``num_eval`` is 0).
 
     Args:
@@ -166,6 +168,9 @@ def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), datas
         evaluate: False skips evaluation whatever ``num_eval`` says.
         snapshot_iterations: iterations after which a copy of the set is kept in ``result.snapshots``
             (0 = the initial set).
+        eval_parts: a folder where the evaluation records each finished network and reuses those
+            recorded (:mod:`datadistill.evaluation.parts`: ``<model>.json``, ``init_<model>.json``
+            for the initial set); None keeps nothing.
 
     Raises:
         ConfigError / UnknownNameError: an invalid setting (unknown dataset, method or model, IPC
@@ -248,11 +253,14 @@ def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), datas
                            iterations_run=distiller.iteration, skipped_iterations=skipped[0], class_counts=counts)
     if evaluate and config.num_eval > 0:
         settings = eval_settings(config, spec)
+        parts = EvalParts(eval_parts) if eval_parts is not None else None
         t0 = time.perf_counter()
         result.evaluation = evaluate_synthetic_set(syn, data.test, settings, device, seed=config.seed,
-                                                   progress=lambda k, a: log.info("eval model %d: %.2f%%", k, a))
+                                                   progress=lambda k, a: log.info("eval model %d: %.2f%%", k, a),
+                                                   parts=parts)
         if config.eval_init:
-            result.init_evaluation = evaluate_synthetic_set(initial, data.test, settings, device, seed=config.seed)
+            result.init_evaluation = evaluate_synthetic_set(initial, data.test, settings, device, seed=config.seed,
+                                                            parts=parts.with_prefix("init_") if parts else None)
         result.eval_seconds = time.perf_counter() - t0
     return result
 
@@ -284,7 +292,9 @@ def run_distill(config: DistillConfig, out_dir: str | os.PathLike, callbacks: Se
     ``metrics.json``, ``config.yaml`` (resolved) and ``distill.log``.
 
     Every file is written atomically and only after the run succeeded, so a failed run leaves any
-    earlier results in ``out_dir`` untouched and adds nothing.
+    earlier results in ``out_dir`` untouched. The evaluation records each finished network in
+    ``out_dir/evaluation_parts/`` (a rerun trains only the missing ones); the folder is removed once
+    ``metrics.json`` is written.
     """
     out = check_output_folder(out_dir)
     records: list[str] = []
@@ -296,7 +306,7 @@ def run_distill(config: DistillConfig, out_dir: str | os.PathLike, callbacks: Se
     log.addHandler(handler)
     try:
         log.info("datadistill %s: %s", __version__, json.dumps(config.as_dict(), sort_keys=True))
-        result = distill(config, callbacks)
+        result = distill(config, callbacks, eval_parts=out / PARTS_FOLDER)
         for it, loss in result.loss_history[:: max(1, len(result.loss_history) // 50)]:
             log.info("iteration %d loss %.6g", it, loss)
         log.info("distilled in %.1f s", result.distill_seconds)
@@ -314,4 +324,5 @@ def run_distill(config: DistillConfig, out_dir: str | os.PathLike, callbacks: Se
     atomic_write_text(out / "metrics.json", json.dumps(result.metrics(), indent=2) + "\n")
     atomic_write_text(out / "config.yaml", yaml.safe_dump(syn.metadata["config"], sort_keys=True))
     atomic_write_text(out / "distill.log", "\n".join(records) + "\n")
+    EvalParts(out / PARTS_FOLDER).remove()  # the evaluation is in metrics.json now
     return result

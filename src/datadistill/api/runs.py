@@ -140,7 +140,10 @@ def run_evaluate(path: str | os.PathLike, models: Sequence[str] = ("convnet",), 
         path: a ``.safetensors`` synthetic set.
         models: registered model names.
         out: folder for ``evaluation.json`` (and ``curves.json``, ``curves.png`` when ``curve_every``
-            is set); None writes nothing.
+            is set); None writes nothing. Each network's result is recorded in
+            ``out/evaluation_parts/<model>.json`` as it finishes, so that a rerun of an interrupted
+            evaluation trains only the missing networks (:mod:`datadistill.evaluation.parts`); the
+            folder is removed once ``evaluation.json`` is written.
         baselines: ``baseline.json`` files (or their folders) of ``datadistill baseline``.
         save_models: folder for the trained networks, ``<model>_<k>.safetensors`` (``datadistill test-model``).
         overrides: :class:`~datadistill.evaluation.EvalSettings` fields (None = default; the DSA
@@ -153,6 +156,7 @@ def run_evaluate(path: str | os.PathLike, models: Sequence[str] = ("convnet",), 
         SyntheticSetFileError, DatasetNotFoundError, UnknownNameError, ConfigError: bad file, dataset,
             model, setting or baseline. Nothing is written then.
     """
+    from datadistill.evaluation.parts import PARTS_FOLDER, EvalParts
     from datadistill.evaluation.suite import evaluate_architectures
 
     syn = load_synthetic_set(path)
@@ -167,7 +171,7 @@ def run_evaluate(path: str | os.PathLike, models: Sequence[str] = ("convnet",), 
         overrides["dsa_strategy"] = data.spec.dsa_strategy
     settings = EvalSettings(**{"model": models[0] if models else "convnet",
                                **{k: v for k, v in overrides.items() if v is not None}})
-    on_model = None
+    on_model, keep = None, None
     if save_models is not None:
         from datadistill.io.model_file import save_model
 
@@ -180,8 +184,12 @@ def run_evaluate(path: str | os.PathLike, models: Sequence[str] = ("convnet",), 
                        std=spec.std, zca=syn.zca,
                        extra={"synthetic_set": str(path), "seed": seed + k, "epochs": settings.epochs})
 
+        def keep(model: str, k: int) -> bool:  # a network is reused only with its saved file
+            return (Path(save_models) / f"{model}_{k}.safetensors").is_file()
+
+    parts = EvalParts(Path(out) / PARTS_FOLDER, keep=keep) if out is not None else None
     result = evaluate_architectures(syn, data.test, models, settings, select_device(device), seed=seed,
-                                    baselines=base, progress=progress, on_model=on_model)
+                                    baselines=base, progress=progress, on_model=on_model, parts=parts)
     result.metadata["file"] = str(path)
     if out is not None:
         folder = Path(out)
@@ -193,6 +201,7 @@ def run_evaluate(path: str | os.PathLike, models: Sequence[str] = ("convnet",), 
 
             atomic_write_text(folder / "curves.json", json.dumps(curves, indent=2) + "\n")
             plot_learning_curves(curves, folder / "curves.png")
+        parts.remove()  # the results are in evaluation.json now
     return result
 
 

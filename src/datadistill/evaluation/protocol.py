@@ -14,6 +14,10 @@ Each network trains with :func:`datadistill.training.fit_network` and the settin
 (``vectorise``, :mod:`datadistill.training.vmap`): each keeps its own initialisation, shuffling and DSA
 draws, so the result equals the sequential loop's up to float rounding. Architectures with BatchNorm
 and K = 1 use the sequential loop.
+
+With ``parts`` (:class:`~datadistill.evaluation.parts.EvalParts`), each finished network's result is
+recorded on disk as it finishes and a rerun trains only the missing networks (a vectorised batch is
+trained again unless all its networks are recorded).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from torch import nn
 
 from datadistill.data import LabelledImages
 from datadistill.errors import ConfigError
+from datadistill.evaluation.parts import EvalParts, evaluation_key
 from datadistill.io.synthetic_set import SyntheticSet
 from datadistill.models import build_model, default_eval_lr
 from datadistill.runtime import make_generator
@@ -213,7 +218,8 @@ def _build(settings: EvalSettings, channels: int, num_classes: int, image_size: 
 
 def evaluate_synthetic_set(syn: SyntheticSet, test: LabelledImages, settings: EvalSettings,
                            device: torch.device, seed: int = 0, progress=None,
-                           on_model: Callable[[int, nn.Module], None] | None = None) -> EvalResult:
+                           on_model: Callable[[int, nn.Module], None] | None = None,
+                           parts: EvalParts | None = None) -> EvalResult:
     """Train ``settings.num_eval`` networks on ``syn`` and test each on ``test``.
 
     Network k is initialised and trained with seed ``seed + k``, so results repeat exactly on the
@@ -226,8 +232,12 @@ def evaluate_synthetic_set(syn: SyntheticSet, test: LabelledImages, settings: Ev
     Args:
         syn: the synthetic set (images normalised like ``test``, then whitened if ``syn.zca`` is set).
         test: the real test set, (N, C, H, W) float32 normalised (not whitened), labels (N,) int64.
-        progress: optional callable ``(k, accuracy)`` after each network is tested.
-        on_model: optional callable ``(k, trained network)`` (e.g. to save it).
+        progress: optional callable ``(k, accuracy)`` after each network is tested (or reused).
+        on_model: optional callable ``(k, trained network)`` (e.g. to save it); not called for a
+            network reused from ``parts``.
+        parts: where finished networks are recorded as they finish and reused from
+            (:mod:`datadistill.evaluation.parts`): a rerun trains only the networks missing there and
+            gives the same numbers (wall-clock seconds aside). None: nothing is stored.
 
     Raises:
         ConfigError: the set's channels or image size differ from the test set's.
@@ -236,6 +246,7 @@ def evaluate_synthetic_set(syn: SyntheticSet, test: LabelledImages, settings: Ev
         raise ConfigError(f"synthetic images {tuple(syn.images.shape[1:])} do not match the test images "
                           f"{tuple(test.image_shape)} (channels, height, width)")
     classes = num_classes(syn.labels, syn.metadata)
+    raw_test = test
     if syn.zca is not None:
         if test.streamed:
             raise ConfigError("a ZCA-whitened set cannot be tested on a streamed test set: load it with stream off")
@@ -251,48 +262,71 @@ def evaluate_synthetic_set(syn: SyntheticSet, test: LabelledImages, settings: Ev
     generators = [make_generator(seed + k) for k in range(settings.num_eval)]
     curve_at = _curve_epochs(settings)
     curves = [{"epochs": [], "train_accuracy": [], "test_accuracy": [], "seconds": []} for _ in nets]
-
-    curve_seconds = [0.0]  # time spent testing for the curves, excluded from train_seconds
+    curve_seconds = [0.0] * len(nets)  # time spent testing for the curves, excluded from train_seconds
 
     def record(members: list[int]):
         def hook(epoch: int, seconds: float) -> None:
             if epoch in curve_at:
-                t = time.perf_counter()
                 for j in members:
+                    t = time.perf_counter()
                     c = curves[j]
                     c["epochs"].append(epoch)
                     c["seconds"].append(seconds)
                     c["train_accuracy"].append(accuracy(nets[j], train_set, device))
                     c["test_accuracy"].append(accuracy(nets[j], test, device))
-                curve_seconds[0] += time.perf_counter() - t
+                    curve_seconds[j] += time.perf_counter() - t
         return hook if curve_at else None
 
     want = settings.vectorise if settings.vectorise is not None else torch.device(device).type == "cuda"
     vectorised = want and can_vectorise(nets)
-    train_seconds = 0.0
-    if vectorised:
+    stored, done = None, {}
+    if parts is not None:
+        stored, done = parts.open(settings.model, evaluation_key(
+            syn, raw_test, settings.as_dict(), lr=lr, seed=seed, classes=classes, device=device,
+            vectorised=vectorised))
+        if vectorised and len(done) < len(nets):
+            done = {}  # the vectorised batch is the unit of resumption
+    train_share = [0.0] * len(nets)  # training seconds of each network (its share of a vectorised batch)
+    if vectorised and not done:
         t0 = time.perf_counter()
         fit_networks_vectorised(nets, images, targets, dataclasses.replace(settings.recipe, lr=lr), generators,
                                 record(list(range(len(nets)))))
-        train_seconds = time.perf_counter() - t0
-    accs, train_accs, per_class = [], [], []
+        train_share = [(time.perf_counter() - t0) / len(nets)] * len(nets)
+    accs, train_accs, per_class, net_train = [], [], [], [0.0] * len(nets)
+    reused_seconds = 0.0
     for k, net in enumerate(nets):
+        if k in done:
+            part = done[k]
+            accs.append(part["accuracy"])
+            train_accs.append(part["train_accuracy"])
+            per_class.append(part["per_class"])
+            curves[k] = part["curve"] or curves[k]
+            net_train[k] = part["train_seconds"]
+            reused_seconds += part["seconds"]
+            if progress:
+                progress(k, accs[-1])
+            continue
+        t_net = time.perf_counter() - train_share[k]
         if not vectorised:
             t0 = time.perf_counter()
             train_network(net, images, targets, settings, lr, generators[k], record([k]))
-            train_seconds += time.perf_counter() - t0
+            train_share[k] = time.perf_counter() - t0
+        net_train[k] = train_share[k] - curve_seconds[k]
         train_accs.append(accuracy(net, train_set, device))
         correct, count = class_correct(net, test, device, classes)
         accs.append(100.0 * int(correct.sum()) / max(int(count.sum()), 1))
         per_class.append(per_class_percent(correct, count))
         if on_model is not None:
             on_model(k, net)
+        if stored is not None:
+            EvalParts.finish(stored, k, {"accuracy": accs[-1], "train_accuracy": train_accs[-1],
+                                         "per_class": per_class[-1], "curve": curves[k] if curve_at else None,
+                                         "train_seconds": net_train[k], "seconds": time.perf_counter() - t_net})
         if progress:
             progress(k, accs[-1])
-    train_seconds -= curve_seconds[0]
-    return EvalResult(settings.model, accs, train_accs, time.perf_counter() - start,
+    return EvalResult(settings.model, accs, train_accs, time.perf_counter() - start + reused_seconds,
                       curves=curves if curve_at else [], lr=lr, vectorised=vectorised,
-                      train_seconds=train_seconds, epochs=settings.recipe.epochs, per_class_accuracies=per_class)
+                      train_seconds=sum(net_train), epochs=settings.recipe.epochs, per_class_accuracies=per_class)
 
 
 __all__ = ["EVAL_RECIPE", "EvalResult", "EvalSettings", "accuracy", "class_correct", "per_class_percent",

@@ -17,6 +17,7 @@ from torch import nn
 
 from datadistill.data import LabelledImages
 from datadistill.evaluation.cost import forward_flops, training_flops_per_image
+from datadistill.evaluation.parts import EvalParts
 from datadistill.evaluation.protocol import EvalResult, EvalSettings, evaluate_synthetic_set
 from datadistill.io.synthetic_set import SyntheticSet
 from datadistill.models import MODELS, build_model
@@ -97,7 +98,8 @@ class CrossArchResult:
 def evaluate_architectures(syn: SyntheticSet, test: LabelledImages, models: Sequence[str], settings: EvalSettings,
                            device: torch.device, *, seed: int = 0, baselines: Sequence[Mapping[str, Any]] = (),
                            progress: Callable[[str, int, float], None] | None = None,
-                           on_model: Callable[[str, int, nn.Module], None] | None = None) -> CrossArchResult:
+                           on_model: Callable[[str, int, nn.Module], None] | None = None,
+                           parts: EvalParts | None = None) -> CrossArchResult:
     """Evaluate ``syn`` on every architecture in ``models`` with the same protocol ``settings``.
 
     The evaluation lr is, per architecture: the set's learned lr (MTT family) unless
@@ -111,7 +113,10 @@ def evaluate_architectures(syn: SyntheticSet, test: LabelledImages, models: Sequ
         baselines: ``baseline.json`` contents (``datadistill baseline``); each is matched to the
             architecture of the same name for the cost table. Its dataset must be the set's.
         progress: called ``(model, k, accuracy)`` after each network.
-        on_model: called ``(model, k, trained network)`` (e.g. ``--save-models``).
+        on_model: called ``(model, k, trained network)`` (e.g. ``--save-models``); not for a network
+            reused from ``parts``.
+        parts: where each architecture's finished networks are recorded and reused from
+            (``<model>.json`` in its folder, :mod:`datadistill.evaluation.parts`).
 
     Raises:
         UnknownNameError: an unknown model.
@@ -141,7 +146,7 @@ def evaluate_architectures(syn: SyntheticSet, test: LabelledImages, models: Sequ
         result = evaluate_synthetic_set(
             syn, test, s, device, seed=seed,
             progress=(lambda k, a, n=name: progress(n, k, a)) if progress else None,
-            on_model=(lambda k, net, n=name: on_model(n, k, net)) if on_model else None)
+            on_model=(lambda k, net, n=name: on_model(n, k, net)) if on_model else None, parts=parts)
         out.results.append(result)
         probe = build_model(name, shape[0], num_classes(syn.labels, syn.metadata), shape[1:])
         out.forward_flops[name] = forward_flops(probe, shape)

@@ -1,6 +1,7 @@
 """Running a comparison grid: every cell with :func:`datadistill.api.run_distill`, finished cells
 reused (:class:`~datadistill.record.UnitFolders`: ``cells/<cell>/cell.json`` beside the
-cell's ``metrics.json``), the tables refreshed after every cell."""
+cell's ``metrics.json``), an interrupted cell resumed from its folder (``checkpoint/``), the tables
+refreshed after every cell."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from datadistill.record import UnitFolders
 from datadistill.fsutil import atomic_write_text, check_output_folder
 
 Progress = Callable[[str, str], None]
+#: what a cell's folder holds of an unfinished run that only a rerun with the same config may reuse
+STALE = ("checkpoint",)
 
 
 @dataclass
@@ -85,7 +88,11 @@ def run_compare(config: str | os.PathLike | Mapping[str, Any] | CompareSettings,
 
     Cells run one after another with :func:`datadistill.api.run_distill`. A cell whose folder holds
     ``metrics.json`` and a ``cell.json`` recording the same resolved config is reused, not rerun
-    (:class:`~datadistill.record.UnitFolders`).
+    (:class:`~datadistill.record.UnitFolders`). A cell that was interrupted reruns in the same
+    folder, which keeps what the interrupted run left there: ``run_distill`` resumes from the
+    cell's ``checkpoint/`` and reuses its finished evaluation networks (``evaluation_parts/``);
+    ``cell.started.json`` records the config the cell began with, and a checkpoint of another config
+    is deleted before the cell reruns.
     A cell raising a :class:`~datadistill.errors.DatadistillError` is recorded as failed (its
     message in the row's ``error``) and the grid goes on; other exceptions propagate. The tables are
     rewritten after every cell that runs and once at the end, so an interrupted grid leaves the
@@ -127,7 +134,9 @@ def run_compare(config: str | os.PathLike | Mapping[str, Any] | CompareSettings,
             notify(cell.name, "skipped")
         else:
             notify(cell.name, "running")
-            cell_dir = cells.begin(cell.name)  # no stale record while the folder changes
+            # no stale record while the folder changes; what an interrupted run of this cell left there (its
+            # checkpoint/) is kept so that run_distill resumes from it, unless it ran with another config
+            cell_dir = cells.begin(cell.name, cell.config_dict(), stale=STALE)
             try:
                 api.run_distill(cell.config, cell_dir)
                 metrics = json.loads((cell_dir / "metrics.json").read_text(encoding="utf-8"))

@@ -23,11 +23,14 @@ local training, initial network) derives from the run's ``seed`` through
 ``federated.json``, ``federated.csv`` (FedAvg per round), ``federated.md`` (the comparison and the
 verdict), ``federated.png`` (accuracy against cumulative bytes uploaded) and
 ``fedd3_synthetic.safetensors`` (the union the server trained on). Every setting is checked first:
-bad input raises one :class:`~datadistill.errors.ConfigError` and writes nothing.
+bad input raises one :class:`~datadistill.errors.ConfigError` and writes nothing. The finished FedD3
+clients, server networks and FedAvg rounds are recorded as they finish (``federated_run.json``,
+``federated_parts/``): an interrupted run rerun into the same folder with the same settings resumes
+from them (:mod:`~.resume`).
 
 Modules: :mod:`~.settings` (:class:`FederatedConfig`), :mod:`~.partition`, :mod:`~.payload` (what is
 uploaded, in bytes), :mod:`~.fedd3`, :mod:`~.fedavg`, :mod:`~.outputs` (verdict, files, report
-section) and :mod:`~.run` (:func:`run_federated`).
+section), :mod:`~.resume` (the run record) and :mod:`~.run` (:func:`run_federated`).
 """
 
 from datadistill.experiments.federated.fedavg import (LOCAL_RECIPE, LocalTraining, build_net, client_update,

@@ -15,7 +15,7 @@ Seeds (:mod:`datadistill.experiments.seeds`): the clients of round r are drawn f
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,9 @@ from datadistill.experiments.federated.payload import model_state, upload_bytes
 from datadistill.experiments.federated.settings import INIT_STREAM, LOCAL_STREAM, SELECTION_STREAM, Progress
 from datadistill.experiments.seeds import derived_rng, derived_seed
 from datadistill.training import TrainRecipe, fit_network, holds_recipe
+
+
+RoundHook = Callable[[int, float, dict[str, Any], dict[str, torch.Tensor]], None]
 
 
 def weighted_average(states: Sequence[Mapping[str, torch.Tensor]], counts: Sequence[int]) -> dict[str, torch.Tensor]:
@@ -125,7 +128,8 @@ def local_seed(seed: int, round_: int, client: int) -> int:
 def run_fedavg(train: LabelledImages, test: LabelledImages, spec: DatasetSpec, parts: Sequence[torch.Tensor], *,
                model: str, rounds: int, fraction: float, settings: LocalTraining, seed: int = 0,
                device: str = "cpu", initial_state: Mapping[str, torch.Tensor] | None = None,
-               progress: Progress | None = None) -> dict[str, Any]:
+               progress: Progress | None = None, resume_from: Mapping[str, Any] | None = None,
+               on_round: RoundHook | None = None) -> dict[str, Any]:
     """FedAvg on the clients ``parts`` (index tensors into ``train``), tested on ``test`` after every round.
 
     Every round: :func:`select_clients`, :func:`client_update` for each selected client (one after
@@ -140,6 +144,12 @@ def run_fedavg(train: LabelledImages, test: LabelledImages, spec: DatasetSpec, p
         settings: the clients' local SGD.
         device: where the clients train and the global model is tested (``cpu`` or ``cuda[:N]``).
         initial_state: float32 tensors by ``state_dict`` name (:func:`model_state`) to start from.
+        resume_from: the run so far, to go on from: ``rows`` of rounds 1 … r, ``initial_accuracy``
+            and ``state`` (the global weights after round r); rounds r + 1 … R are then the ones an
+            uninterrupted run would give (each round depends on the previous ones only through the
+            global weights; its clients and seeds derive from ``seed`` and its number).
+        on_round: called ``(round, initial accuracy, row, global weights)`` after every round (to
+            keep them).
 
     Returns:
         ``rows`` (one per round: ``round``, ``clients``, ``accuracy`` %, ``bytes_uploaded``,
@@ -155,8 +165,8 @@ def run_fedavg(train: LabelledImages, test: LabelledImages, spec: DatasetSpec, p
     state = model_state(net)
     per_client = upload_bytes(state)
     counts = [int(p.numel()) for p in parts]
-    rows: list[dict[str, Any]] = []
-    clock = {"start": time.perf_counter(), "eval": 0.0}
+    rows: list[dict[str, Any]] = [dict(r) for r in resume_from["rows"]] if resume_from else []
+    clock = {"start": time.perf_counter(), "eval": 0.0, "before": rows[-1]["cumulative_seconds"] if rows else 0.0}
 
     def evaluate(round_: int, new_state: Mapping[str, torch.Tensor], chosen: list[int]) -> float:
         t = time.perf_counter()
@@ -165,7 +175,7 @@ def run_fedavg(train: LabelledImages, test: LabelledImages, spec: DatasetSpec, p
         clock["eval"] += time.perf_counter() - t
         if round_ == 0:
             return acc
-        now = time.perf_counter() - clock["start"] - clock["eval"]
+        now = time.perf_counter() - clock["start"] - clock["eval"] + clock["before"]
         up = per_client * len(chosen)
         rows.append({"round": round_, "clients": chosen, "accuracy": acc, "bytes_uploaded": up,
                      "cumulative_bytes_uploaded": up + (rows[-1]["cumulative_bytes_uploaded"] if rows else 0),
@@ -173,13 +183,19 @@ def run_fedavg(train: LabelledImages, test: LabelledImages, spec: DatasetSpec, p
                      "cumulative_bytes_downloaded": up + (rows[-1]["cumulative_bytes_downloaded"] if rows else 0),
                      "round_seconds": now - (rows[-1]["cumulative_seconds"] if rows else 0.0),
                      "cumulative_seconds": now})
+        if on_round is not None:  # kept before it is reported
+            on_round(round_, clock["initial"], rows[-1], dict(new_state))
         if progress:
             progress("fedavg", f"round {round_}/{rounds}: {len(chosen)} clients, test accuracy {acc:.2f} %, "
                                f"{rows[-1]['cumulative_bytes_uploaded']:,} B uploaded so far")
         return acc
 
-    initial = evaluate(0, state, [])
-    for r in range(1, rounds + 1):
+    if resume_from:
+        initial, state = resume_from["initial_accuracy"], dict(resume_from["state"])
+    else:
+        initial = evaluate(0, state, [])
+    clock["initial"] = initial
+    for r in range(len(rows) + 1, rounds + 1):
         chosen = select_clients(len(parts), fraction, seed, r)
         updates = [client_update(state, train.images[parts[i]], train.labels[parts[i]], model, spec, settings,
                                  local_seed(seed, r, i), device) for i in chosen]

@@ -11,8 +11,8 @@ global class ids (:func:`datadistill.data.to_global`) before the upload.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -23,6 +23,9 @@ from datadistill.experiments.federated.partition import parse_partition
 from datadistill.experiments.federated.payload import safetensors_bytes, synthetic_upload, upload_bytes
 from datadistill.experiments.federated.settings import FEDD3_STREAM, FederatedConfig, Progress
 from datadistill.experiments.seeds import derived_seed
+
+if TYPE_CHECKING:
+    from datadistill.evaluation.parts import EvalParts
 
 
 def fedd3_client(client: int, images: torch.Tensor, labels: torch.Tensor, spec: DatasetSpec,
@@ -68,9 +71,16 @@ def fedd3_client(client: int, images: torch.Tensor, labels: torch.Tensor, spec: 
 
 
 def run_fedd3(config: FederatedConfig, data: SplitDataset, parts: Sequence[torch.Tensor],
-              progress: Progress | None = None) -> dict[str, Any]:
+              progress: Progress | None = None, *, done: Mapping[int, Mapping[str, Any]] | None = None,
+              on_client: Callable[[int, dict[str, Any]], None] | None = None,
+              server_parts: EvalParts | None = None) -> dict[str, Any]:
     """FedD3: distil every client (``config.workers`` processes; client ``i`` with the seed
     ``derived_seed(seed, FEDD3_STREAM, i)``), train the server on the union.
+
+    Args:
+        done: clients finished earlier, i → what :func:`fedd3_client` returned (not distilled again).
+        on_client: called ``(i, upload)`` as each client distilled here finishes (to keep it).
+        server_parts: where the server's finished networks are kept and reused from.
 
     Returns:
         A JSON-able summary (``accuracy_mean`` %, ``bytes_per_client``, ``bytes_total`` B, …) plus
@@ -87,18 +97,30 @@ def run_fedd3(config: FederatedConfig, data: SplitDataset, parts: Sequence[torch
     from datadistill.runtime import select_device
 
     spec = data.spec
-    tasks = [(fedd3_client, {"client": i, "images": data.train.images[p], "labels": data.train.labels[p], "spec": spec,
+    reused = {i: dict(u) for i, u in (done or {}).items()}
+    todo = [i for i in range(len(parts)) if i not in reused]
+    tasks = [(fedd3_client, {"client": i, "images": data.train.images[parts[i]], "labels": data.train.labels[parts[i]],
+                             "spec": spec,
                              "distill_config": config.client_distill_config(derived_seed(config.seed, FEDD3_STREAM,
                                                                                          i))})
-             for i, p in enumerate(parts)]
+             for i in todo]
     start = time.perf_counter()
 
-    def report(i: int, r: dict[str, Any]) -> None:
+    def report(i: int, r: dict[str, Any], how: str = "") -> None:
         if progress:
             progress("fedd3", f"client {i}: {len(r['labels'])} synthetic images of classes {r['classes']} "
-                              f"in {r['distill_seconds']:.1f} s")
+                              f"in {r['distill_seconds']:.1f} s{how}")
 
-    uploads = run_tasks(tasks, workers=config.workers, progress=report)
+    for i, r in reused.items():
+        report(i, r, " (reused)")
+
+    def finished(j: int, r: dict[str, Any]) -> None:
+        if on_client is not None:
+            on_client(todo[j], r)
+        report(todo[j], r)
+
+    fresh = dict(zip(todo, run_tasks(tasks, workers=config.workers, progress=finished)))
+    uploads = [reused[i] if i in reused else fresh[i] for i in range(len(parts))]
     distill_wall = time.perf_counter() - start
     if not any(len(u["labels"]) for u in uploads):
         raise ConfigError(f"client_ipc = {config.client_ipc} is invalid for this partition: no client holds "
@@ -121,7 +143,8 @@ def run_fedd3(config: FederatedConfig, data: SplitDataset, parts: Sequence[torch
         progress("server", f"training {config.server_num_eval} {config.model} on {len(union)} synthetic images "
                            f"for {config.server_epochs} epochs")
     t0 = time.perf_counter()
-    ev = evaluate_synthetic_set(union, data.test, settings, select_device(config.device), seed=config.seed)
+    ev = evaluate_synthetic_set(union, data.test, settings, select_device(config.device), seed=config.seed,
+                                parts=server_parts)
     server_seconds = time.perf_counter() - t0
     return {
         "accuracy_mean": ev.mean, "accuracy_std": ev.std, "accuracies": ev.accuracies, "rounds": 1,

@@ -1,5 +1,7 @@
 """``datadistill federated``: :func:`run_federated` runs FedD3 and FedAvg on the same partition of the
 real training set and writes the comparison (every file at the end, after everything succeeded).
+The finished FedD3 clients, server networks and FedAvg rounds are recorded as they finish, and a
+rerun into the same folder resumes from them (:mod:`.resume`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from datadistill.experiments.federated.fedavg import LocalTraining, run_fedavg
 from datadistill.experiments.federated.fedd3 import run_fedd3
 from datadistill.experiments.federated.outputs import compare_runs, write_outputs
 from datadistill.experiments.federated.partition import describe_partition, parse_partition, partition_indices
+from datadistill.experiments.federated.resume import RECORD_FILE, FederatedRecord
 from datadistill.experiments.federated.settings import FederatedConfig, Progress
 from datadistill.fsutil import check_output_folder
 from datadistill.io import SyntheticSet
@@ -46,7 +49,10 @@ def run_federated(config: FederatedConfig | Mapping[str, Any], out: str | os.Pat
         config: the :class:`FederatedConfig` (the CLI builds it from ``--config`` and its flags with
             :meth:`FederatedConfig.build`), or a mapping of its fields (:meth:`FederatedConfig.from_mapping`).
         out: the output folder: ``fedd3_synthetic.safetensors``, ``federated.png``, ``federated.csv``,
-            ``federated.md``, ``federated.json`` (written atomically at the end).
+            ``federated.md``, ``federated.json`` (written atomically at the end), and the run record
+            ``federated_run.json`` with ``federated_parts/`` (the finished clients, server networks
+            and rounds, kept as they finish: a rerun with the same settings resumes from them,
+            :mod:`~datadistill.experiments.federated.resume`).
         dataset: an already loaded, in-memory dataset (else
             ``config.dataset`` from ``config.data_root``).
         progress: called ``(stage, message)`` as the run advances.
@@ -54,7 +60,8 @@ def run_federated(config: FederatedConfig | Mapping[str, Any], out: str | os.Pat
     Raises:
         ConfigError / UnknownNameError: an invalid setting (unknown partition form, method or model,
             clients < 1 or more than the training images, K > classes, alpha ≤ 0, an output path
-            that is a file, …), raised before anything runs or is written.
+            that is a file, an output folder holding a federated run of other settings (the keys
+            that differ listed), …), raised before anything runs or is written.
         DatasetNotFoundError: the dataset is not on disk.
         Whatever a client's distillation raises (e.g. NonFiniteLossError), re-raised here.
     """
@@ -76,16 +83,20 @@ def run_federated(config: FederatedConfig | Mapping[str, Any], out: str | os.Pat
         raise ConfigError(f"client_ipc = {cfg.client_ipc} is invalid for partition {cfg.partition} of "
                           f"{cfg.clients} clients: no client holds {cfg.client_ipc} images of any class "
                           "(expected a smaller client_ipc)")
+    record = FederatedRecord(out, cfg, device, (len(data.train), len(data.test)))
+    if record.resume() and progress:
+        progress("partition", f"resuming {out}: {len(record.done)} finished units in {RECORD_FILE}")
     if progress:
         sizes = [c["images"] for c in clients_info]
         progress("partition", f"{cfg.partition}: {cfg.clients} clients of {min(sizes)}–{max(sizes)} images")
-    fedd3 = run_fedd3(cfg, data, parts, progress)
+    fedd3 = run_fedd3(cfg, data, parts, progress, done=record.clients(), on_client=record.client_finished,
+                      server_parts=record.server_parts())
     union = fedd3.pop("synthetic_set")
     local = LocalTraining(epochs=cfg.local_epochs, lr=cfg.local_lr, batch_size=cfg.local_batch,
                           momentum=cfg.local_momentum, weight_decay=cfg.local_weight_decay)
     fedavg = run_fedavg(data.train, data.test, spec, parts, model=cfg.model, rounds=cfg.rounds,
                         fraction=cfg.client_fraction, settings=local, seed=cfg.seed, device=device,
-                        progress=progress)
+                        progress=progress, resume_from=record.fedavg(), on_round=record.round_finished)
     final_state = fedavg.pop("final_state")
     summary = {"config": {**cfg.as_dict(), "partition": str(parse_partition(cfg.partition))},
                "package_version": __version__, "dataset": {"name": spec.name, "train_images": len(data.train),

@@ -41,7 +41,9 @@ ranked on images it has seen through S. The test accuracies in the table are fre
 Outputs of :func:`run_nas` (written atomically, only after both searches finished): ``nas.json``
 (space, settings, one row per candidate, summary, times), ``nas.csv`` (the rows), ``nas.md`` (a
 table sorted by the real ranking, and the summary) and ``nas.png`` (synthetic against real
-validation accuracy). Units: accuracies in percent, times in wall-clock seconds.
+validation accuracy). Units: accuracies in percent, times in wall-clock seconds. Beside them,
+``nas_run.json`` records each candidate's trainings as they finish: an interrupted search rerun into
+the same folder with the same settings trains only the rest (other settings are refused).
 
 Modules: :mod:`~datadistill.experiments.nas.space` (the search space),
 :mod:`~datadistill.experiments.nas.settings` (:class:`NASSettings`, :class:`RealProxySettings`),

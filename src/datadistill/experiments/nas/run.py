@@ -1,6 +1,12 @@
 """The protocol of ``datadistill nas`` (see :mod:`datadistill.experiments.nas`): every candidate
 trained on the synthetic set and by the real proxy, in worker processes, ranked on a validation
-split carved from the real training set."""
+split carved from the real training set.
+
+Resume: with an output folder, every finished training (a candidate's synthetic-side evaluation, its
+real proxy) is recorded in ``nas_run.json`` (:class:`datadistill.record.RunRecord`, kept with the
+results) as it finishes; a rerun into the same folder with the same settings trains only the rest
+and writes the same results (each candidate seeds itself, :func:`candidate_seed`), wall-clock
+seconds aside; a rerun with other settings is refused, naming the keys that differ."""
 
 from __future__ import annotations
 
@@ -9,8 +15,9 @@ import logging
 import os
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,12 +33,14 @@ from datadistill.experiments.nas.summary import TOP_K, summarise
 from datadistill.fsutil import check_output_folder
 from datadistill.io import SyntheticSet, load_synthetic_set
 from datadistill.models import build_model, default_eval_lr
+from datadistill.record import RunRecord
 from datadistill.runtime import make_generator, select_device
 from datadistill.training import accuracy, fit_network
 
 log = logging.getLogger("datadistill")
 
 Progress = Callable[[str, int, int, dict[str, Any]], None]
+RECORD_FILE = "nas_run.json"
 
 
 def candidate_seed(seed: int, index: int) -> int:
@@ -120,6 +129,38 @@ def _ratio(a: float, b: float) -> float | None:
     return a / b if b > 0 else None
 
 
+def _wall(timed: Sequence[tuple[float, float, Any]], members: Iterable[int], reused: Iterable[int]) -> float:
+    """Wall seconds of one search: from its first task starting to its last finishing in this run,
+    plus the own durations of the tasks reused from an interrupted run (not the pause between)."""
+    old = set(reused)
+    now = [timed[i] for i in members if i not in old]
+    span = max(t[1] for t in now) - min(t[0] for t in now) if now else 0.0
+    return span + sum(timed[i][1] - timed[i][0] for i in members if i in old)
+
+
+#: NAS settings a resumed folder may differ in (where the data is read from, worker processes)
+RESUME_INDEPENDENT = ("workers", "data_root")
+
+
+def resume_record(out: str | os.PathLike | None, config: NASSettings, space: SearchSpace, syn: SyntheticSet,
+                  dataset: str, device: torch.device, sizes: tuple[int, int, int]) -> RunRecord | None:
+    """The run record ``out/nas_run.json`` (None without ``out``): the settings (flat
+    :class:`NASSettings` keys, ``space.<key>`` for the space, the synthetic set's content hash, the
+    dataset and its split sizes, the device type) and one unit per finished training,
+    ``synthetic/<index>`` and ``real/<index>`` → ``{"start_time", "end_time", "result"}`` (the
+    task's wall-clock start and end, ``time.time()``, and its results). A rerun into the
+    same folder with the same settings (:data:`RESUME_INDEPENDENT` aside) trains only the candidates
+    not finished there; with other settings it is refused, listing the keys that differ."""
+    if out is None:
+        return None
+    from datadistill.evaluation.parts import set_digest
+
+    settings = {**config.as_dict(), "device": device.type, **{f"space.{k}": v for k, v in space.as_dict().items()},
+                "synthetic_sha256": set_digest(syn), "dataset": dataset, "real_train_images": sizes[0],
+                "val_images": sizes[1], "test_images": sizes[2]}
+    return RunRecord(Path(out) / RECORD_FILE, settings, ignore=RESUME_INDEPENDENT, what="a NAS run")
+
+
 def prepare_splits(data: SplitDataset, syn: SyntheticSet, val_size: int, real_subset: int | None,
                     seed: int) -> tuple[SyntheticSet, LabelledImages, LabelledImages, LabelledImages]:
     """(syn in the space it trains in, real-proxy training images, validation, test), whitened with
@@ -177,7 +218,9 @@ def run_nas(synthetic: str | os.PathLike | SyntheticSet, space: str | os.PathLik
         synthetic: a synthetic-set file (``.safetensors``, read with
             :func:`~datadistill.io.load_synthetic_set`) or a loaded :class:`SyntheticSet`.
         space: a search-space YAML file, a mapping, or a :class:`SearchSpace` (module docstring).
-        out: folder for ``nas.json``, ``nas.csv``, ``nas.md`` and ``nas.png``; None writes nothing.
+        out: folder for ``nas.json``, ``nas.csv``, ``nas.md`` and ``nas.png``, and the run record
+            ``nas_run.json`` (updated as each candidate's training finishes; a rerun resumes from
+            it, :func:`resume_record`); None writes nothing.
         settings: the :class:`NASSettings` (or a mapping of its fields): the synthetic side's
             protocol, the real proxy, validation size, seed, workers, device, data root.
         dataset: the real dataset, already loaded (tests; else the set's own dataset is read from
@@ -186,14 +229,16 @@ def run_nas(synthetic: str | os.PathLike | SyntheticSet, space: str | os.PathLik
         overrides: :class:`NASSettings` fields applied on top of ``settings`` (None values ignored),
             e.g. ``run_nas(file, space, out, epochs=50, workers=0)``.
         progress: called ``(phase, done, total, row)`` as each candidate finishes, ``phase`` being
-            ``"synthetic"`` or ``"real"`` and ``row`` that phase's results for the candidate.
+            ``"synthetic"`` or ``"real"`` and ``row`` that phase's results for the candidate (the
+            candidates reused from ``out``'s record first).
 
     Returns:
         The :class:`NASResult`.
 
     Raises:
         ConfigError / UnknownNameError: an invalid space or setting, a candidate that does not fit
-            the images, a set that does not match the dataset, ``out`` an existing file.
+            the images, a set that does not match the dataset, ``out`` an existing file, ``out``
+            holding a NAS run of other settings (the keys that differ listed).
         SyntheticSetFileError: unreadable synthetic-set file. DatasetNotFoundError: its dataset is
             not on disk. Nothing is written in any of these cases (all checks run before training).
     """
@@ -234,14 +279,14 @@ def run_nas(synthetic: str | os.PathLike | SyntheticSet, space: str | os.PathLik
              len(candidates), the_space.family, the_space.grid_size, len(syn), len(train), len(val), len(test))
 
     n = len(candidates)
-    done = {"synthetic": 0, "real": 0}
+    counted = {"synthetic": 0, "real": 0}
 
     def report(i: int, timed: tuple[float, float, dict[str, Any]]) -> None:
         phase = "synthetic" if i < n else "real"
-        done[phase] += 1
+        counted[phase] += 1
         if progress is not None:
             c = candidates[i % n]
-            progress(phase, done[phase], n, {"index": c.index, "name": c.name, **timed[2]})
+            progress(phase, counted[phase], n, {"index": c.index, "name": c.name, **timed[2]})
 
     syn_tasks = [(_timed, {"fn": _synthetic_task, "kwargs": {
         "syn": syn_in, "val": val, "test": test, "seed": s, "device": device_name,
@@ -250,13 +295,32 @@ def run_nas(synthetic: str | os.PathLike | SyntheticSet, space: str | os.PathLik
         "family": c.family, "model_args": c.args, "shape": shape, "num_classes": spec.num_classes, "train": train,
         "val": val, "test": test, "settings": real, "seed": s, "device": device_name}})
         for c, s in zip(candidates, seeds)]
+    units = [f"synthetic/{c.index}" for c in candidates] + [f"real/{c.index}" for c in candidates]
+    record = resume_record(out, config, the_space, syn, spec.name, dev, (len(train), len(val), len(test)))
+    done = record.resume() if record is not None else {}
+    timed: list[Any] = [None] * (2 * n)
+    reused = [i for i, unit in enumerate(units) if unit in done]
+    if reused:
+        log.info("nas: resuming %s: %d of %d candidate trainings already finished", out, len(reused), 2 * n)
+    for i in reused:
+        timed[i] = (done[units[i]]["start_time"], done[units[i]]["end_time"], done[units[i]]["result"])
+        report(i, timed[i])
+    todo = [i for i in range(2 * n) if units[i] not in done]
+
+    def finished(j: int, result: tuple[float, float, dict[str, Any]]) -> None:
+        i = todo[j]
+        timed[i] = result
+        if record is not None:
+            record.mark_finished(units[i], {"start_time": result[0], "end_time": result[1], "result": result[2]})
+        report(i, result)
+
     start = time.perf_counter()
     # one pool for both searches (workers start once); the synthetic tasks are submitted first
-    timed = run_tasks(syn_tasks + real_tasks, workers=workers, progress=report)
+    run_tasks([(syn_tasks + real_tasks)[i] for i in todo], workers=workers, progress=finished)
     total_wall = time.perf_counter() - start
     syn_rows, real_rows = [t[2] for t in timed[:n]], [t[2] for t in timed[n:]]
-    syn_wall = max(t[1] for t in timed[:n]) - min(t[0] for t in timed[:n])
-    real_wall = max(t[1] for t in timed[n:]) - min(t[0] for t in timed[n:])
+    syn_wall = _wall(timed, range(n), reused)
+    real_wall = _wall(timed, range(n, 2 * n), reused)
 
     summary = summarise([r["synthetic_val_accuracy"] for r in syn_rows], [r["real_val_accuracy"] for r in real_rows])
     from scipy.stats import rankdata
@@ -288,4 +352,5 @@ def run_nas(synthetic: str | os.PathLike | SyntheticSet, space: str | os.PathLik
     return result
 
 
-__all__ = ["NASResult", "candidate_seed", "check_candidates", "prepare_splits", "run_nas"]
+__all__ = ["NASResult", "RECORD_FILE", "RESUME_INDEPENDENT", "candidate_seed", "check_candidates", "prepare_splits",
+           "resume_record", "run_nas"]
