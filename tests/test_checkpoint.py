@@ -164,7 +164,8 @@ def test_run_distill_resumes_and_removes_its_checkpoint(mnist_root, tiny_model, 
     assert "checkpoint" not in whole_files
     log = (out / "distill.log").read_text()
     assert log.count(f"datadistill {__version__}: ") == 2 and "resuming from iteration 2" in log  # both sessions' lines
-    kept = run_distill(cfg(data_root=str(mnist_root), keep_checkpoint=True), tmp_path / "kept")
+    kept = run_distill(cfg(data_root=str(mnist_root), keep_checkpoint=True, checkpoint_every=1), tmp_path / "kept")
+    assert "checkpoint" in os.listdir(tmp_path / "kept") and "checkpoint.prev" not in os.listdir(tmp_path / "kept")
     assert ckio.load_checkpoint(tmp_path / "kept" / "checkpoint").state["loop_done"] is True
     assert kept.iterations_run == 4
 

@@ -17,6 +17,7 @@ from datadistill.api.runs import (evaluate_saved_model, run_baseline, run_evalua
                                   run_scores)
 from datadistill.methods import method_config  # the method's config from a run config (api's old name)
 
-__all__ = ["DistillResult", "StepCallback", "class_counts", "dataset_info", "distill", "eval_settings",
-           "evaluate_file", "evaluate_saved_model", "imbalance_line", "load_dataset_for", "method_config",
-           "RunCheckpoint", "run_baseline", "run_distill", "run_evaluate", "run_experts", "run_import", "run_scores", "spec_line"]
+__all__ = ["DistillResult", "RunCheckpoint", "StepCallback", "class_counts", "dataset_info", "distill",
+           "eval_settings", "evaluate_file", "evaluate_saved_model", "imbalance_line", "load_dataset_for",
+           "method_config", "run_baseline", "run_distill", "run_evaluate", "run_experts", "run_import", "run_scores",
+           "spec_line"]

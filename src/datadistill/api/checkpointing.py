@@ -38,7 +38,8 @@ import torch
 from datadistill._version import __version__
 from datadistill.config import DistillConfig
 from datadistill.errors import CheckpointError, RunInterrupted
-from datadistill.io.checkpoint import LoadedCheckpoint, load_checkpoint, remove_checkpoint, write_checkpoint
+from datadistill.io.checkpoint import (PREV_SUFFIX, TMP_SUFFIX, LoadedCheckpoint, load_checkpoint, remove_checkpoint,
+                                      sibling, write_checkpoint)
 from datadistill.methods import METHODS, Distiller, MethodConfig
 from datadistill.record import differences, fingerprint
 
@@ -269,8 +270,12 @@ class RunCheckpoint:
         if self.periodic and not resumed_done and self._state_fn is not None:
             self.write(loop_done=True)
 
-    def remove(self) -> None:
-        """Remove the checkpoint (and its ``.tmp`` / ``.prev`` siblings)."""
+    def remove(self, keep_newest: bool = False) -> None:
+        """Remove the checkpoint and its ``.tmp`` / ``.prev`` siblings (``keep_newest``: only the siblings)."""
+        if keep_newest:
+            for suffix in (TMP_SUFFIX, PREV_SUFFIX):
+                remove_checkpoint(sibling(self.folder, suffix))
+            return
         remove_checkpoint(self.folder)
         self.written_iteration = None
 

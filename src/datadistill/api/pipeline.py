@@ -354,6 +354,5 @@ def _run_distill(config: DistillConfig, out, callbacks: Sequence[StepCallback],
     atomic_write_text(out / "metrics.json", json.dumps(result.metrics(), indent=2) + "\n")
     atomic_write_text(out / "config.yaml", yaml.safe_dump(syn.metadata["config"], sort_keys=True))
     atomic_write_text(out / "distill.log", "\n".join(records) + "\n")
-    if not config.keep_checkpoint:
-        checkpoint.remove()
+    checkpoint.remove(keep_newest=config.keep_checkpoint)
     return result
