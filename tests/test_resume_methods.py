@@ -109,6 +109,10 @@ def assert_same_result(a, b) -> None:
     assert sa.metadata == sb.metadata
 
 
+def test_every_learning_method_is_checked():
+    assert set(LEARNING) == {m for m in METHODS.names() if METHODS.get(m).learns}
+
+
 @pytest.mark.parametrize("method", LEARNING)
 def test_resume_is_bit_identical(setup, tmp_path, method):
     data, experts = setup
