@@ -147,6 +147,17 @@ def test_when_checkpoints_are_written(tmp_path):
     assert not RunCheckpoint(tmp_path / "x", {}, every=0, seconds=0).periodic
 
 
+def test_the_stop_message_says_how_to_resume(tmp_path):
+    ck = RunCheckpoint(tmp_path / "ck", {}, restart=True)
+    assert "before any checkpoint was written" in ck._stopped(signal.SIGTERM, "at once")
+    ck.written_iteration = 7
+    message = ck._stopped(signal.SIGINT, "after iteration 7")
+    assert "holds iteration 7" in message and "rerun the same command without --restart" in message
+    plain = RunCheckpoint(tmp_path / "ck", {})
+    plain.written_iteration = 3
+    assert "rerun the same command with the same output folder to resume" in plain._stopped(signal.SIGINT, "x")
+
+
 def test_run_distill_resumes_and_removes_its_checkpoint(mnist_root, tiny_model, tmp_path):
     c = cfg(data_root=str(mnist_root), checkpoint_every=2)
     whole = run_distill(c, tmp_path / "whole")
@@ -243,6 +254,20 @@ def test_enospc_during_a_run_is_one_error_and_the_run_resumes(mnist_root, tiny_m
     again = run_distill(c, out)
     assert torch.equal(again.synthetic_set.images, whole.synthetic_set.images)
     assert again.loss_history == whole.loss_history
+
+
+def test_a_full_disk_through_the_cli_is_one_error_line(mnist_root, tiny_model, tmp_path, monkeypatch):
+    def full_disk(path, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(ckio, "_write_bytes", full_disk)
+    out = tmp_path / "out"
+    args = ["distill", "--data-root", mnist_root, "--out", out, "--quiet", "--method", "dm", "--ipc", 1,
+            "--iterations", 2, "--batch-real", 4, "--model", TINY_MODEL, "--num-eval", 0, "--device", "cpu",
+            "--checkpoint-every", 1]
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert_clean_failure(result, f"cannot write the checkpoint {out / 'checkpoint'}", "No space left on device")
+    assert result.exit_code == 2 and os.listdir(out) == []
 
 
 @pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])

@@ -284,8 +284,9 @@ class RunCheckpoint:
         name = signal.Signals(signum).name
         if self.written_iteration is None:
             return f"interrupted by {name} {when}, before any checkpoint was written: rerunning the command starts afresh"
+        how = "without --restart" if self.restart else "with the same output folder"
         return (f"interrupted by {name} {when}; checkpoint {self.folder} holds iteration {self.written_iteration}: "
-                f"rerun the same command with the same output folder to resume")
+                f"rerun the same command {how} to resume")
 
     @contextmanager
     def loop(self) -> Iterator[None]:

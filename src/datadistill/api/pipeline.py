@@ -256,8 +256,9 @@ def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), datas
 
     steps: list[StepCallback] = [record]
     if checkpoint is not None:
-        checkpoint.bind(lambda done: progress.state(distiller, seconds=loop_seconds(), loop_done=done,
-                                                    distill_seconds=progress.distill_seconds + time.perf_counter() - start))
+        checkpoint.bind(lambda done: progress.state(
+            distiller, seconds=loop_seconds(), loop_done=done,
+            distill_seconds=progress.distill_seconds + time.perf_counter() - start))
         steps.append(checkpoint.after_step)
     remaining = iterations - distiller.iteration
     budget = None if config.max_seconds is None else config.max_seconds - progress.seconds

@@ -313,7 +313,8 @@ class MTT(Distiller):
         the student network's buffers (BatchNorm statistics move when it runs in train mode)."""
         state = super().state_dict()
         state.update(lr=self.lr.detach().cpu().clone(), optimiser_lr=self.optimiser_lr.state_dict(),
-                     skipped=self.skipped, net_buffers={k: b.detach().cpu().clone() for k, b in self.net.named_buffers()})
+                     skipped=self.skipped,
+                     net_buffers={k: b.detach().cpu().clone() for k, b in self.net.named_buffers()})
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
