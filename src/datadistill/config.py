@@ -6,6 +6,7 @@ method-specific settings go under ``method_args`` (e.g. ``attention_power: 4``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
@@ -59,6 +60,15 @@ class DistillConfig(SettingsBase):
             ``on`` (always stream file-based datasets) or ``off`` (always load into memory).
         num_workers: DataLoader worker processes that decode a streamed dataset (0 = in the main process).
         method_args: method-specific settings (``datadistill list`` shows them per method).
+        checkpoint_every: write the run's checkpoint (``OUT/checkpoint``) every this many iterations
+            (0 = by time only).
+        checkpoint_seconds: and at most this many seconds apart (0 = by iteration count only; both 0:
+            no periodic checkpoint, only on SIGINT/SIGTERM).
+        keep_checkpoint: keep ``OUT/checkpoint`` once the final files are written (it is removed by default).
+
+    The three checkpoint fields control how a run is carried out, not its result: they are left out of
+    :meth:`as_dict` (the configuration recorded with the set, ``config.yaml`` and a grid cell's
+    settings) and so of every fingerprint.
     """
 
     dataset: str = "mnist"
@@ -90,8 +100,12 @@ class DistillConfig(SettingsBase):
     stream: str = "auto"
     num_workers: int = 2
     method_args: dict[str, Any] = field(default_factory=dict)
+    checkpoint_every: int = 0
+    checkpoint_seconds: float = 60.0
+    keep_checkpoint: bool = False
 
     nested_fields: ClassVar[tuple[str, ...]] = ("method_args",)
+    run_control_fields: ClassVar[tuple[str, ...]] = ("checkpoint_every", "checkpoint_seconds", "keep_checkpoint")
 
     def checks(self) -> list[tuple[str, bool, str]]:
         return [
@@ -116,7 +130,20 @@ class DistillConfig(SettingsBase):
             ("image_size", self.image_size is None or self.image_size >= 8, "an integer ≥ 8 (or unset: the dataset's size)"),
             ("stream", self.stream in STREAM_MODES, f"one of {', '.join(STREAM_MODES)}"),
             ("num_workers", self.num_workers >= 0, "an integer ≥ 0"),
+            ("checkpoint_every", self.checkpoint_every >= 0, "an integer ≥ 0 (0 = by time only)"),
+            ("checkpoint_seconds", 0 <= self.checkpoint_seconds < math.inf,
+             "a finite number of seconds ≥ 0 (0 = by iteration count only)"),
         ]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings that define the result (the checkpoint fields left out, see the class docstring)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.run_control_fields}
+
+    @classmethod
+    def source_values(cls, source: Any) -> tuple[dict[str, Any], str]:
+        if isinstance(source, cls):  # building from a config keeps its checkpoint settings too
+            return dataclasses.asdict(source), ""
+        return super().source_values(source)
 
     @property
     def resolved_eval_model(self) -> str:

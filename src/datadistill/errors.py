@@ -53,3 +53,18 @@ def error_context(context: str) -> Iterator[None]:
         yield
     except DatadistillError as exc:
         raise type(exc)(f"{context}: {exc}") from None
+
+
+class CheckpointError(DatadistillError):
+    """A run's checkpoint cannot be written (unwritable folder, full disk) or read (truncated,
+    corrupt, foreign), or was written with other settings; the message names the folder."""
+
+
+class RunInterrupted(Exception):
+    """SIGINT or SIGTERM stopped a run after its current step (a checkpoint was written when one could
+    be). Not a :class:`DatadistillError`: a grid must not record it as a failed cell and go on. The
+    CLI prints the message (how to resume) and exits with :attr:`exit_status` (130 or 143)."""
+
+    def __init__(self, message: str, exit_status: int) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status

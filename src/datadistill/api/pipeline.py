@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -16,6 +17,7 @@ import torch
 import yaml
 
 from datadistill._version import __version__
+from datadistill.api.checkpointing import CHECKPOINT_DIR, RunCheckpoint, RunProgress, resolve_run
 from datadistill.augment import DSA
 from datadistill.config import DistillConfig
 from datadistill.data import DatasetSpec, LabelledImages, RealSet, SplitDataset, load_dataset, load_dataset_of
@@ -23,7 +25,7 @@ from datadistill.evaluation import EvalParts, EvalResult, EvalSettings, evaluate
 from datadistill.evaluation.parts import PARTS_FOLDER
 from datadistill.fsutil import atomic_write_text, check_output_folder
 from datadistill.io import SyntheticSet, load_synthetic_set, save_grid, save_synthetic_set, synthetic_set_metadata
-from datadistill.methods import METHODS, Distiller
+from datadistill.methods import Distiller
 from datadistill.models import MODELS
 from datadistill.runtime import make_generator, seed_everything, select_device
 
@@ -158,7 +160,7 @@ def eval_settings(config: DistillConfig, spec: DatasetSpec) -> EvalSettings:
 
 def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), dataset: SplitDataset | None = None,
             evaluate: bool = True, snapshot_iterations: Sequence[int] = (),
-            eval_parts: str | os.PathLike | None = None) -> DistillResult:
+            eval_parts: str | os.PathLike | None = None, checkpoint: RunCheckpoint | None = None) -> DistillResult:
     """Learn a synthetic set as ``config`` says, then evaluate it (unless ``num_eval`` is 0).
 
     Args:
@@ -167,7 +169,9 @@ def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), datas
         dataset: an already loaded dataset (else loaded from ``config.data_root``).
         evaluate: False skips evaluation whatever ``num_eval`` says.
         snapshot_iterations: iterations after which a copy of the set is kept in ``result.snapshots``
-            (0 = the initial set).
+            (0 = the initial set; only those of this session when the run resumed).
+        checkpoint: the run's checkpoint (:class:`~datadistill.api.checkpointing.RunCheckpoint`): the run
+            resumes from it when there is one and writes it as it goes (None: neither).
         eval_parts: a folder where the evaluation records each finished network and reuses those
             recorded (:mod:`datadistill.evaluation.parts`: ``<model>.json``, ``init_<model>.json``
             for the initial set); None keeps nothing.
@@ -177,14 +181,13 @@ def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), datas
             out of range, bad method argument).
         DatasetNotFoundError: the dataset is not on disk.
         NonFiniteLossError: the loss diverged.
+        CheckpointError: the checkpoint cannot be read or written, or holds other settings.
+        RunInterrupted: SIGINT / SIGTERM (with a checkpoint: :meth:`RunCheckpoint.guard`).
     """
-    cls = METHODS.get(config.method)
-    run = cls.resolve_run_config(config)  # what the method fixes (a coreset: its init, 0 iterations)
-    if run.init != config.init:  # the set's metadata records the run's init and the requested budget
-        config = dataclasses.replace(config, init=run.init)
+    cls, run, config, method_cfg = resolve_run(config)
     MODELS.get(config.model)
     MODELS.get(config.resolved_eval_model)
-    method_cfg = cls.config_from_run(config)
+    loaded = checkpoint.prepare() if checkpoint is not None else None
     device = select_device(config.device)
     from datadistill.preprocess import ZCA
 
@@ -208,29 +211,38 @@ def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), datas
     start = time.perf_counter()
     distiller: Distiller = cls(method_cfg, spec, real, ipc=config.ipc, model=config.model, dsa=dsa,
                                device=device, generator=generator, zca_eps=config.zca_eps)
-    distiller.initialise(config.init)
 
-    def current(it: int) -> SyntheticSet:
-        images, labels, lr = distiller.output()
+    def make_set(images: torch.Tensor, labels: torch.Tensor, lr: float | None, it: int) -> SyntheticSet:
         return SyntheticSet(images.cpu().clone(), labels.cpu().clone(), lr,
                             metadata=_metadata(config, spec, method_cfg, it), zca=zca)
 
-    initial = current(0)
+    def current(it: int) -> SyntheticSet:
+        return make_set(*distiller.output(), it)
+
+    if loaded is None:
+        distiller.initialise(config.init)
+        progress = RunProgress(initial=current(0))
+    else:
+        progress = RunProgress.restore(distiller, loaded.state, make_set)
+    initial = progress.initial
     iterations = run.iterations
     loop_start = time.perf_counter()
 
-    def out_of_time() -> bool:
-        return config.max_seconds is not None and time.perf_counter() - loop_start >= config.max_seconds
+    def loop_seconds() -> float:  # optimisation seconds of this run, earlier sessions included
+        return progress.seconds + time.perf_counter() - loop_start
 
-    history: list[tuple[int, float]] = []
+    def out_of_time() -> bool:
+        return config.max_seconds is not None and loop_seconds() >= config.max_seconds
+
+    history = progress.history
     wanted = set(snapshot_iterations)
     snapshots = {0: initial} if 0 in wanted else {}
-    selection: list[tuple[int, float]] = []
-    best: list[tuple[float, SyntheticSet]] = []  # (validation accuracy, set) of the best candidate
+    selection = progress.selection
+    best = progress.best  # [(validation accuracy, set)] of the best candidate
     select_settings = dataclasses.replace(eval_settings(config, spec), num_eval=config.select_num_eval,
                                           epochs=config.select_epochs)
 
-    skipped = [0]
+    skipped = progress.skipped
 
     def record(it: int, metrics: dict[str, float]) -> None:
         history.append((it, metrics["loss"]))
@@ -246,8 +258,20 @@ def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), datas
                 best[:] = [(score, candidate)]
             selection.append((it, score))
 
-    distiller.fit(iterations, [record, *callbacks], max_seconds=config.max_seconds)
-    distill_seconds = time.perf_counter() - start
+    steps: list[StepCallback] = [record]
+    if checkpoint is not None:
+        checkpoint.bind(lambda done: progress.state(
+            distiller, seconds=loop_seconds(), loop_done=done,
+            distill_seconds=progress.distill_seconds + time.perf_counter() - start))
+        steps.append(checkpoint.after_step)
+    remaining = iterations - distiller.iteration
+    budget = None if config.max_seconds is None else config.max_seconds - progress.seconds
+    if remaining > 0 and not progress.loop_done and (budget is None or budget > 0):
+        with checkpoint.loop() if checkpoint is not None else contextlib.nullcontext():
+            distiller.fit(remaining, [*steps, *callbacks], max_seconds=budget)
+    if checkpoint is not None:
+        checkpoint.loop_finished(resumed_done=progress.loop_done)
+    distill_seconds = progress.distill_seconds + time.perf_counter() - start
     syn = best[0][1] if best else current(distiller.iteration)
     result = DistillResult(config, syn, initial, history, distill_seconds, snapshots=snapshots, selection=selection,
                            iterations_run=distiller.iteration, skipped_iterations=skipped[0], class_counts=counts)
@@ -287,17 +311,34 @@ def evaluate_file(path: str | os.PathLike, settings: EvalSettings | None = None,
     return evaluate_synthetic_set(syn, data.test, settings, select_device(device), seed=seed)
 
 
-def run_distill(config: DistillConfig, out_dir: str | os.PathLike, callbacks: Sequence[StepCallback] = ()) -> DistillResult:
+def run_distill(config: DistillConfig, out_dir: str | os.PathLike, callbacks: Sequence[StepCallback] = (), *,
+                restart: bool = False, notify: Callable[[str], None] | None = None) -> DistillResult:
     """:func:`distill`, then write ``out_dir``: ``synthetic.safetensors``, ``init.png``, ``synthetic.png``,
     ``metrics.json``, ``config.yaml`` (resolved) and ``distill.log``.
 
     Every file is written atomically and only after the run succeeded, so a failed run leaves any
-    earlier results in ``out_dir`` untouched. The evaluation records each finished network in
-    ``out_dir/evaluation_parts/`` (a rerun trains only the missing ones); the folder is removed once
-    ``metrics.json`` is written.
+    earlier results in ``out_dir`` untouched and adds nothing but its checkpoint.
+
+    Checkpoints (:mod:`datadistill.api.checkpointing`): the run writes ``out_dir/checkpoint`` every
+    ``config.checkpoint_every`` iterations and at most ``config.checkpoint_seconds`` apart, and resumes
+    from it when rerun with the same settings (``restart`` discards it instead); it is removed once the
+    final files are written, unless ``config.keep_checkpoint``. SIGINT / SIGTERM stop the run after its
+    current step with a checkpoint (:class:`~datadistill.errors.RunInterrupted`). ``notify`` is also
+    given the messages about resuming and stopping (they are logged in any case).
+
+    The evaluation records each finished network in ``out_dir/evaluation_parts/`` (a rerun trains
+    only the missing ones); the folder is removed once ``metrics.json`` is written.
     """
     out = check_output_folder(out_dir)
+    checkpoint = RunCheckpoint.for_run(config, out / CHECKPOINT_DIR, restart=restart, notify=notify)
+    with checkpoint.guard():
+        return _run_distill(config, out, callbacks, checkpoint)
+
+
+def _run_distill(config: DistillConfig, out, callbacks: Sequence[StepCallback],
+                 checkpoint: RunCheckpoint) -> DistillResult:
     records: list[str] = []
+    checkpoint.log_records = records  # distill.log holds the earlier sessions' lines too
     handler = logging.Handler()
     handler.emit = lambda rec: records.append(logging.Formatter("%(asctime)s %(levelname)s %(message)s").format(rec))
     handler.setLevel(logging.INFO)
@@ -306,7 +347,7 @@ def run_distill(config: DistillConfig, out_dir: str | os.PathLike, callbacks: Se
     log.addHandler(handler)
     try:
         log.info("datadistill %s: %s", __version__, json.dumps(config.as_dict(), sort_keys=True))
-        result = distill(config, callbacks, eval_parts=out / PARTS_FOLDER)
+        result = distill(config, callbacks, eval_parts=out / PARTS_FOLDER, checkpoint=checkpoint)
         for it, loss in result.loss_history[:: max(1, len(result.loss_history) // 50)]:
             log.info("iteration %d loss %.6g", it, loss)
         log.info("distilled in %.1f s", result.distill_seconds)
@@ -325,4 +366,5 @@ def run_distill(config: DistillConfig, out_dir: str | os.PathLike, callbacks: Se
     atomic_write_text(out / "config.yaml", yaml.safe_dump(syn.metadata["config"], sort_keys=True))
     atomic_write_text(out / "distill.log", "\n".join(records) + "\n")
     EvalParts(out / PARTS_FOLDER).remove()  # the evaluation is in metrics.json now
+    checkpoint.remove(keep_newest=config.keep_checkpoint)
     return result

@@ -8,13 +8,14 @@ import sys
 import click
 
 from datadistill._version import __version__
-from datadistill.errors import DatadistillError
+from datadistill.errors import DatadistillError, RunInterrupted
 
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
 class _Group(click.Group):
-    """Turns every DatadistillError and click usage error into one line on stderr and exit status 2."""
+    """Turns every DatadistillError and click usage error into one line on stderr and exit status 2, and
+    a run stopped by SIGINT / SIGTERM (RunInterrupted) into its message and exit status 130 / 143."""
 
     def main(self, *args, **kwargs):
         kwargs["standalone_mode"] = False
@@ -23,6 +24,9 @@ class _Group(click.Group):
         except DatadistillError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except RunInterrupted as exc:  # SIGINT / SIGTERM: the message says how to resume
+            click.echo(str(exc), err=True)
+            sys.exit(exc.exit_status)
         except _NO_ARGS_IS_HELP as exc:  # bare `datadistill`: show the help, as click does
             click.echo(exc.format_message(), err=True)
             sys.exit(2)

@@ -43,9 +43,22 @@ from datadistill.cli.base import data_options, fmt_ratio, init_help, main, model
               help="dm, datadam: leave this fraction of the matched layers, shallowest first, out of the loss "
                    "(PAD's idea; dm also needs --method-arg layers=all). Same as --method-arg mask_shallow=RATIO.")
 @click.option("--out", type=click.Path(file_okay=True), help="Output folder. Default: runs/DATASET_METHOD_ipcN.")
+@click.option("--checkpoint-every", type=click.INT,
+              help="Write OUT/checkpoint every N iterations (0 = by time only). Default: 0.")
+@click.option("--checkpoint-seconds", type=click.FLOAT,
+              help="Write OUT/checkpoint at most S seconds apart (0 = by iteration count only; both 0: only on "
+                   "SIGINT/SIGTERM). Default: 60.")
+@click.option("--keep-checkpoint/--no-keep-checkpoint", default=None,
+              help="Keep OUT/checkpoint after the final files are written (removed by default).")
+@click.option("--restart", is_flag=True,
+              help="Discard OUT/checkpoint and start afresh (by default a rerun resumes from it).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def distill(config_file, out, quiet, method_args, mask_shallow, **flags) -> None:
-    """Learn a synthetic set, evaluate it and write it with its grids and metrics to --out."""
+def distill(config_file, out, quiet, restart, method_args, mask_shallow, **flags) -> None:
+    """Learn a synthetic set, evaluate it and write it with its grids and metrics to --out.
+
+    Rerunning the same command with the same --out resumes from OUT/checkpoint (written every
+    --checkpoint-every iterations and at most --checkpoint-seconds apart, and on SIGINT/SIGTERM, which
+    stop the run after its current step with exit status 130/143)."""
     from tqdm import tqdm
 
     from datadistill.api import run_distill
@@ -67,6 +80,8 @@ def distill(config_file, out, quiet, method_args, mask_shallow, **flags) -> None
                disable=quiet, mininterval=1.0, dynamic_ncols=True)
 
     def progress(it: int, metrics: dict[str, float]) -> None:
+        if bar.n == 0 and it > 1:  # resumed: the bar starts at the checkpoint's iteration
+            bar.update(it - 1)
         bar.update(1)
         if it % 10 == 0 or it == config.iterations:
             bar.set_postfix(loss=f"{metrics['loss']:.4g}", refresh=False)
@@ -78,7 +93,9 @@ def distill(config_file, out, quiet, method_args, mask_shallow, **flags) -> None
     if not quiet:
         logger.addHandler(console)
     try:
-        result = run_distill(config, out_dir, [progress])
+        # messages about resuming and stopping: logged to the console unless --quiet, else echoed
+        result = run_distill(config, out_dir, [progress], restart=restart,
+                             notify=(lambda message: click.echo(message, err=True)) if quiet else None)
     finally:
         bar.close()
         logger.removeHandler(console)

@@ -235,21 +235,32 @@ class Distiller(ABC):
 
     # -- checkpoints ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Tensors and counters needed to resume exactly (loadable with ``torch.load(weights_only=True)``):
-        images, labels, iteration, the sampling generator's state, torch's default generator state
-        (fresh networks are drawn from it) and the optimiser state."""
+        """Everything needed to resume exactly, as tensors, numbers and nested mappings (written by
+        :mod:`datadistill.io.checkpoint`; also loadable with ``torch.load(weights_only=True)``):
+        images, labels, iteration, the run's generator (real batches, DSA draws, shuffles), torch's
+        default CPU generator (fresh networks are drawn from it), the CUDA generators when CUDA is in
+        use, and the optimiser state. A subclass that keeps anything else between steps extends it
+        (``state = super().state_dict(); state.update(...)``) and :meth:`load_state_dict`."""
         self.require_initialised()
-        return {"images": self.images.detach().cpu().clone(), "labels": self.labels.cpu().clone(),
-                "iteration": self.iteration, "generator": self.generator.get_state(),
-                "torch_rng": torch.get_rng_state(), "optimiser": self.optimiser_state()}
+        state = {"images": self.images.detach().cpu().clone(), "labels": self.labels.cpu().clone(),
+                 "iteration": self.iteration, "generator": self.generator.get_state(),
+                 "torch_rng": torch.get_rng_state(), "optimiser": self.optimiser_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda_rng"] = list(torch.cuda.get_rng_state_all())
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (on a distiller built with the same settings; :meth:`initialise`
+        need not be called first)."""
         self.images = state["images"].to(self.device).requires_grad_(True)
         self.labels = state["labels"].to(self.device)
         self.iteration = int(state["iteration"])
         self.generator.set_state(state["generator"])
         if "torch_rng" in state:  # network initialisation draws from torch's default generator
             torch.set_rng_state(state["torch_rng"])
+        cuda = state.get("cuda_rng")
+        if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(list(cuda))
         self._setup_optimiser()
         self.load_optimiser_state(state.get("optimiser") or {})
 

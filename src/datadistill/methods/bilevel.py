@@ -75,6 +75,10 @@ class BilevelDistiller(Distiller):
     """Base of DC/DSA and CAFE: fresh trainable networks, DSA on or off by method.
 
     Subclasses set ``uses_dsa``: DC and CAFE ignore the run's DSA strategy; DSA and CAFE+DSA use it.
+
+    Checkpoint state: the base's (:meth:`Distiller.state_dict`). A step is one whole outer
+    iteration: its network, that network's optimiser and the inner/outer loop position live and end
+    inside it, so between steps the loop position is the iteration.
     """
 
     config: BilevelConfig

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -172,9 +173,26 @@ class CAFE(BilevelDistiller):
         labels = torch.arange(g, device=self.device).repeat_interleave(n)
         return float((net(real.flatten(0, 1)).argmax(dim=1) == labels).float().mean())
 
+    def lr_halvings(self) -> int:
+        """How many times lr_img has halved by this iteration (the milestones passed)."""
+        return sum(self.iteration >= m for m in self.config.milestones())
+
     def current_lr(self) -> float:
-        halvings = sum(self.iteration >= m for m in self.config.milestones())
-        return self.config.lr_img * 0.5 ** halvings
+        return self.config.lr_img * 0.5 ** self.lr_halvings()
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    # A step is one whole outer iteration (its network and both stopping windows live inside it), so
+    # between steps CAFE keeps only the lr schedule's position beyond the base state.
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["lr_halvings"] = self.lr_halvings()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        halvings = int(state.get("lr_halvings", self.lr_halvings()))
+        for group in self.optimiser.param_groups:
+            group["lr"] = self.config.lr_img * 0.5 ** halvings
 
     def step(self) -> dict[str, float]:
         self.require_initialised()

@@ -175,6 +175,8 @@ class DATM(MTT):
 
     # -- checkpoints ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        """MTT's state, the soft-label logits and their optimiser, and the image EMA (the saved set).
+        The start-epoch window follows from the iteration."""
         state = super().state_dict()
         if self.label_logits is not None:
             state.update(label_logits=self.label_logits.detach().cpu().clone(), optimiser_y=self.optimiser_y.state_dict())

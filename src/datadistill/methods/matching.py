@@ -50,7 +50,10 @@ class MatchingConfig(MethodConfig):
 
 
 class MatchingDistiller(Distiller):
-    """Base of DM and DataDAM. Subclasses implement :meth:`statistics` and :meth:`combine`."""
+    """Base of DM and DataDAM. Subclasses implement :meth:`statistics` and :meth:`combine`.
+
+    Checkpoint state: the base's (:meth:`Distiller.state_dict`); each step's network is drawn fresh
+    from torch's default generator, whose state the base saves."""
 
     config: MatchingConfig
 

@@ -309,8 +309,12 @@ class MTT(Distiller):
 
     # -- checkpoints ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        """The base's state, the learned lr α and its optimiser, the count of rolled-back steps and
+        the student network's buffers (BatchNorm statistics move when it runs in train mode)."""
         state = super().state_dict()
-        state.update(lr=self.lr.detach().cpu().clone(), optimiser_lr=self.optimiser_lr.state_dict())
+        state.update(lr=self.lr.detach().cpu().clone(), optimiser_lr=self.optimiser_lr.state_dict(),
+                     skipped=self.skipped,
+                     net_buffers={k: b.detach().cpu().clone() for k, b in self.net.named_buffers()})
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -318,3 +322,8 @@ class MTT(Distiller):
         super().load_state_dict(state)
         if state.get("optimiser_lr"):
             self.optimiser_lr.load_state_dict(state["optimiser_lr"])
+        self.skipped = int(state.get("skipped", 0))
+        buffers = dict(self.net.named_buffers())
+        with torch.no_grad():
+            for k, b in (state.get("net_buffers") or {}).items():
+                buffers[k].copy_(b)
