@@ -108,3 +108,29 @@ def test_sigterm_exits_143_with_a_checkpoint_then_resumes(uninterrupted, tmp_pat
     again = finish(cmd)
     assert f"resuming from iteration {stopped} (checkpoint of " in again.stderr
     assert_same_run(out, uninterrupted)
+
+
+@pytest.mark.slow
+def test_a_compare_grid_killed_mid_cell_resumes_the_cell(uninterrupted, tmp_path):
+    """``compare`` with one DM cell (the settings of ``uninterrupted``): SIGKILL once the cell has a
+    checkpoint, then the same command resumes that cell from its checkpoint (not from zero) and the
+    cell's set is byte-identical to the uninterrupted distillation's."""
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(f"out: {tmp_path / 'grid'}\n"
+                    f"base: {{dataset: mnist, model: convnet_w32, iterations: {ITERATIONS}, num_eval: 0, device: cpu,\n"
+                    "       checkpoint_every: 3}\nmethods: [dm]\nipc: [10]\ninit: [real]\nseeds: [1]\n")
+    cmd = [sys.executable, "-m", "datadistill", "compare", "--config", str(grid)]
+    cell = tmp_path / "grid" / "cells" / "dm_ipc10_real_seed1"
+    proc = start(cmd)
+    wait_for_checkpoint(proc, cell / "checkpoint")
+    time.sleep(random.uniform(0.0, 1.0))
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert not (cell / "synthetic.safetensors").exists()  # killed mid-cell
+    killed_at = load_checkpoint(cell / "checkpoint").state["iteration"]
+    assert 0 < killed_at < ITERATIONS
+
+    proc = finish(cmd)
+    log = (cell / "distill.log").read_text()
+    assert "resuming from iteration" in log + proc.stdout + proc.stderr
+    assert (cell / "synthetic.safetensors").read_bytes() == (uninterrupted / "synthetic.safetensors").read_bytes()
