@@ -77,7 +77,7 @@ def distill(config_file, out, quiet, restart, method_args, mask_shallow, **flags
 
     steps = METHODS.get(config.method).resolve_run_config(config).iterations
     bar = tqdm(total=steps, desc=f"{config.method} {config.dataset} ipc{config.ipc}", unit="it",
-               disable=quiet, mininterval=1.0, dynamic_ncols=True)
+               disable=quiet, mininterval=1.0, dynamic_ncols=True, delay=0.5)  # none for a run refused at once
 
     def progress(it: int, metrics: dict[str, float]) -> None:
         if bar.n == 0 and it > 1:  # resumed: the bar starts at the checkpoint's iteration
