@@ -15,8 +15,8 @@ evaluated, compared and scored here.
   ``train`` split): an image column ``image`` (or ``img``, ``pixel_values``, ``images``) and a label
   column ``label`` (or ``labels``). A ``ClassLabel`` label is mapped to the dataset's classes by name
   (every name must be one of them); plain integers are class indices. Images: an ``Image`` feature
-  (decoded, 8-bit) or arrays (C, H, W), (H, W, C) or, for 1 channel, (H, W); uint8 arrays are pixels
-  / 255, float arrays pixels in [0, 1], then normalised; a dataset written by ``export --format hf``
+  (decoded, 8-bit) or arrays (C, H, W), (H, W, C) or, for 1 channel, (H, W); integer arrays are 8-bit
+  pixels (0..255) / 255, float arrays pixels in [0, 1], then normalised; a dataset written by ``export --format hf``
   holds normalised float32 images, taken as they are (bit for bit). A ``soft_label`` column (N, K)
   float32 gives soft labels. Needs ``pip install datadistill[hf]``.
 * **npz export** (``export --format npz``): read with ``numpy.load(allow_pickle=False)``, back bit for
@@ -180,8 +180,8 @@ def import_npz(path: str | os.PathLike, spec: DatasetSpec, zca: ZCA | None = Non
         if not isinstance(meta.get("zca"), dict) or "eps" not in meta["zca"]:
             raise SyntheticSetFileError(f"{path}: zca arrays without metadata zca {{\"eps\": …}} (or the reverse)")
         with error_context(str(path)):
-            stored = ZCA.from_tensors({k: torch.from_numpy(v) for k, v in arrays.items()}, meta["zca"]["eps"],
-                                      images.shape[1:])
+            stored = ZCA.from_tensors({k: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("zca_")},
+                                      meta["zca"]["eps"], images.shape[1:])
     lr = arrays.get("learned_lr")
     if lr is not None:
         meta["learned_lr"] = float(lr.reshape(()))
@@ -250,11 +250,12 @@ def _array_images(path: Path, array: np.ndarray, spec: DatasetSpec, normalised: 
     _check_shape(path, x, spec)
     if normalised:
         return x.to(torch.float32)
-    if x.dtype == torch.uint8:
-        return _normalise(x.to(torch.float32) / 255, spec)
-    if not x.is_floating_point():
-        raise SyntheticSetFileError(f"{path}: images of dtype {array.dtype}; expected uint8 pixels or float pixels in [0, 1]")
-    return _normalise(x.to(torch.float32), spec)
+    if x.is_floating_point():
+        return _normalise(x.to(torch.float32), spec)
+    if x.dtype == torch.bool or x.is_complex() or x.min() < 0 or x.max() > 255:
+        raise SyntheticSetFileError(f"{path}: images of dtype {array.dtype} (values {x.min()}..{x.max()}); expected "
+                                    "8-bit pixels 0..255 (an integer dtype) or float pixels in [0, 1]")
+    return _normalise(x.to(torch.float32) / 255, spec)
 
 
 def _check_shape(path: Path, images: torch.Tensor, spec: DatasetSpec) -> None:
