@@ -211,7 +211,8 @@ def _write_imagefolder(syn: SyntheticSet, meta: dict[str, Any], folder: Path) ->
     levels = (syn.pixels() * 255).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     width = max(6, len(str(len(syn) - 1)))
     for i, (image, label) in enumerate(zip(levels, syn.labels.tolist())):
-        Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).save(folder / names[label] / f"{i:0{width}d}.png")
+        picture = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
+        picture.save(folder / names[label] / f"{i:0{width}d}.png")
     atomic_write_text(folder / METADATA_FILE, json.dumps(meta, indent=2) + "\n")
 
 

@@ -93,7 +93,8 @@ def import_imagefolder(path: str | os.PathLike, spec: DatasetSpec, zca: ZCA | No
     files = sorted((f.name, index[d.name], f) for d in folders for f in d.iterdir()
                    if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise SyntheticSetFileError(f"{path}: the class folders hold no image file ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise SyntheticSetFileError(f"{path}: the class folders hold no image file "
+                                    f"({', '.join(sorted(IMAGE_SUFFIXES))})")
     arrays = []
     for _, _, file in files:
         try:
@@ -119,13 +120,15 @@ def import_hf(path: str | os.PathLike, spec: DatasetSpec, zca: ZCA | None = None
                                     f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]})") from None
     if isinstance(ds, datasets.DatasetDict):
         if len(ds) != 1 and "train" not in ds:
-            raise SyntheticSetFileError(f"{path}: a DatasetDict of splits {sorted(ds)}; expected one split or a 'train' split")
+            raise SyntheticSetFileError(f"{path}: a DatasetDict of splits {sorted(ds)}; expected one split or "
+                                        "a 'train' split")
         ds = ds["train"] if "train" in ds else next(iter(ds.values()))
     image_col = next((c for c in _IMAGE_COLUMNS if c in ds.column_names), None)
     label_col = next((c for c in _LABEL_COLUMNS if c in ds.column_names), None)
     if image_col is None or label_col is None:
         raise SyntheticSetFileError(f"{path}: columns {ds.column_names}; expected an image column "
-                                    f"({' or '.join(_IMAGE_COLUMNS)}) and a label column ({' or '.join(_LABEL_COLUMNS)})")
+                                    f"({' or '.join(_IMAGE_COLUMNS)}) and a label column "
+                                    f"({' or '.join(_LABEL_COLUMNS)})")
     if len(ds) == 0:
         raise SyntheticSetFileError(f"{path}: the dataset holds no image")
     exported = _parse_json(ds.info.description)
@@ -149,7 +152,8 @@ def import_hf(path: str | os.PathLike, spec: DatasetSpec, zca: ZCA | None = None
     if "soft_label" in columns:
         soft = torch.as_tensor(np.asarray(columns["soft_label"], dtype=np.float32))
         if soft.dim() != 2 or soft.shape[1] != spec.num_classes:
-            raise SyntheticSetFileError(f"{path}: soft_label of shape {tuple(soft.shape)}; expected (N, {spec.num_classes})")
+            raise SyntheticSetFileError(f"{path}: soft_label of shape {tuple(soft.shape)}; "
+                                        f"expected (N, {spec.num_classes})")
         labels = soft if order is None else torch.zeros_like(soft).index_copy_(1, torch.tensor(order), soft)
     return _finish(path, "hf", spec, images, labels, exported if native else None, zca)
 
@@ -163,10 +167,11 @@ def import_npz(path: str | os.PathLike, spec: DatasetSpec, zca: ZCA | None = Non
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise SyntheticSetFileError(f"{path} is not a readable .npz file ({type(exc).__name__}: {exc})") from None
     missing = [k for k in ("images", "labels", "metadata") if k not in arrays]
-    meta = _parse_json(str(arrays["metadata"])) if "metadata" in arrays and arrays["metadata"].dtype.kind == "U" else None
+    text = arrays.get("metadata")
+    meta = _parse_json(str(text)) if text is not None and text.dtype.kind == "U" else None
     if missing or meta is None:
-        raise SyntheticSetFileError(f"{path}: not an npz written by datadistill export (arrays {sorted(arrays)}; expected "
-                                    "images, labels and metadata, the metadata JSON with its 'export' entry)")
+        raise SyntheticSetFileError(f"{path}: not an npz written by datadistill export (arrays {sorted(arrays)}; "
+                                    "expected images, labels and metadata, the metadata JSON with its 'export' entry)")
     if zca is not None:
         raise SyntheticSetFileError(f"{path}: an npz export holds its images as stored (with its own ZCA when the set "
                                     "had one); import it without --zca-eps")
@@ -217,10 +222,12 @@ def _image_array(source: Path, image, spec: DatasetSpec) -> np.ndarray:
     """An image (PIL) as (H, W) or (H, W, C) uint8 of the dataset's channels, its size checked."""
     h, w = spec.image_size
     if image.size != (w, h):
-        raise SyntheticSetFileError(f"{getattr(image, 'filename', '') or source}: image of {image.size[1]}×{image.size[0]} "
-                                    f"pixels; dataset {spec.name!r} has {h}×{w} images")
+        where = getattr(image, "filename", "") or source
+        raise SyntheticSetFileError(f"{where}: image of {image.size[1]}×{image.size[0]} pixels; dataset {spec.name!r} "
+                                    f"has {h}×{w} images")
     if spec.channels not in (1, 3):
-        raise SyntheticSetFileError(f"dataset {spec.name!r} has {spec.channels}-channel images; image files give 1 or 3")
+        raise SyntheticSetFileError(f"dataset {spec.name!r} has {spec.channels}-channel images; image files give "
+                                    "1 or 3")
     return np.asarray(image.convert("L" if spec.channels == 1 else "RGB"), dtype=np.uint8)
 
 
@@ -261,8 +268,8 @@ def _array_images(path: Path, array: np.ndarray, spec: DatasetSpec, normalised: 
 def _check_shape(path: Path, images: torch.Tensor, spec: DatasetSpec) -> None:
     want = (spec.channels, *spec.image_size)
     if images.dim() != 4 or tuple(images.shape[1:]) != want:
-        raise SyntheticSetFileError(f"{path}: images of shape {tuple(images.shape)} do not match dataset {spec.name!r}, "
-                                    f"whose images are (N, {', '.join(map(str, want))})")
+        raise SyntheticSetFileError(f"{path}: images of shape {tuple(images.shape)} do not match dataset "
+                                    f"{spec.name!r}, whose images are (N, {', '.join(map(str, want))})")
 
 
 def _check_same_dataset(path: Path, meta: dict[str, Any], spec: DatasetSpec) -> None:
@@ -273,7 +280,8 @@ def _check_same_dataset(path: Path, meta: dict[str, Any], spec: DatasetSpec) -> 
     for key in ("mean", "std"):
         if key in meta and [float(v) for v in meta[key]] != [float(v) for v in getattr(spec, key)]:
             raise SyntheticSetFileError(f"{path}: images normalised with {key} {meta[key]} (dataset "
-                                        f"{meta.get('dataset')!r}); dataset {spec.name!r} has {list(getattr(spec, key))}")
+                                        f"{meta.get('dataset')!r}); dataset {spec.name!r} has "
+                                        f"{list(getattr(spec, key))}")
 
 
 def _parse_json(text: str | None) -> dict[str, Any] | None:
