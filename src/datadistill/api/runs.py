@@ -234,17 +234,22 @@ def evaluate_saved_model(path: str | os.PathLike, *, data_root: str | None = Non
 
 def run_import(path: str | os.PathLike, dataset: str, out: str | os.PathLike, *, experiment: int = 0,
                zca_eps: float | None = None, data_root: str | None = None) -> SyntheticSet:
-    """Convert a synthetic set saved by the reference code (VICO's ``res_*.pt``; MTT/DATM/PAD's
-    ``images_best.pt`` + ``labels_best.pt`` + ``lr_best.pt``) into a datadistill file (``datadistill import``).
+    """Convert a synthetic set into a datadistill file (``datadistill import``): one saved by the
+    reference code (VICO's ``res_*.pt``; MTT/DATM/PAD's ``images_best.pt`` + ``labels_best.pt`` +
+    ``lr_best.pt``), an image folder (one sub-folder per class), a Hugging Face dataset saved with
+    ``save_to_disk``, or an ``.npz`` written by ``datadistill export`` (:mod:`datadistill.io.import_sets`).
 
-    Files are read with ``torch.load(weights_only=True)``: nothing is unpickled.
+    ``.pt`` files are read with ``torch.load(weights_only=True)`` and ``.npz`` files with
+    ``allow_pickle=False``: nothing is unpickled.
 
     Args:
-        dataset: the dataset the set was distilled from (its spec checks the shapes; with
-            ``zca_eps``, its training set fits the ZCA the reference run whitened with).
+        dataset: the dataset the set was distilled from (its spec checks the shapes and class names and
+            gives the mean/std that image files are normalised with; with ``zca_eps``, its training set
+            fits the ZCA).
         experiment: which experiment of a VICO file.
         zca_eps: the run used ZCA with this eps (MTT: 0.1 on CIFAR); the ZCA is refitted on the
-            real training set (kornia, as the reference code) and stored with the set.
+            real training set (kornia, as the reference code) and stored with the set. MTT files hold
+            whitened images; an image folder's or Hugging Face dataset's images are whitened with it.
 
     Raises:
         SyntheticSetFileError: unreadable or malformed file. DatasetNotFoundError / UnknownNameError.
@@ -259,3 +264,24 @@ def run_import(path: str | os.PathLike, dataset: str, out: str | os.PathLike, *,
     syn = import_reference(path, data.spec, experiment=experiment, zca=zca)
     save_synthetic_set(syn, out)
     return syn
+
+
+def run_export(file: str | os.PathLike, fmt: str, out: str | os.PathLike) -> tuple[SyntheticSet, Path]:
+    """Write the synthetic set of ``file`` as an image folder, an ``.npz`` file or a Hugging Face
+    dataset (``datadistill export``; :mod:`datadistill.io.export` gives the layouts), atomically.
+
+    Returns:
+        (the set read, the path written).
+
+    Raises:
+        ConfigError: an unknown format, an existing ``out`` (an empty folder is accepted for the folder
+            formats), an ``out`` that cannot be written, or ``datasets`` not installed for ``hf``
+            (checked before the set is read).
+        SyntheticSetFileError: unreadable ``file``; soft labels (or other than 1 or 3 channels) for
+            ``imagefolder``.
+    """
+    from datadistill.io.export import check_export, export_synthetic_set
+
+    check_export(None, out, fmt)
+    syn = load_synthetic_set(file)
+    return syn, export_synthetic_set(syn, out, fmt)

@@ -35,13 +35,17 @@ import torch
 
 from datadistill.data.base import DatasetSpec
 from datadistill.errors import SyntheticSetFileError, error_context
+from datadistill.io.import_sets import exported_form, import_exported
 from datadistill.io.synthetic_set import SyntheticSet, synthetic_set_metadata
 from datadistill.preprocess.zca import ZCA
 
 ACCEPTED_FORMS = ("a VICO/DataDAM result file res_<method>_<dataset>_<model>_<ipc>ipc.pt",
                   "an MTT/DATM/PAD run folder holding images_best.pt and labels_best.pt (or a Normal "
                   "subfolder holding them)",
-                  "an MTT/DATM/PAD images_<it>.pt, images_best.pt, images_zca_<it>.pt or ema_images_<it>.pt file")
+                  "an MTT/DATM/PAD images_<it>.pt, images_best.pt, images_zca_<it>.pt or ema_images_<it>.pt file",
+                  "an image folder (one sub-folder of images per class, named by the class)",
+                  "a Hugging Face dataset folder written by save_to_disk",
+                  "an .npz file written by datadistill export")
 # prefix "ema_" (DATM's EMA copies); suffix "best", an iteration, or "zca_<it>" (unwhitened images)
 _IMAGES_NAME = re.compile(r"^(?P<prefix>(?:ema_)?)images_(?P<suffix>.+)\.pt$")
 _RUN_SUBFOLDER = "Normal"  # DATM/PAD write images_best.pt etc. into <run>/Normal/
@@ -56,7 +60,10 @@ def import_reference(path: str | os.PathLike, spec: DatasetSpec, *, experiment: 
     """Import a file or run folder of another toolkit, choosing the reader from its name.
 
     A ``.pt`` file whose name starts with ``res_`` is read by :func:`import_vico` (with ``experiment``);
-    a folder or an ``images_*.pt`` file by :func:`import_mtt` (with ``zca``).
+    an ``images_*.pt`` file or a folder holding ``images_best.pt`` (or ``Normal/images_best.pt``) by
+    :func:`import_mtt` (with ``zca``); a saved Hugging Face dataset folder, any other folder with
+    sub-folders (an image folder) or an ``.npz`` file by
+    :func:`datadistill.io.import_sets.import_exported` (with ``zca``).
 
     Raises:
         SyntheticSetFileError: the path does not exist, has none of the accepted forms (the message lists
@@ -65,6 +72,9 @@ def import_reference(path: str | os.PathLike, spec: DatasetSpec, *, experiment: 
     path = Path(path)
     if not path.exists():
         raise SyntheticSetFileError(f"{path} does not exist; expected {_forms()}")
+    mtt_run = path.is_dir() and ((path / _RUN_SUBFOLDER).is_dir() or any(path.glob("*.pt")))
+    if not mtt_run and exported_form(path) is not None:
+        return import_exported(path, spec, zca=zca)
     if path.is_dir() or _IMAGES_NAME.match(path.name):
         return import_mtt(path, spec, zca=zca)
     if path.suffix == ".pt" and path.name.startswith("res_"):

@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch.utils.data import Dataset
+
 from datadistill.errors import SyntheticSetFileError, error_context
 from datadistill.io.tensor_file import read_tensor_file, write_tensor_file
 from datadistill.preprocess.zca import ZCA
@@ -148,6 +151,69 @@ class SyntheticSet:
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+    def unwhitened(self) -> torch.Tensor:
+        """(N, C, H, W) float32 on the CPU, normalised with ``metadata["mean"]``/``["std"]``: the images
+        with the ZCA whitening undone (the stored images themselves when the set holds no ZCA)."""
+        images = self.images.detach().to("cpu", torch.float32)
+        return images if self.zca is None else self.zca.unwhiten(images)
+
+    def pixels(self) -> torch.Tensor:
+        """(N, C, H, W) float32 on the CPU, pixel intensities in [0, 1]: ZCA undone, then
+        ``x * std + mean`` per channel, then clamped to [0, 1] (a learned image may leave the range)."""
+        if "mean" not in self.metadata or "std" not in self.metadata:
+            raise SyntheticSetFileError("the set's metadata has no mean/std; its pixels cannot be computed")
+        shape = (1, -1, 1, 1)
+        mean = torch.tensor(self.metadata["mean"], dtype=torch.float32).view(shape)
+        std = torch.tensor(self.metadata["std"], dtype=torch.float32).view(shape)
+        return (self.unwhitened() * std + mean).clamp_(0.0, 1.0)
+
+    def to_dataset(self, normalised: bool = True, transform: Callable | None = None,
+                   target_transform: Callable | None = None) -> "SyntheticDataset":
+        """The set as a map-style :class:`torch.utils.data.Dataset` for one's own training code.
+
+        Item ``i`` is ``(image, label)``:
+
+        * ``image``: (C, H, W) float32 CPU tensor. ``normalised=True``: as stored and as datadistill
+          trains on it, i.e. ``(pixel - mean) / std`` per channel (``metadata["mean"]``/``["std"]``),
+          then ZCA-whitened when the set holds a ZCA (test images must then be whitened the same way,
+          with ``self.zca.whiten``). ``normalised=False``: pixel intensities in [0, 1], the ZCA and
+          the normalisation undone, clamped to [0, 1] (:meth:`pixels`), the input
+          ``torchvision.transforms.v2`` expects for a float image (e.g. ``v2.Normalize`` of your own).
+        * ``label``: hard labels, the class index as a Python ``int`` (``metadata["class_names"][label]``
+          names it); soft labels, a (K,) float32 tensor as stored (``label_kind`` says logits or
+          probabilities).
+
+        ``transform`` is applied to the image (a plain tensor, which ``transforms.v2`` treats as an
+        image), ``target_transform`` to the label. With the default collate function a
+        ``DataLoader`` yields (B, C, H, W) float32 images and (B,) int64 or (B, K) float32 labels.
+        The images are computed once (on the CPU) when the dataset is made.
+        """
+        images = self.images.detach().to("cpu", torch.float32) if normalised else self.pixels()
+        labels = self.labels.detach().cpu()
+        return SyntheticDataset(images, labels if labels.dim() == 2 else labels.tolist(), transform,
+                                target_transform)
+
+
+class SyntheticDataset(Dataset):
+    """A synthetic set's images and labels as a ``torch.utils.data.Dataset``
+    (built by :meth:`SyntheticSet.to_dataset`, which documents the items)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | list[int], transform: Callable | None = None,
+                 target_transform: Callable | None = None) -> None:
+        self.images, self.labels = images, labels
+        self.transform, self.target_transform = transform, target_transform
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __getitem__(self, index: int):
+        image, label = self.images[index], self.labels[index]
+        if self.transform is not None:
+            image = self.transform(image)
+        if self.target_transform is not None:
+            label = self.target_transform(label)
+        return image, label
 
 
 def _dtype(tensor: torch.Tensor) -> str:
