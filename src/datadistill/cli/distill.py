@@ -202,8 +202,9 @@ def test_model(file, device, data_root, as_json) -> None:
 @click.option("--zca-eps", type=float, default=None, help="The run used ZCA with this eps (refitted on the training set).")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None)
 def import_cmd(path, dataset, out, experiment, zca_eps, data_root) -> None:
-    """Convert a set saved by the reference code (VICO res_*.pt; MTT/DATM/PAD images_best.pt, labels_best.pt,
-    lr_best.pt) into a datadistill file. Read with weights_only: nothing is unpickled."""
+    """Convert a small set made elsewhere into a datadistill file: the reference code's files (VICO res_*.pt;
+    MTT/DATM/PAD images_best.pt, labels_best.pt, lr_best.pt; read with weights_only, nothing is unpickled), an
+    image folder (one sub-folder per class), a saved Hugging Face dataset, or an `export`ed .npz."""
     from datadistill.api import run_import
 
     syn = run_import(path, dataset, out, experiment=experiment, zca_eps=zca_eps, data_root=data_root)
