@@ -264,14 +264,14 @@ def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), datas
             selection.append((it, score))
 
     steps: list[StepCallback] = [record]
+    for watch in set_callbacks:  # before the checkpoint's, which ends the step that SIGINT/SIGTERM stops after
+        watch(distiller.iteration, {}, lambda: current(distiller.iteration))
+    steps += [lambda it, m, w=w: w(it, m, lambda: current(it)) for w in set_callbacks]
     if checkpoint is not None:
         checkpoint.bind(lambda done: progress.state(
             distiller, seconds=loop_seconds(), loop_done=done,
             distill_seconds=progress.distill_seconds + time.perf_counter() - start))
         steps.append(checkpoint.after_step)
-    for watch in set_callbacks:
-        watch(distiller.iteration, {}, lambda: current(distiller.iteration))
-    steps += [lambda it, m, w=w: w(it, m, lambda: current(it)) for w in set_callbacks]
     remaining = iterations - distiller.iteration
     budget = None if config.max_seconds is None else config.max_seconds - progress.seconds
     if remaining > 0 and not progress.loop_done and (budget is None or budget > 0):
