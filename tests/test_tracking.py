@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import signal
 import struct
 import subprocess
 import sys
@@ -327,6 +328,32 @@ def test_a_resumed_tensorboard_run_drops_what_the_interrupted_session_wrote_past
     acc.Reload()
     assert [(e.step, e.value) for e in acc.Scalars("loss")] == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 14.0), (5, 15.0),
                                                                 (6, 16.0)]
+
+
+def test_a_run_stopped_by_sigint_and_resumed_logs_every_iteration_once(root, tiny_model, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from datadistill.api import run_distill
+    from datadistill.errors import RunInterrupted
+
+    config = DistillConfig(method="dm", ipc=2, iterations=6, batch_real=4, model=tiny_model, num_eval=0,
+                           device="cpu", data_root=str(root), checkpoint_every=1, log_to=["csv", "tensorboard"],
+                           log_grid_every=2)
+
+    def interrupt(it, metrics):
+        if it == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # the run ends step 4, writes its checkpoint and stops
+
+    out = tmp_path / "out"
+    with pytest.raises(RunInterrupted):
+        run_distill(config, out, [interrupt])
+    result = run_distill(config, out)
+    columns, rows = read_csv(out / "log.csv")
+    assert [(int(r["iteration"]), float(r["loss"])) for r in rows] == result.loss_history
+    acc = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("loss")] == [(i, pytest.approx(v)) for i, v in result.loss_history]
+    assert [e.step for e in acc.Images("synthetic")] == [0, 2, 4, 6]
 
 
 # ------------------------------------------------------------------------------------------- evaluate
