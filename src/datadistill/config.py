@@ -12,8 +12,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from datadistill.errors import ConfigError
 from datadistill.settings import (STREAM_MODES, SettingsBase, check_fields, coerce, read_yaml_mapping,
                                   refuse_unknown)
+
+TRACKERS = ("tensorboard", "mlflow", "wandb", "csv")
+"""The experiment trackers of ``log_to`` (``--log-to``)."""
 
 
 @dataclass
@@ -65,10 +69,14 @@ class DistillConfig(SettingsBase):
         checkpoint_seconds: and at most this many seconds apart (0 = by iteration count only; both 0:
             no periodic checkpoint, only on SIGINT/SIGTERM).
         keep_checkpoint: keep ``OUT/checkpoint`` once the final files are written (it is removed by default).
+        log_to: experiment trackers the run also logs to (:data:`TRACKERS`: ``tensorboard``,
+            ``mlflow``, ``wandb``, ``csv``; :mod:`datadistill.io.tracking`); a single name is a list of one.
+        log_grid_every: log the synthetic set's grid to the trackers every this many iterations (0 =
+            only the initial and the final grid).
 
-    The three checkpoint fields control how a run is carried out, not its result: they are left out of
-    :meth:`as_dict` (the configuration recorded with the set, ``config.yaml`` and a grid cell's
-    settings) and so of every fingerprint.
+    The three checkpoint fields and the two tracker fields control how a run is carried out, not its
+    result: they are left out of :meth:`as_dict` (the configuration recorded with the set,
+    ``config.yaml`` and a grid cell's settings) and so of every fingerprint.
     """
 
     dataset: str = "mnist"
@@ -103,9 +111,12 @@ class DistillConfig(SettingsBase):
     checkpoint_every: int = 0
     checkpoint_seconds: float = 60.0
     keep_checkpoint: bool = False
+    log_to: list[str] = field(default_factory=list)
+    log_grid_every: int = 100
 
     nested_fields: ClassVar[tuple[str, ...]] = ("method_args",)
-    run_control_fields: ClassVar[tuple[str, ...]] = ("checkpoint_every", "checkpoint_seconds", "keep_checkpoint")
+    run_control_fields: ClassVar[tuple[str, ...]] = ("checkpoint_every", "checkpoint_seconds", "keep_checkpoint",
+                                                     "log_to", "log_grid_every")
 
     def checks(self) -> list[tuple[str, bool, str]]:
         return [
@@ -133,10 +144,17 @@ class DistillConfig(SettingsBase):
             ("checkpoint_every", self.checkpoint_every >= 0, "an integer ≥ 0 (0 = by time only)"),
             ("checkpoint_seconds", 0 <= self.checkpoint_seconds < math.inf,
              "a finite number of seconds ≥ 0 (0 = by iteration count only)"),
+            ("log_grid_every", self.log_grid_every >= 0, "an integer ≥ 0 (0 = the initial and final grids only)"),
         ]
 
+    def validate(self) -> None:
+        names = [self.log_to] if isinstance(self.log_to, str) else self.log_to
+        if not isinstance(names, (list, tuple)) or any(name not in TRACKERS for name in names):
+            raise ConfigError(f"log_to = {self.log_to!r} is invalid: expected a list of {', '.join(TRACKERS)}")
+        self.log_to = list(dict.fromkeys(names))
+
     def as_dict(self) -> dict[str, Any]:
-        """The settings that define the result (the checkpoint fields left out, see the class docstring)."""
+        """The settings that define the result (the checkpoint and tracker fields left out: class docstring)."""
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.run_control_fields}
 
     @classmethod
@@ -166,5 +184,5 @@ def build_config(file: str | os.PathLike | None = None, overrides: dict[str, Any
     return DistillConfig.build(file, overrides)
 
 
-__all__ = ["STREAM_MODES", "DistillConfig", "build_config", "check_fields", "coerce", "load_yaml_config",
-           "read_yaml_mapping", "refuse_unknown"]
+__all__ = ["STREAM_MODES", "TRACKERS", "DistillConfig", "build_config", "check_fields", "coerce",
+           "load_yaml_config", "read_yaml_mapping", "refuse_unknown"]

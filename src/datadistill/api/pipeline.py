@@ -18,6 +18,7 @@ import yaml
 
 from datadistill._version import __version__
 from datadistill.api.checkpointing import CHECKPOINT_DIR, RunCheckpoint, RunProgress, resolve_run
+from datadistill.api.tracking import RunTracking, SetCallback
 from datadistill.augment import DSA
 from datadistill.config import DistillConfig
 from datadistill.data import DatasetSpec, LabelledImages, RealSet, SplitDataset, load_dataset, load_dataset_of
@@ -160,7 +161,8 @@ def eval_settings(config: DistillConfig, spec: DatasetSpec) -> EvalSettings:
 
 def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), dataset: SplitDataset | None = None,
             evaluate: bool = True, snapshot_iterations: Sequence[int] = (),
-            eval_parts: str | os.PathLike | None = None, checkpoint: RunCheckpoint | None = None) -> DistillResult:
+            eval_parts: str | os.PathLike | None = None, checkpoint: RunCheckpoint | None = None,
+            set_callbacks: Sequence[SetCallback] = ()) -> DistillResult:
     """Learn a synthetic set as ``config`` says, then evaluate it (unless ``num_eval`` is 0).
 
     Args:
@@ -175,6 +177,9 @@ def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), datas
         eval_parts: a folder where the evaluation records each finished network and reuses those
             recorded (:mod:`datadistill.evaluation.parts`: ``<model>.json``, ``init_<model>.json``
             for the initial set); None keeps nothing.
+        set_callbacks: called with ``(iteration, metrics, current)`` once before the loop (empty
+            metrics, the iteration it starts from) and after every step; ``current()`` returns the set
+            then (a copy, made only when called). The experiment trackers (:mod:`datadistill.api.tracking`).
 
     Raises:
         ConfigError / UnknownNameError: an invalid setting (unknown dataset, method or model, IPC
@@ -259,6 +264,9 @@ def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), datas
             selection.append((it, score))
 
     steps: list[StepCallback] = [record]
+    for watch in set_callbacks:  # before the checkpoint's, which ends the step that SIGINT/SIGTERM stops after
+        watch(distiller.iteration, {}, lambda: current(distiller.iteration))
+    steps += [lambda it, m, w=w: w(it, m, lambda: current(it)) for w in set_callbacks]
     if checkpoint is not None:
         checkpoint.bind(lambda done: progress.state(
             distiller, seconds=loop_seconds(), loop_done=done,
@@ -330,13 +338,14 @@ def run_distill(config: DistillConfig, out_dir: str | os.PathLike, callbacks: Se
     only the missing ones); the folder is removed once ``metrics.json`` is written.
     """
     out = check_output_folder(out_dir)
+    tracking = RunTracking(config, out)  # a tracker's missing package is refused here, before any work
     checkpoint = RunCheckpoint.for_run(config, out / CHECKPOINT_DIR, restart=restart, notify=notify)
-    with checkpoint.guard():
-        return _run_distill(config, out, callbacks, checkpoint)
+    with checkpoint.guard(), tracking:
+        return _run_distill(config, out, callbacks, checkpoint, tracking)
 
 
 def _run_distill(config: DistillConfig, out, callbacks: Sequence[StepCallback],
-                 checkpoint: RunCheckpoint) -> DistillResult:
+                 checkpoint: RunCheckpoint, tracking: RunTracking) -> DistillResult:
     records: list[str] = []
     checkpoint.log_records = records  # distill.log holds the earlier sessions' lines too
     handler = logging.Handler()
@@ -347,7 +356,8 @@ def _run_distill(config: DistillConfig, out, callbacks: Sequence[StepCallback],
     log.addHandler(handler)
     try:
         log.info("datadistill %s: %s", __version__, json.dumps(config.as_dict(), sort_keys=True))
-        result = distill(config, callbacks, eval_parts=out / PARTS_FOLDER, checkpoint=checkpoint)
+        result = distill(config, callbacks, eval_parts=out / PARTS_FOLDER, checkpoint=checkpoint,
+                         set_callbacks=tracking.set_callbacks)
         for it, loss in result.loss_history[:: max(1, len(result.loss_history) // 50)]:
             log.info("iteration %d loss %.6g", it, loss)
         log.info("distilled in %.1f s", result.distill_seconds)
@@ -367,4 +377,5 @@ def _run_distill(config: DistillConfig, out, callbacks: Sequence[StepCallback],
     atomic_write_text(out / "distill.log", "\n".join(records) + "\n")
     EvalParts(out / PARTS_FOLDER).remove()  # the evaluation is in metrics.json now
     checkpoint.remove(keep_newest=config.keep_checkpoint)
+    tracking.finish(result)  # the evaluation, the final grid and the files to the trackers (log_to)
     return result

@@ -133,7 +133,8 @@ def _read_baseline(path: str | os.PathLike) -> dict[str, Any]:
 
 def run_evaluate(path: str | os.PathLike, models: Sequence[str] = ("convnet",), *, out: str | os.PathLike | None = None,
                  baselines: Sequence[str | os.PathLike] = (), save_models: str | os.PathLike | None = None,
-                 data_root: str | None = None, device: str = "auto", seed: int = 0, progress=None, **overrides):
+                 data_root: str | None = None, device: str = "auto", seed: int = 0, progress=None,
+                 log_to: Sequence[str] = (), **overrides):
     """Evaluate a saved synthetic set on one or more architectures (``datadistill evaluate``).
 
     Args:
@@ -146,6 +147,9 @@ def run_evaluate(path: str | os.PathLike, models: Sequence[str] = ("convnet",), 
             folder is removed once ``evaluation.json`` is written.
         baselines: ``baseline.json`` files (or their folders) of ``datadistill baseline``.
         save_models: folder for the trained networks, ``<model>_<k>.safetensors`` (``datadistill test-model``).
+        log_to: experiment trackers (``tensorboard``, ``mlflow``, ``wandb``, ``csv``) the results, the
+            settings, the set's grid and the files of ``out`` are logged to, under ``out``
+            (:func:`datadistill.api.tracking.track_evaluation`).
         overrides: :class:`~datadistill.evaluation.EvalSettings` fields (None = default; the DSA
             strategy defaults to the dataset's).
 
@@ -159,6 +163,14 @@ def run_evaluate(path: str | os.PathLike, models: Sequence[str] = ("convnet",), 
     from datadistill.evaluation.parts import PARTS_FOLDER, EvalParts
     from datadistill.evaluation.suite import evaluate_architectures
 
+    from datadistill.api.tracking import track_evaluation
+    from datadistill.io.tracking import check_trackers
+
+    check_trackers(log_to)  # before any work: a tracker's missing package, trackers without a folder
+    if log_to and out is None:
+        from datadistill.errors import ConfigError
+
+        raise ConfigError("the trackers write under the output folder: give --out DIR with --log-to")
     syn = load_synthetic_set(path)
     base = [_read_baseline(b) for b in baselines]
     for target in (out, save_models):
@@ -202,6 +214,9 @@ def run_evaluate(path: str | os.PathLike, models: Sequence[str] = ("convnet",), 
             atomic_write_text(folder / "curves.json", json.dumps(curves, indent=2) + "\n")
             plot_learning_curves(curves, folder / "curves.png")
         parts.remove()  # the results are in evaluation.json now
+        track_evaluation(log_to, folder, {"file": str(path), "models": list(models), "seed": seed, "device": device,
+                                          **settings.as_dict()}, result.as_dict(), syn,
+                         [folder / name for name in ("evaluation.json", "curves.json", "curves.png")])
     return result
 
 

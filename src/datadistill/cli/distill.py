@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from datadistill.cli.base import data_options, fmt_ratio, init_help, main, models_list, parse_method_args
+from datadistill.config import TRACKERS
 
 
 @main.command()
@@ -52,6 +53,12 @@ from datadistill.cli.base import data_options, fmt_ratio, init_help, main, model
               help="Keep OUT/checkpoint after the final files are written (removed by default).")
 @click.option("--restart", is_flag=True,
               help="Discard OUT/checkpoint and start afresh (by default a rerun resumes from it).")
+@click.option("--log-to", "log_to", multiple=True, type=click.Choice(TRACKERS),
+              help="Also log to this experiment tracker (repeatable), under --out: tensorboard (OUT/tensorboard), "
+                   "mlflow (OUT/mlruns), wandb (offline, OUT/wandb), csv (OUT/log.csv). Default: none.")
+@click.option("--log-grid-every", type=click.INT,
+              help="Log the synthetic set's grid to the trackers every N iterations (0: first and last only). "
+                   "Default: 100.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def distill(config_file, out, quiet, restart, method_args, mask_shallow, **flags) -> None:
     """Learn a synthetic set, evaluate it and write it with its grids and metrics to --out.
@@ -65,6 +72,7 @@ def distill(config_file, out, quiet, restart, method_args, mask_shallow, **flags
     from datadistill.config import build_config
 
     flags["method_args"] = parse_method_args(method_args) or None
+    flags["log_to"] = list(flags["log_to"]) or None  # none given: the YAML's log_to
     if mask_shallow is not None:
         flags["method_args"] = {**(flags["method_args"] or {}), "mask_shallow": mask_shallow}
     config = build_config(config_file, flags)
@@ -111,6 +119,10 @@ def distill(config_file, out, quiet, restart, method_args, mask_shallow, **flags
     if "init_accuracy_mean" in m:
         click.echo(f"initial set accuracy: {m['init_accuracy_mean']:.2f} ± {m['init_accuracy_std']:.2f} %")
     click.echo(f"wrote {out_dir}/synthetic.safetensors, synthetic.png, init.png, metrics.json")
+    if config.log_to:
+        from datadistill.io.tracking import LOCATIONS
+
+        click.echo("logged to " + ", ".join(f"{name} ({out_dir / LOCATIONS[name]})" for name in config.log_to))
 
 
 
@@ -135,12 +147,15 @@ def distill(config_file, out, quiet, restart, method_args, mask_shallow, **flags
               help="Save every trained network here (`datadistill test-model` tests one).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Write evaluation.json (and curves.json/png) to this folder, e.g. the run folder for `datadistill report`.")
+@click.option("--log-to", "log_to", multiple=True, type=click.Choice(TRACKERS),
+              help="Also log the results, settings, grid and files to this experiment tracker (repeatable; "
+                   "needs --out, under which it writes).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--data-root", type=click.Path(file_okay=False), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def evaluate(file, models, num_eval, eval_epochs, eval_lr, eval_batch, dsa_strategy, vectorise, curve_every, baselines,
-             save_models, out, seed, device, data_root, as_json) -> None:
+             save_models, out, log_to, seed, device, data_root, as_json) -> None:
     """Train fresh networks on a saved synthetic set and test them on the real test set."""
     from datadistill.api import run_evaluate
 
@@ -150,7 +165,7 @@ def evaluate(file, models, num_eval, eval_epochs, eval_lr, eval_batch, dsa_strat
     result = run_evaluate(file, names, out=out, baselines=baselines, save_models=save_models, data_root=data_root,
                           device=device, seed=seed, num_eval=num_eval, epochs=eval_epochs, lr=eval_lr,
                           batch_size=eval_batch, dsa_strategy=dsa_strategy, use_learned_lr=eval_lr is None,
-                          vectorise=vectorise, curve_every=curve_every)
+                          vectorise=vectorise, curve_every=curve_every, log_to=log_to)
     d = result.as_dict()
     if as_json:
         click.echo(json.dumps(d, indent=2))

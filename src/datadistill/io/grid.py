@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from datadistill.fsutil import atomic_write
@@ -25,6 +26,16 @@ def save_grid(images: torch.Tensor, labels: torch.Tensor, mean, std, path: str |
         upscale: integer nearest-neighbour magnification, so 28-px digits stay visible.
         zca: when given, ``images`` are ZCA-whitened and are unwhitened before de-normalising.
     """
+    from PIL import Image
+
+    pixels = grid_pixels(images, labels, mean, std, upscale, zca=zca)
+    return atomic_write(path, lambda p: Image.fromarray(pixels).save(str(p), format="png"))
+
+
+def grid_pixels(images: torch.Tensor, labels: torch.Tensor, mean, std, upscale: int = 2, *,
+                zca: ZCA | None = None) -> np.ndarray:
+    """The picture :func:`save_grid` writes, as an (H, W, 3) uint8 array (for the experiment trackers).
+    Arguments as :func:`save_grid`'s."""
     images = images.detach().cpu().float()
     if zca is not None:
         images = zca.unwhiten(images)
@@ -44,6 +55,7 @@ def save_grid(images: torch.Tensor, labels: torch.Tensor, mean, std, path: str |
     grid = torch.cat(rows)
     if upscale > 1:
         grid = grid.repeat_interleave(upscale, dim=2).repeat_interleave(upscale, dim=3)
-    from torchvision.utils import save_image
+    from torchvision.utils import make_grid
 
-    return atomic_write(path, lambda p: save_image(grid, str(p), nrow=per_row, padding=2, format="png"))
+    grid = make_grid(grid, nrow=per_row, padding=2)  # as torchvision's save_image, which wrote these grids
+    return grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to("cpu", torch.uint8).numpy()
