@@ -77,11 +77,6 @@ def setup_logging(verbosity: int = 0, quiet: bool = False) -> Callable[[], None]
     return restore
 
 
-def verbose() -> bool:
-    """Whether ``-v`` was given (INFO records are shown)."""
-    return _STATE["verbosity"] > 0 and not _STATE["quiet"]
-
-
 def main_process() -> bool:
     """False in the processes of a distributed run other than rank 0 (torchrun sets ``RANK``)."""
     return os.environ.get("RANK", "0").strip() in ("", "0")
@@ -295,4 +290,4 @@ class StagedBars:
 
 
 __all__ = ["Bar", "CompareProgress", "DistillProgress", "EvalBar", "StagedBars", "bars_on", "distill_steps", "main_process",
-           "setup_logging", "verbose"]
+           "setup_logging"]
