@@ -150,7 +150,7 @@ def test_evaluate_text(distilled, fake_root):
 def _fake_evaluation(monkeypatch):
     captured = {}
 
-    def fake(syn, test, settings, device, seed=0, progress=None, on_model=None, parts=None):
+    def fake(syn, test, settings, device, seed=0, progress=None, on_model=None, parts=None, on_epoch=None):
         captured["settings"] = settings
         captured["seed"] = seed
         return EvalResult(settings.model, [50.0], [100.0], 0.0, epochs=settings.epochs)
@@ -337,14 +337,14 @@ def test_continual_runs_resumes_and_refuses_other_settings(fake_root, tmp_path):
     out = tmp_path / "cl"
     args = ["continual", "--data-root", fake_root, "--steps", 5, "--memory-method", "random", "--memory-ipc", 1,
             "--orders", 1, "--model", "lenet", "--num-eval", 1, "--eval-epochs", 1, "--device", "cpu", "--out", out]
-    first = run(*args)
+    first = run("-v", *args)  # -v: a line per step on stderr
     assert first.exit_code == 0, first.output + repr(first.exception)
-    assert "random order 0 step 5/5: 10 classes seen, memory 10 images" in first.output
+    assert "random order 0 step 5/5: 10 classes seen, memory 10 images" in first.stderr
     assert "Last-step verdict: not available" in first.output  # the verdict is printed (no DM or DataDAM memory)
     report = json.loads((out / "continual.json").read_text())
     assert report["complete"] and len(report["methods"]["random"]["orders"][0]["steps"]) == 5
     again = run(*args)
-    assert again.exit_code == 0 and "resuming" in again.output and "1 of 1" in again.output
+    assert again.exit_code == 0 and "resuming" in again.stderr and "1 of 1" in again.stderr  # shown without -v
     assert json.loads((out / "continual.json").read_text())["methods"] == report["methods"]
     other = run(*args[:-2], "--eval-epochs", 2, "--out", out)
     assert_clean_failure(other, "other settings", "epochs = 1 there, 2 here")

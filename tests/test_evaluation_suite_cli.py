@@ -46,11 +46,11 @@ def pipeline(fake, tmp_path_factory):
     run_dir, base_dir, models_dir = work / "run", work / "base", work / "models"
     ok(run("distill", "--data-root", root, "--out", run_dir, "--quiet", "--method", "dm", "--ipc", "1",
            "--iterations", "1", "--num-eval", "0", "--batch-real", "2", "--model", "convnet_w32"))
-    baseline = ok(run("baseline", "--data-root", root, "--epochs", "1", "--model", "convnet_w32", "--out", base_dir))
+    baseline = ok(run("-v", "baseline", "--data-root", root, "--epochs", "1", "--model", "convnet_w32", "--out", base_dir))
     evaluate = ok(run("evaluate", run_dir / "synthetic.safetensors", "--data-root", root, "--models", "convnet_w32,mlp",
                       "--num-eval", "2", "--eval-epochs", "2", "--baseline", base_dir, "--out", run_dir,
                       "--curve-every", "1", "--save-models", models_dir))
-    return {"root": root, "run": run_dir, "base": base_dir, "models": models_dir, "baseline_out": baseline.stdout,
+    return {"root": root, "run": run_dir, "base": base_dir, "models": models_dir, "baseline_out": baseline.output,
             "evaluate_out": evaluate.stdout}
 
 

@@ -118,9 +118,9 @@ def experts_args(root: Path, out: Path, model: str, *extra) -> list:
 
 def test_cli_experts_writes_the_trajectories(mnist_root, tiny_model, tmp_path):
     out = tmp_path / "experts"
-    result = run_cli(*experts_args(mnist_root, out, tiny_model, "--epochs", 1))
+    result = run_cli("-v", *experts_args(mnist_root, out, tiny_model, "--epochs", 1))
     assert result.exit_code == 0, result.output + repr(result.exception)
-    assert "expert 0 epoch 1" in result.stdout
+    assert "expert 0 epoch 1" in result.stderr  # -v: a line per epoch
     assert files_under(out) == ["expert_000/epoch_000.safetensors", "expert_000/epoch_001.safetensors",
                                 "experts.json"]
     buf = ExpertBuffer.load(out)

@@ -43,7 +43,7 @@ from datadistill.io.checkpoint import (PREV_SUFFIX, TMP_SUFFIX, LoadedCheckpoint
 from datadistill.methods import METHODS, Distiller, MethodConfig
 from datadistill.record import differences, fingerprint
 
-log = logging.getLogger("datadistill")
+notice = logging.getLogger("datadistill.notice")  # resuming and stopping: the command line always shows these
 
 CHECKPOINT_DIR = "checkpoint"
 RUN_FORMAT = "datadistill.distill_run"
@@ -182,7 +182,7 @@ class RunCheckpoint:
         return self.every > 0 or self.seconds > 0
 
     def say(self, message: str) -> None:
-        log.info("%s", message)
+        notice.info("%s", message)
         if self.notify is not None:
             self.notify(message)
 

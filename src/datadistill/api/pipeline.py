@@ -22,7 +22,7 @@ from datadistill.api.tracking import RunTracking, SetCallback
 from datadistill.augment import DSA
 from datadistill.config import DistillConfig
 from datadistill.data import DatasetSpec, LabelledImages, RealSet, SplitDataset, load_dataset, load_dataset_of
-from datadistill.evaluation import EvalParts, EvalResult, EvalSettings, evaluate_synthetic_set
+from datadistill.evaluation import EvalParts, EvalProgress, EvalResult, EvalSettings, evaluate_synthetic_set
 from datadistill.evaluation.parts import PARTS_FOLDER
 from datadistill.fsutil import atomic_write_text, check_output_folder
 from datadistill.io import SyntheticSet, load_synthetic_set, save_grid, save_synthetic_set, synthetic_set_metadata
@@ -31,8 +31,10 @@ from datadistill.models import MODELS
 from datadistill.runtime import make_generator, seed_everything, select_device
 
 log = logging.getLogger("datadistill")
+runlog = logging.getLogger("datadistill.run")  # the run's own record: distill.log only, never the terminal
 
 StepCallback = Callable[[int, dict[str, float]], None]
+EvalCallback = Callable[[str, EvalProgress], None]  # ("synthetic set" | "initial set", progress)
 
 
 @dataclass
@@ -162,7 +164,7 @@ def eval_settings(config: DistillConfig, spec: DatasetSpec) -> EvalSettings:
 def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), dataset: SplitDataset | None = None,
             evaluate: bool = True, snapshot_iterations: Sequence[int] = (),
             eval_parts: str | os.PathLike | None = None, checkpoint: RunCheckpoint | None = None,
-            set_callbacks: Sequence[SetCallback] = ()) -> DistillResult:
+            set_callbacks: Sequence[SetCallback] = (), on_eval: EvalCallback | None = None) -> DistillResult:
     """Learn a synthetic set as ``config`` says, then evaluate it (unless ``num_eval`` is 0).
 
     Args:
@@ -180,6 +182,8 @@ def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), datas
         set_callbacks: called with ``(iteration, metrics, current)`` once before the loop (empty
             metrics, the iteration it starts from) and after every step; ``current()`` returns the set
             then (a copy, made only when called). The experiment trackers (:mod:`datadistill.api.tracking`).
+        on_eval: called ``(which set, EvalProgress)`` after every epoch of the evaluation and as each
+            network finishes (progress displays; :class:`~datadistill.evaluation.EvalProgress`).
 
     Raises:
         ConfigError / UnknownNameError: an invalid setting (unknown dataset, method or model, IPC
@@ -287,12 +291,19 @@ def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), datas
         settings = eval_settings(config, spec)
         parts = EvalParts(eval_parts) if eval_parts is not None else None
         t0 = time.perf_counter()
-        result.evaluation = evaluate_synthetic_set(syn, data.test, settings, device, seed=config.seed,
-                                                   progress=lambda k, a: log.info("eval model %d: %.2f%%", k, a),
-                                                   parts=parts)
+
+        def watch(subject: str):
+            return None if on_eval is None else (lambda progress: on_eval(subject, progress))
+
+        def tested(k: int, acc: float) -> None:
+            log.info("evaluation network %d of %d: test accuracy %.2f %%", k + 1, settings.num_eval, acc)
+
+        result.evaluation = evaluate_synthetic_set(syn, data.test, settings, device, seed=config.seed, progress=tested,
+                                                   parts=parts, on_epoch=watch("synthetic set"))
         if config.eval_init:
             result.init_evaluation = evaluate_synthetic_set(initial, data.test, settings, device, seed=config.seed,
-                                                            parts=parts.with_prefix("init_") if parts else None)
+                                                            parts=parts.with_prefix("init_") if parts else None,
+                                                            on_epoch=watch("initial set"))
         result.eval_seconds = time.perf_counter() - t0
     return result
 
@@ -320,7 +331,8 @@ def evaluate_file(path: str | os.PathLike, settings: EvalSettings | None = None,
 
 
 def run_distill(config: DistillConfig, out_dir: str | os.PathLike, callbacks: Sequence[StepCallback] = (), *,
-                restart: bool = False, notify: Callable[[str], None] | None = None) -> DistillResult:
+                restart: bool = False, notify: Callable[[str], None] | None = None,
+                on_eval: EvalCallback | None = None) -> DistillResult:
     """:func:`distill`, then write ``out_dir``: ``synthetic.safetensors``, ``init.png``, ``synthetic.png``,
     ``metrics.json``, ``config.yaml`` (resolved) and ``distill.log``.
 
@@ -332,7 +344,8 @@ def run_distill(config: DistillConfig, out_dir: str | os.PathLike, callbacks: Se
     from it when rerun with the same settings (``restart`` discards it instead); it is removed once the
     final files are written, unless ``config.keep_checkpoint``. SIGINT / SIGTERM stop the run after its
     current step with a checkpoint (:class:`~datadistill.errors.RunInterrupted`). ``notify`` is also
-    given the messages about resuming and stopping (they are logged in any case).
+    given the messages about resuming and stopping (they are logged in any case, to the
+    ``datadistill.notice`` logger). ``on_eval`` is :func:`distill`'s (evaluation progress).
 
     The evaluation records each finished network in ``out_dir/evaluation_parts/`` (a rerun trains
     only the missing ones); the folder is removed once ``metrics.json`` is written.
@@ -341,11 +354,11 @@ def run_distill(config: DistillConfig, out_dir: str | os.PathLike, callbacks: Se
     tracking = RunTracking(config, out)  # a tracker's missing package is refused here, before any work
     checkpoint = RunCheckpoint.for_run(config, out / CHECKPOINT_DIR, restart=restart, notify=notify)
     with checkpoint.guard(), tracking:
-        return _run_distill(config, out, callbacks, checkpoint, tracking)
+        return _run_distill(config, out, callbacks, checkpoint, tracking, on_eval)
 
 
-def _run_distill(config: DistillConfig, out, callbacks: Sequence[StepCallback],
-                 checkpoint: RunCheckpoint, tracking: RunTracking) -> DistillResult:
+def _run_distill(config: DistillConfig, out, callbacks: Sequence[StepCallback], checkpoint: RunCheckpoint,
+                 tracking: RunTracking, on_eval: EvalCallback | None) -> DistillResult:
     records: list[str] = []
     checkpoint.log_records = records  # distill.log holds the earlier sessions' lines too
     handler = logging.Handler()
@@ -355,14 +368,14 @@ def _run_distill(config: DistillConfig, out, callbacks: Sequence[StepCallback],
     log.setLevel(min(previous_level or logging.INFO, logging.INFO))
     log.addHandler(handler)
     try:
-        log.info("datadistill %s: %s", __version__, json.dumps(config.as_dict(), sort_keys=True))
+        runlog.info("datadistill %s: %s", __version__, json.dumps(config.as_dict(), sort_keys=True))
         result = distill(config, callbacks, eval_parts=out / PARTS_FOLDER, checkpoint=checkpoint,
-                         set_callbacks=tracking.set_callbacks)
+                         set_callbacks=tracking.set_callbacks, on_eval=on_eval)
         for it, loss in result.loss_history[:: max(1, len(result.loss_history) // 50)]:
-            log.info("iteration %d loss %.6g", it, loss)
-        log.info("distilled in %.1f s", result.distill_seconds)
+            runlog.info("iteration %d loss %.6g", it, loss)
+        runlog.info("distilled in %.1f s", result.distill_seconds)
         if result.evaluation:
-            log.info("accuracy %.2f ± %.2f %% over %d models (%.1f s)", result.evaluation.mean,
+            runlog.info("accuracy %.2f ± %.2f %% over %d models (%.1f s)", result.evaluation.mean,
                      result.evaluation.std, len(result.evaluation.accuracies), result.eval_seconds)
     finally:
         log.removeHandler(handler)

@@ -6,6 +6,7 @@ atomically."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,15 +21,19 @@ from datadistill.models import MODELS
 from datadistill.runtime import seed_everything, select_device
 from datadistill.settings import settings_from
 
+log = logging.getLogger("datadistill")
+
 
 def run_experts(values: dict[str, Any], out_dir: str | os.PathLike, *, device: str = "auto",
-                data_root: str | None = None, progress=None) -> Path:
+                data_root: str | None = None, progress=None, on_start=None) -> Path:
     """Train and save expert trajectories (``datadistill experts``).
 
     Args:
         values: ``dataset`` plus :class:`~datadistill.trajectory.ExpertSettings` fields; ``curriculum``
             is a mapping of :class:`~datadistill.trajectory.Curriculum` fields (with ``scores_file``).
         out_dir: the trajectory folder (resumed when it already holds some epochs).
+        progress, on_start: as :func:`~datadistill.trajectory.train_experts`'s (``(expert, epoch, test
+            accuracy %)`` after each epoch; ``(experts, epochs)`` before the first).
 
     Raises:
         ConfigError: an unknown or invalid setting, a scores file that does not fit the training set,
@@ -59,15 +64,16 @@ def run_experts(values: dict[str, Any], out_dir: str | os.PathLike, *, device: s
                               f"{dataset} training set has {len(data.train)}")
         order = scores.order_by_class(data.spec.num_classes)
     seed_everything(settings.seed)
-    return train_experts(data, out_dir, settings, select_device(device), order, progress)
+    return train_experts(data, out_dir, settings, select_device(device), order, progress, on_start=on_start)
 
 
 def run_scores(dataset: str, score: str, out: str | os.PathLike, *, model: str = "convnet", num_networks: int = 3,
                epochs: int = 2, seed: int = 0, zca_eps: float | None = None, device: str = "auto",
                data_root: str | None = None, image_size: int | None = None, stream: str = "auto",
-               num_workers: int = 2):
+               num_workers: int = 2, progress=None, on_epoch=None):
     """Compute per-sample difficulty scores of ``dataset``'s training set and save them to ``out``
     (``datadistill scores``); returns the :class:`~datadistill.selection.difficulty.DifficultyScores`.
+    ``progress`` and ``on_epoch`` are :func:`~datadistill.selection.difficulty.compute_scores`'s.
 
     Raises:
         ConfigError / UnknownNameError: unknown score, model or dataset, invalid settings, an ``out``
@@ -80,7 +86,8 @@ def run_scores(dataset: str, score: str, out: str | os.PathLike, *, model: str =
     settings = ScoreSettings(model=model, num_networks=num_networks, epochs=epochs, seed=seed)
     data, _ = whiten_dataset(load_dataset(dataset, data_root, image_size=image_size, stream=stream,
                                           num_workers=num_workers), zca_eps)
-    result = compute_scores(score, data.train, data.spec, settings, select_device(device))
+    result = compute_scores(score, data.train, data.spec, settings, select_device(device), progress,
+                            on_epoch=on_epoch)
     result.metadata["zca_eps"] = zca_eps
     save_scores(result, out)
     return result
@@ -133,7 +140,7 @@ def _read_baseline(path: str | os.PathLike) -> dict[str, Any]:
 
 def run_evaluate(path: str | os.PathLike, models: Sequence[str] = ("convnet",), *, out: str | os.PathLike | None = None,
                  baselines: Sequence[str | os.PathLike] = (), save_models: str | os.PathLike | None = None,
-                 data_root: str | None = None, device: str = "auto", seed: int = 0, progress=None,
+                 data_root: str | None = None, device: str = "auto", seed: int = 0, progress=None, on_epoch=None,
                  log_to: Sequence[str] = (), **overrides):
     """Evaluate a saved synthetic set on one or more architectures (``datadistill evaluate``).
 
@@ -147,6 +154,8 @@ def run_evaluate(path: str | os.PathLike, models: Sequence[str] = ("convnet",), 
             folder is removed once ``evaluation.json`` is written.
         baselines: ``baseline.json`` files (or their folders) of ``datadistill baseline``.
         save_models: folder for the trained networks, ``<model>_<k>.safetensors`` (``datadistill test-model``).
+        progress: called ``(model, k, test accuracy %)`` after each network; on_epoch: given an
+            :class:`~datadistill.evaluation.EvalProgress` after every epoch (progress displays).
         log_to: experiment trackers (``tensorboard``, ``mlflow``, ``wandb``, ``csv``) the results, the
             settings, the set's grid and the files of ``out`` are logged to, under ``out``
             (:func:`datadistill.api.tracking.track_evaluation`).
@@ -200,8 +209,15 @@ def run_evaluate(path: str | os.PathLike, models: Sequence[str] = ("convnet",), 
             return (Path(save_models) / f"{model}_{k}.safetensors").is_file()
 
     parts = EvalParts(Path(out) / PARTS_FOLDER, keep=keep) if out is not None else None
+
+    def report(model: str, k: int, acc: float) -> None:
+        log.info("%s network %d of %d: test accuracy %.2f %%", model, k + 1, settings.num_eval, acc)
+        if progress is not None:
+            progress(model, k, acc)
+
     result = evaluate_architectures(syn, data.test, models, settings, select_device(device), seed=seed,
-                                    baselines=base, progress=progress, on_model=on_model, parts=parts)
+                                    baselines=base, progress=report, on_model=on_model, parts=parts,
+                                    on_epoch=on_epoch)
     result.metadata["file"] = str(path)
     if out is not None:
         folder = Path(out)

@@ -70,10 +70,17 @@ def init_help() -> str:
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="datadistill")
-def main() -> None:
-    """datadistill: learn small synthetic training sets (dataset distillation) and evaluate them."""
+@click.option("-v", "--verbose", count=True, help="Log what runs to stderr (INFO; -vv: DEBUG).")
+@click.option("--quiet", is_flag=True, help="No progress bars; only warnings and errors on stderr.")
+def main(verbose: int, quiet: bool) -> None:
+    """datadistill: learn small synthetic training sets (dataset distillation) and evaluate them.
+
+    Long commands show progress bars on stderr when it is a terminal (off with --quiet); results are
+    printed to stdout at the end."""
+    from datadistill.cli.progress import setup_logging
     from datadistill.runtime import tune_cpu_allocator
 
+    click.get_current_context().call_on_close(setup_logging(verbose, quiet))
     tune_cpu_allocator()
 
 def models_list(value: str) -> list[str]:

@@ -4,7 +4,6 @@ its evaluation and report."""
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import click
@@ -59,16 +58,15 @@ from datadistill.config import TRACKERS
 @click.option("--log-grid-every", type=click.INT,
               help="Log the synthetic set's grid to the trackers every N iterations (0: first and last only). "
                    "Default: 100.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--quiet", is_flag=True, help="No progress bars (as `datadistill --quiet distill`).")
 def distill(config_file, out, quiet, restart, method_args, mask_shallow, **flags) -> None:
     """Learn a synthetic set, evaluate it and write it with its grids and metrics to --out.
 
     Rerunning the same command with the same --out resumes from OUT/checkpoint (written every
     --checkpoint-every iterations and at most --checkpoint-seconds apart, and on SIGINT/SIGTERM, which
     stop the run after its current step with exit status 130/143)."""
-    from tqdm import tqdm
-
     from datadistill.api import run_distill
+    from datadistill.cli.progress import DistillProgress
     from datadistill.config import build_config
 
     flags["method_args"] = parse_method_args(method_args) or None
@@ -81,32 +79,11 @@ def distill(config_file, out, quiet, restart, method_args, mask_shallow, **flags
     kind, folder = split_dataset_name(config.dataset)
     name = f"{kind}_{Path(folder).name}" if folder else kind  # imagefolder:/data/pets -> imagefolder_pets
     out_dir = Path(out or f"runs/{name}_{config.method}_ipc{config.ipc}")
-    from datadistill.methods import METHODS
-
-    steps = METHODS.get(config.method).resolve_run_config(config).iterations
-    bar = tqdm(total=steps, desc=f"{config.method} {config.dataset} ipc{config.ipc}", unit="it",
-               disable=quiet, mininterval=1.0, dynamic_ncols=True, delay=0.5)  # none for a run refused at once
-
-    def progress(it: int, metrics: dict[str, float]) -> None:
-        if bar.n == 0 and it > 1:  # resumed: the bar starts at the checkpoint's iteration
-            bar.update(it - 1)
-        bar.update(1)
-        if it % 10 == 0 or it == config.iterations:
-            bar.set_postfix(loss=f"{metrics['loss']:.4g}", refresh=False)
-
-    logger = logging.getLogger("datadistill")
-    console = logging.StreamHandler()
-    console.setFormatter(logging.Formatter("%(message)s"))
-    console.setLevel(logging.INFO)
-    if not quiet:
-        logger.addHandler(console)
-    try:
-        # messages about resuming and stopping: logged to the console unless --quiet, else echoed
-        result = run_distill(config, out_dir, [progress], restart=restart,
-                             notify=(lambda message: click.echo(message, err=True)) if quiet else None)
+    bars = DistillProgress(config, quiet=quiet)  # drawn from the first step: none for a run refused at once
+    try:  # messages about resuming and stopping are shown whatever the verbosity (the datadistill.notice log)
+        result = run_distill(config, out_dir, restart=restart, **bars.run_options())
     finally:
-        bar.close()
-        logger.removeHandler(console)
+        bars.close()
     m = result.metrics()
     click.echo(f"distilled {config.dataset} with {config.method}, ipc {config.ipc}, {m['iterations']} iterations "
                f"in {m['distill_seconds']:.1f} s")
@@ -158,14 +135,20 @@ def evaluate(file, models, num_eval, eval_epochs, eval_lr, eval_batch, dsa_strat
              save_models, out, log_to, seed, device, data_root, as_json) -> None:
     """Train fresh networks on a saved synthetic set and test them on the real test set."""
     from datadistill.api import run_evaluate
+    from datadistill.cli.progress import EvalBar
 
     names = models_list(models)
     if curve_every and out is None:
         raise click.BadParameter("learning curves are written to --out: give --out DIR", param_hint="--curve-every")
-    result = run_evaluate(file, names, out=out, baselines=baselines, save_models=save_models, data_root=data_root,
-                          device=device, seed=seed, num_eval=num_eval, epochs=eval_epochs, lr=eval_lr,
-                          batch_size=eval_batch, dsa_strategy=dsa_strategy, use_learned_lr=eval_lr is None,
-                          vectorise=vectorise, curve_every=curve_every, log_to=log_to)
+    bar = EvalBar(list(dict.fromkeys(names)), num_eval, eval_epochs)
+    try:
+        result = run_evaluate(file, names, out=out, baselines=baselines, save_models=save_models, data_root=data_root,
+                              device=device, seed=seed, num_eval=num_eval, epochs=eval_epochs, lr=eval_lr,
+                              batch_size=eval_batch, dsa_strategy=dsa_strategy, use_learned_lr=eval_lr is None,
+                              vectorise=vectorise, curve_every=curve_every, on_epoch=lambda p: bar(p.model, p),
+                              log_to=log_to)
+    finally:
+        bar.close()
     d = result.as_dict()
     if as_json:
         click.echo(json.dumps(d, indent=2))

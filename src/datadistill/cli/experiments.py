@@ -16,10 +16,15 @@ from datadistill.cli.base import data_options, main
               help="Run no cell: tabulate and plot the finished ones, the rest shown as not run yet.")
 def compare(config_file, out, no_run) -> None:
     """Run a grid of methods × IPC × init × seeds; write results.csv/json/md and plots. Finished cells are reused."""
-    from datadistill.experiments.compare import CompareSettings, run_compare
+    from datadistill.cli.progress import CompareProgress
+    from datadistill.experiments.compare import CompareSettings, load_compare, run_compare
 
-    result = run_compare(CompareSettings.build(config_file), out,
-                         progress=lambda cell, status: click.echo(f"{cell}: {status}"), run=not no_run)
+    settings = CompareSettings.build(config_file)
+    bars = CompareProgress(load_compare(settings).cells)
+    try:
+        result = run_compare(settings, out, progress=bars.cell, run=not no_run, run_options=bars.run_options)
+    finally:
+        bars.close()
     click.echo(f"wrote {result.out}/results.csv, results.json, results.md, accuracy_vs_ipc.png, accuracy_vs_time.png")
     if not result.ok:
         for row in result.failures:
@@ -47,13 +52,22 @@ def compare(config_file, out, no_run) -> None:
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for nas.json/csv/md/png.")
 def nas(synthetic, space, out, **flags) -> None:
     """Neural architecture search proxy: rank a space of architectures on the synthetic set and on real data."""
+    from datadistill.cli.progress import Bar
     from datadistill.experiments.nas import NASSettings, run_nas
 
-    def progress(phase, done, total, row):
-        acc = row.get(f"{phase}_val_accuracy")
-        click.echo(f"{phase} {done}/{total}: {row['name']} validation accuracy {acc:.2f} %")
+    bar, counts = Bar(None, "nas", "candidate"), {}
 
-    r = run_nas(synthetic, space, out, NASSettings.from_mapping(flags), progress=progress)
+    def progress(phase, done, total, row):
+        counts[phase] = done
+        bar.total = 2 * total
+        bar.goto(sum(counts.values()), f"nas {phase} {done}/{total}",
+                 f"{row['name']} validation {row.get(f'{phase}_val_accuracy', float('nan')):.1f}%",
+                 skip=row.get("reused", False))
+
+    try:
+        r = run_nas(synthetic, space, out, NASSettings.from_mapping(flags), progress=progress)
+    finally:
+        bar.close()
     s, t = r.summary, r.times
     rho = s["spearman"].get("all")
     click.echo(f"Spearman ρ (all {s['candidates']}): {rho:.3f}" if rho is not None else "Spearman ρ undefined")
@@ -88,11 +102,22 @@ def nas(synthetic, space, out, **flags) -> None:
                    "resumed.")
 def continual(config_file, memory_methods, **flags) -> None:
     """Class-incremental learning with condensed memories: accuracy on all seen classes after each step."""
+    from datadistill.cli.progress import Bar
     from datadistill.experiments.continual import ContinualSettings, run_continual
 
     methods = ",".join(memory_methods) if memory_methods else None
     settings = ContinualSettings.build(config_file, {**flags, "memory_methods": methods})
-    result = run_continual(settings, progress=click.echo)
+    bar = Bar(None, "continual", "step")
+
+    def on_step(r, done, total):
+        bar.total = total
+        bar.goto(done, f"{r.method} order {r.order}",
+                 f"step {r.step}/{settings.steps}, accuracy {r.accuracy_mean:.1f}%")
+
+    try:
+        result = run_continual(settings, on_step=on_step)
+    finally:
+        bar.close()
     verdict = result.verdict
     if verdict.get("text"):
         click.echo(verdict["text"])
@@ -121,9 +146,15 @@ def continual(config_file, memory_methods, **flags) -> None:
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for federated.json/csv/md/png.")
 def federated(config_file, out, **flags) -> None:
     """One-shot federated learning (FedD3: clients upload distilled sets) against FedAvg: accuracy and bytes."""
+    from datadistill.cli.progress import StagedBars
     from datadistill.experiments.federated import FederatedConfig, run_federated
 
-    result = run_federated(FederatedConfig.build(config_file, flags), out,
-                           progress=lambda stage, msg: click.echo(f"{stage}: {msg}"))
+    bars = StagedBars({"fedd3": "FedD3 clients", "server": "FedD3 server", "fedavg": "FedAvg rounds"},
+                      {"fedd3": "client", "server": "epoch", "fedavg": "round"})
+    try:
+        result = run_federated(FederatedConfig.build(config_file, flags), out,
+                               on_unit=lambda stage, done, total, reused: bars(stage, done, total, skip=reused))
+    finally:
+        bars.close()
     click.echo(result.summary["comparison"]["reason"])
     click.echo(f"wrote {out}/federated.json, federated.csv, federated.md, federated.png")

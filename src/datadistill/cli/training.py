@@ -30,12 +30,25 @@ from datadistill.cli.base import data_options, load_mapping, main
 def experts(config_file, scores_file, device, data_root, out, **flags) -> None:
     """Train expert networks on the real set and save their parameters after every epoch (MTT family)."""
     from datadistill.api import run_experts
+    from datadistill.cli.progress import Bar
 
     values = {**load_mapping(config_file), **{k: v for k, v in flags.items() if v is not None}}
     if scores_file:
         values["curriculum"] = {**(values.get("curriculum") or {}), "scores_file": scores_file}
-    root = run_experts(values, out, device=device, data_root=data_root,
-                       progress=lambda k, e, a: click.echo(f"expert {k} epoch {e}: test accuracy {a:.2f} %"))
+    bar, size = Bar(None, "experts", "epoch"), {}
+
+    def start(experts: int, epochs: int) -> None:
+        bar.total = experts * epochs
+        size.update(experts=experts, epochs=epochs)
+
+    def progress(k: int, epoch: int, acc: float) -> None:
+        bar.goto(k * size["epochs"] + epoch, f"expert {k + 1}/{size['experts']}",
+                 f"epoch {epoch}/{size['epochs']}, test {acc:.1f}%")
+
+    try:
+        root = run_experts(values, out, device=device, data_root=data_root, progress=progress, on_start=start)
+    finally:
+        bar.close()
     click.echo(f"wrote trajectories to {root}")
 
 
@@ -55,10 +68,22 @@ def scores(dataset, score_name, model, num_networks, epochs, seed, zca_eps, devi
            num_workers) -> None:
     """Per-sample difficulty scores of the training set (higher = harder) and per-class easy → hard orders."""
     from datadistill.api import run_scores
+    from datadistill.cli.progress import Bar
 
-    result = run_scores(dataset, score_name, out, model=model, num_networks=num_networks, epochs=epochs, seed=seed,
-                        zca_eps=zca_eps, device=device, data_root=data_root, image_size=image_size, stream=stream,
-                        num_workers=num_workers)
+    per = epochs + 1  # a network's epochs, then its scoring pass
+    bar = Bar(num_networks * per, f"{score_name} scores", "step")
+
+    def on_epoch(k: int, epoch: int) -> None:
+        bar.goto(k * per + epoch, f"{score_name} network {k + 1}/{num_networks}",
+                 f"epoch {epoch}/{epochs}" if epoch < epochs else "scoring")
+
+    try:
+        result = run_scores(dataset, score_name, out, model=model, num_networks=num_networks, epochs=epochs, seed=seed,
+                            zca_eps=zca_eps, device=device, data_root=data_root, image_size=image_size, stream=stream,
+                            num_workers=num_workers, on_epoch=on_epoch,
+                            progress=lambda k, mean: bar.goto((k + 1) * per, postfix=f"mean score {mean:.4g}"))
+    finally:
+        bar.close()
     v = result.values
     click.echo(f"{score_name} of {len(v)} images: min {float(v.min()):.4g}, median {float(v.median()):.4g}, "
                f"max {float(v.max()):.4g}; wrote {out}")
@@ -79,13 +104,19 @@ def scores(dataset, score_name, model, num_networks, epochs, seed, zca_eps, devi
 def baseline(dataset, device, data_root, out, image_size, stream, num_workers, **settings) -> None:
     """Train one network on the whole real training set: test accuracy, training time and FLOPs."""
     from datadistill.api import run_baseline
+    from datadistill.cli.progress import Bar
+
+    bar = Bar(settings["epochs"], f"baseline {settings['model']} {dataset}", "epoch")
 
     def progress(epoch, test_acc, train_acc):
-        shown = f"{test_acc:.2f} %" if test_acc is not None else "-"
-        click.echo(f"epoch {epoch}: train accuracy {train_acc:.2f} %, test accuracy {shown}")
+        shown = f", test {test_acc:.1f}%" if test_acc is not None else ""
+        bar.goto(epoch, postfix=f"train {train_acc:.1f}%{shown}")
 
-    r = run_baseline(dataset, out, device=device, data_root=data_root, progress=progress, image_size=image_size,
-                     stream=stream, num_workers=num_workers, **settings)
+    try:
+        r = run_baseline(dataset, out, device=device, data_root=data_root, progress=progress, image_size=image_size,
+                         stream=stream, num_workers=num_workers, **settings)
+    finally:
+        bar.close()
     click.echo(f"{dataset} whole data ({r.train_images} images), {r.model}, {r.epochs} epochs: test accuracy "
                f"{r.accuracy:.2f} %, training {r.train_seconds:.1f} s, {r.forward_flops / 1e6:.1f} MFLOP per "
                f"forward pass, {r.train_flops / 1e12:.2f} TFLOP in training; wrote {Path(out) / 'baseline.json'}")

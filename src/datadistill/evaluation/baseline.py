@@ -10,6 +10,7 @@ whole-data accuracy, and it would be counted in neither FLOPs nor the synthetic 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -21,6 +22,8 @@ from datadistill.evaluation.protocol import EVAL_RECIPE
 from datadistill.models import build_model, default_eval_lr
 from datadistill.runtime import make_generator
 from datadistill.training import FitState, Hooks, TrainRecipe, accuracy, fit_network, holds_recipe, recipe_settings_dict
+
+log = logging.getLogger("datadistill")
 
 BASELINE_RECIPE = dataclasses.replace(EVAL_RECIPE, epochs=6, augmentation="none")
 """The protocol's optimiser and schedule for 6 epochs, without augmentation."""
@@ -121,6 +124,8 @@ def train_whole_data(data: SplitDataset, settings: BaselineSettings, device: tor
             curve["train_accuracy"].append(train_acc)
             curve["test_accuracy"].append(test_acc)
             curve["seconds"].append(state.seconds)
+        shown = f"{test_acc:.2f} %" if test_acc is not None else "-"
+        log.info("epoch %d: train accuracy %.2f %%, test accuracy %s", state.epoch, train_acc, shown)
         if progress:
             progress(state.epoch, test_acc, train_acc)
 

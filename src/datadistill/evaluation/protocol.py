@@ -18,6 +18,8 @@ and K = 1 use the sequential loop.
 With ``parts`` (:class:`~datadistill.evaluation.parts.EvalParts`), each finished network's result is
 recorded on disk as it finishes and a rerun trains only the missing networks (a vectorised batch is
 trained again unless all its networks are recorded).
+Progress is reported through callbacks (``progress`` after each network, ``on_epoch`` with an
+:class:`EvalProgress` after each epoch); nothing here prints.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from torch import nn
 from datadistill.data import LabelledImages
 from datadistill.errors import ConfigError
 from datadistill.evaluation.parts import EvalParts, evaluation_key
+from datadistill.evaluation.progress import EpochWatch, EvalProgress
 from datadistill.io.synthetic_set import SyntheticSet
 from datadistill.models import build_model, default_eval_lr
 from datadistill.runtime import make_generator
@@ -185,7 +188,8 @@ def _curve_epochs(settings: EvalSettings) -> set[int]:
 
 
 def train_network(net: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor, settings: EvalSettings,
-                  lr: float, generator: torch.Generator, after_epoch: EpochHook | None = None) -> torch.nn.Module:
+                  lr: float, generator: torch.Generator, after_epoch: EpochHook | None = None, *,
+                  on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> torch.nn.Module:
     """Train ``net`` in place on (images, targets) with ``settings.recipe`` at initial lr ``lr``
     (:func:`datadistill.training.fit_network`); returns ``net``.
 
@@ -198,8 +202,10 @@ def train_network(net: torch.nn.Module, images: torch.Tensor, targets: torch.Ten
         generator: CPU generator for shuffling and augmentation.
         after_epoch: called ``(epochs done, training seconds)`` after every epoch (learning curves);
             its own time is not counted.
+        on_batch: called ``(indices, logits)`` after each mini-batch's forward pass, before the update.
     """
-    hooks = None if after_epoch is None else Hooks(on_epoch_end=lambda state: after_epoch(state.epoch, state.seconds))
+    hooks = Hooks(on_epoch_end=None if after_epoch is None else lambda state: after_epoch(state.epoch, state.seconds),
+                  on_batch=None if on_batch is None else lambda state, idx, logits: on_batch(idx, logits))
     fit_network(net, (images, targets), dataclasses.replace(settings.recipe, lr=lr), generator, hooks)
     return net
 
@@ -219,7 +225,8 @@ def _build(settings: EvalSettings, channels: int, num_classes: int, image_size: 
 def evaluate_synthetic_set(syn: SyntheticSet, test: LabelledImages, settings: EvalSettings,
                            device: torch.device, seed: int = 0, progress=None,
                            on_model: Callable[[int, nn.Module], None] | None = None,
-                           parts: EvalParts | None = None) -> EvalResult:
+                           parts: EvalParts | None = None,
+                           on_epoch: Callable[[EvalProgress], None] | None = None) -> EvalResult:
     """Train ``settings.num_eval`` networks on ``syn`` and test each on ``test``.
 
     Network k is initialised and trained with seed ``seed + k``, so results repeat exactly on the
@@ -238,6 +245,9 @@ def evaluate_synthetic_set(syn: SyntheticSet, test: LabelledImages, settings: Ev
         parts: where finished networks are recorded as they finish and reused from
             (:mod:`datadistill.evaluation.parts`): a rerun trains only the networks missing there and
             gives the same numbers (wall-clock seconds aside). None: nothing is stored.
+        on_epoch: optional callable given an :class:`EvalProgress` after every epoch and when each
+            network is tested or reused (progress displays). Counting the training accuracy reads
+            the logits only: the results are the same with or without it.
 
     Raises:
         ConfigError: the set's channels or image size differ from the test set's.
@@ -277,6 +287,12 @@ def evaluate_synthetic_set(syn: SyntheticSet, test: LabelledImages, settings: Ev
                     curve_seconds[j] += time.perf_counter() - t
         return hook if curve_at else None
 
+    watch = EpochWatch(on_epoch, settings, len(nets), train_set) if on_epoch is not None else None
+
+    def after(members: list[int]):  # the curve's hook and the progress hook, in that order
+        hooks = [h for h in (record(members), watch and watch.epoch_hook(members)) if h is not None]
+        return (lambda epoch, seconds: [h(epoch, seconds) for h in hooks]) if hooks else None
+
     want = settings.vectorise if settings.vectorise is not None else torch.device(device).type == "cuda"
     vectorised = want and can_vectorise(nets)
     stored, done = None, {}
@@ -290,7 +306,9 @@ def evaluate_synthetic_set(syn: SyntheticSet, test: LabelledImages, settings: Ev
     if vectorised and not done:
         t0 = time.perf_counter()
         fit_networks_vectorised(nets, images, targets, dataclasses.replace(settings.recipe, lr=lr), generators,
-                                record(list(range(len(nets)))))
+                                record(list(range(len(nets)))),
+                                on_batch=watch and watch.count,
+                                on_epoch=watch and watch.epoch_hook(list(range(len(nets)))))
         train_share = [(time.perf_counter() - t0) / len(nets)] * len(nets)
     accs, train_accs, per_class, net_train = [], [], [], [0.0] * len(nets)
     reused_seconds = 0.0
@@ -303,13 +321,16 @@ def evaluate_synthetic_set(syn: SyntheticSet, test: LabelledImages, settings: Ev
             curves[k] = part["curve"] or curves[k]
             net_train[k] = part["train_seconds"]
             reused_seconds += part["seconds"]
+            if watch is not None:
+                watch.finished(k, train_accs[-1], accs[-1], reused=True)
             if progress:
                 progress(k, accs[-1])
             continue
         t_net = time.perf_counter() - train_share[k]
         if not vectorised:
             t0 = time.perf_counter()
-            train_network(net, images, targets, settings, lr, generators[k], record([k]))
+            batch = {} if watch is None else {"on_batch": lambda idx, logits, j=k: watch.count(j, idx, logits)}
+            train_network(net, images, targets, settings, lr, generators[k], after([k]), **batch)
             train_share[k] = time.perf_counter() - t0
         net_train[k] = train_share[k] - curve_seconds[k]
         train_accs.append(accuracy(net, train_set, device))
@@ -322,6 +343,8 @@ def evaluate_synthetic_set(syn: SyntheticSet, test: LabelledImages, settings: Ev
             EvalParts.finish(stored, k, {"accuracy": accs[-1], "train_accuracy": train_accs[-1],
                                          "per_class": per_class[-1], "curve": curves[k] if curve_at else None,
                                          "train_seconds": net_train[k], "seconds": time.perf_counter() - t_net})
+        if watch is not None:
+            watch.finished(k, train_accs[-1], accs[-1])
         if progress:
             progress(k, accs[-1])
     return EvalResult(settings.model, accs, train_accs, time.perf_counter() - start + reused_seconds,
@@ -329,5 +352,5 @@ def evaluate_synthetic_set(syn: SyntheticSet, test: LabelledImages, settings: Ev
                       train_seconds=sum(net_train), epochs=settings.recipe.epochs, per_class_accuracies=per_class)
 
 
-__all__ = ["EVAL_RECIPE", "EvalResult", "EvalSettings", "accuracy", "class_correct", "per_class_percent",
+__all__ = ["EVAL_RECIPE", "EvalResult", "EvalProgress", "EvalSettings", "accuracy", "class_correct", "per_class_percent",
            "can_vectorise", "evaluate_synthetic_set", "train_network"]

@@ -18,6 +18,7 @@ from torch import nn
 from datadistill.data import LabelledImages
 from datadistill.evaluation.cost import forward_flops, training_flops_per_image
 from datadistill.evaluation.parts import EvalParts
+from datadistill.evaluation.progress import EvalProgress
 from datadistill.evaluation.protocol import EvalResult, EvalSettings, evaluate_synthetic_set
 from datadistill.io.synthetic_set import SyntheticSet
 from datadistill.models import MODELS, build_model
@@ -99,7 +100,8 @@ def evaluate_architectures(syn: SyntheticSet, test: LabelledImages, models: Sequ
                            device: torch.device, *, seed: int = 0, baselines: Sequence[Mapping[str, Any]] = (),
                            progress: Callable[[str, int, float], None] | None = None,
                            on_model: Callable[[str, int, nn.Module], None] | None = None,
-                           parts: EvalParts | None = None) -> CrossArchResult:
+                           parts: EvalParts | None = None,
+                           on_epoch: Callable[[EvalProgress], None] | None = None) -> CrossArchResult:
     """Evaluate ``syn`` on every architecture in ``models`` with the same protocol ``settings``.
 
     The evaluation lr is, per architecture: the set's learned lr (MTT family) unless
@@ -117,6 +119,8 @@ def evaluate_architectures(syn: SyntheticSet, test: LabelledImages, models: Sequ
             reused from ``parts``.
         parts: where each architecture's finished networks are recorded and reused from
             (``<model>.json`` in its folder, :mod:`datadistill.evaluation.parts`).
+        on_epoch: given an :class:`~datadistill.evaluation.progress.EvalProgress` (its ``model`` says
+            which architecture) after every epoch and as each network finishes.
 
     Raises:
         UnknownNameError: an unknown model.
@@ -146,7 +150,8 @@ def evaluate_architectures(syn: SyntheticSet, test: LabelledImages, models: Sequ
         result = evaluate_synthetic_set(
             syn, test, s, device, seed=seed,
             progress=(lambda k, a, n=name: progress(n, k, a)) if progress else None,
-            on_model=(lambda k, net, n=name: on_model(n, k, net)) if on_model else None, parts=parts)
+            on_model=(lambda k, net, n=name: on_model(n, k, net)) if on_model else None, parts=parts,
+            on_epoch=on_epoch)
         out.results.append(result)
         probe = build_model(name, shape[0], num_classes(syn.labels, syn.metadata), shape[1:])
         out.forward_flops[name] = forward_flops(probe, shape)

@@ -30,6 +30,7 @@ and ``labels`` (N,) int64 and a JSON object under the header metadata key ``data
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ KEEP = ("hardest", "easiest")
 FORMAT = "datadistill.difficulty_scores"
 FORMAT_VERSION = 1
 
+log = logging.getLogger("datadistill")
 ProgressCallback = Callable[[int, float], None]
 
 
@@ -190,7 +192,8 @@ class DifficultyScores:
 
 # --------------------------------------------------------------------------- computing scores
 def train_scoring_network(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, recipe: TrainRecipe,
-                          generator: torch.Generator, record: bool = False) -> torch.Tensor | None:
+                          generator: torch.Generator, record: bool = False,
+                          on_epoch: Callable[[int], None] | None = None) -> torch.Tensor | None:
     """Train ``net`` in place with ``recipe`` (resolved: lr and DSA strategy set) through
     :func:`datadistill.training.fit_network`.
 
@@ -200,6 +203,7 @@ def train_scoring_network(net: nn.Module, images: torch.Tensor, labels: torch.Te
         generator: CPU generator for shuffling and augmentation.
         record: also return the correctness of every sample on the forward pass of its mini-batch
             (train mode, augmented, before the update), one row per epoch.
+        on_epoch: called ``(epochs done)`` after each epoch (progress displays).
 
     Returns:
         (epochs, N) bool CPU history if ``record``, else None.
@@ -209,7 +213,9 @@ def train_scoring_network(net: nn.Module, images: torch.Tensor, labels: torch.Te
     def record_correct(state: FitState, idx: torch.Tensor, logits: torch.Tensor) -> None:
         history[state.epoch, idx.cpu()] = (logits.detach().argmax(dim=1) == labels[idx]).cpu()
 
-    fit_network(net, (images, labels), recipe, generator, Hooks(on_batch=record_correct if record else None))
+    hooks = Hooks(on_batch=record_correct if record else None,
+                  on_epoch_end=None if on_epoch is None else lambda state: on_epoch(state.epoch))
+    fit_network(net, (images, labels), recipe, generator, hooks)
     return history
 
 
@@ -230,7 +236,8 @@ def _score_network(score: str, net: nn.Module, images: torch.Tensor, labels: tor
 
 
 def compute_scores(score: str, data: LabelledImages, spec: DatasetSpec, settings: ScoreSettings,
-                   device: torch.device | str, progress: ProgressCallback | None = None) -> DifficultyScores:
+                   device: torch.device | str, progress: ProgressCallback | None = None, *,
+                   on_epoch: Callable[[int, int], None] | None = None) -> DifficultyScores:
     """Score every sample of ``data`` with ``settings.num_networks`` networks and average.
 
     For ``el2n``, ``grand`` and ``uncertainty`` each network is trained ``settings.epochs`` epochs
@@ -243,6 +250,7 @@ def compute_scores(score: str, data: LabelledImages, spec: DatasetSpec, settings
         spec: the dataset's spec (channels, image size, classes, default DSA strategy).
         device: where the networks run (CPU or CUDA).
         progress: optional callable ``(k, mean score of network k)`` after each network.
+        on_epoch: optional callable ``(k, epochs done)`` after each training epoch of network k.
 
     Returns:
         :class:`DifficultyScores` with values (N,) float32, labels (N,) int64 and metadata.
@@ -272,12 +280,14 @@ def compute_scores(score: str, data: LabelledImages, spec: DatasetSpec, settings
             torch.manual_seed(settings.seed + k)
             generator = make_generator(settings.seed + k)
             net = build_model(settings.model, spec.channels, spec.num_classes, spec.image_size).to(device)
-            history = train_scoring_network(net, images, labels, recipe, generator, record=score == "forgetting")
+            history = train_scoring_network(net, images, labels, recipe, generator, record=score == "forgetting",
+                                            on_epoch=None if on_epoch is None else lambda e, k=k: on_epoch(k, e))
             if history is not None:
                 values = forgetting_events(history)
             else:
                 values = _score_network(score, net, images, labels, settings)
             total += values.double()
+            log.info("%s: network %d of %d scored (mean %.4g)", score, k + 1, settings.num_networks, float(values.mean()))
             if progress:
                 progress(k, float(values.mean()))
     from datadistill._version import __version__

@@ -23,6 +23,7 @@ from datadistill.training.loop import classification_loss, make_optimiser
 from datadistill.training.recipe import TrainRecipe
 
 EpochHook = Callable[[int, float], None]  # (epochs done, training seconds so far)
+BatchHook = Callable[[int, torch.Tensor, torch.Tensor], None]  # (network j, its batch's indices, its logits)
 
 
 def can_vectorise(nets: list[nn.Module]) -> bool:
@@ -32,7 +33,8 @@ def can_vectorise(nets: list[nn.Module]) -> bool:
 
 def fit_networks_vectorised(nets: list[nn.Module], images: torch.Tensor, targets: torch.Tensor,
                             recipe: TrainRecipe, generators: list[torch.Generator],
-                            after_epoch: EpochHook | None = None) -> list[nn.Module]:
+                            after_epoch: EpochHook | None = None, *, on_batch: BatchHook | None = None,
+                            on_epoch: EpochHook | None = None) -> list[nn.Module]:
     """Train the K networks ``nets`` (one architecture, no BatchNorm) together with ``recipe``; each
     ends as :func:`~datadistill.training.fit_network` would leave it with ``generators[k]``, up to
     float rounding.
@@ -49,6 +51,10 @@ def fit_networks_vectorised(nets: list[nn.Module], images: torch.Tensor, targets
         generators: one CPU generator per network.
         after_epoch: called ``(epochs done, training seconds)`` after every epoch, its own time not
             counted; ``nets`` hold the current weights when it is called.
+        on_batch: called ``(j, indices, logits)`` for each network after each stacked forward pass,
+            before the update (e.g. to count correct predictions for a progress display).
+        on_epoch: called ``(epochs done, training seconds)`` after every epoch, without copying the
+            weights back into ``nets`` (cheaper than ``after_epoch``; for progress displays).
 
     Returns:
         ``nets``, trained in place (left in eval mode).
@@ -86,13 +92,17 @@ def fit_networks_vectorised(nets: list[nn.Module], images: torch.Tensor, targets
             group["lr"] = recipe.lr_at(epoch)
         orders = [torch.randperm(n, generator=g).to(images.device) for g in generators]
         for i in range(0, n, recipe.batch_size):
-            batches, batch_targets = [], []
+            batches, batch_targets, indices = [], [], []
             for j in range(k):
                 idx = orders[j][i:i + recipe.batch_size]
                 x = images[idx]
                 batches.append(dsa(x, generators[j]) if dsa.enabled else x)
                 batch_targets.append(targets[idx])
+                indices.append(idx)
             logits = forward(params, buffers, torch.stack(batches))
+            if on_batch is not None:
+                for j in range(k):
+                    on_batch(j, indices[j], logits[j])
             loss = sum(classification_loss(logits[j], batch_targets[j]) for j in range(k))
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -104,6 +114,8 @@ def fit_networks_vectorised(nets: list[nn.Module], images: torch.Tensor, targets
                 after_epoch(epoch + 1, seconds)
                 for net in nets:
                     net.train()
+        if on_epoch is not None:
+            on_epoch(epoch + 1, seconds)
     return nets
 
 
@@ -116,4 +128,4 @@ def _unstack_into(nets: list[nn.Module], params: dict[str, torch.Tensor], buffer
             tensor.copy_(buffers[name][j])
 
 
-__all__ = ["EpochHook", "can_vectorise", "fit_networks_vectorised"]
+__all__ = ["BatchHook", "EpochHook", "can_vectorise", "fit_networks_vectorised"]

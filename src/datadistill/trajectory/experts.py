@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 from collections.abc import Callable
@@ -42,6 +43,9 @@ from datadistill.models import MODELS, build_model
 from datadistill.record import RunRecord
 from datadistill.runtime import make_generator
 from datadistill.training import FitState, Hooks, TrainRecipe, accuracy, fit_network, holds_recipe, recipe_settings_dict
+
+log = logging.getLogger("datadistill")
+notice = logging.getLogger("datadistill.notice")
 
 MANIFEST = "experts.json"
 RESUME_KEYS = ("dataset", "model", "settings", "preprocessing")  # what a resumed folder must share
@@ -205,6 +209,7 @@ def _trajectory_hooks(root: Path, k: int, done: int, meta: dict[str, Any], test,
         acc = accuracy(state.net, test, device)
         _save_epoch(_epoch_path(root, k, state.epoch), state.net, state.optimiser, state.generator,
                     {**meta, "epoch": state.epoch, "test_accuracy": acc, "train_images": state.images_seen})
+        log.info("expert %d epoch %d: test accuracy %.2f %%", k, state.epoch, acc)
         if progress:
             progress(k, state.epoch, acc)
 
@@ -214,7 +219,8 @@ def _trajectory_hooks(root: Path, k: int, done: int, meta: dict[str, Any], test,
 
 def train_experts(data: SplitDataset, out_dir: str | os.PathLike, settings: ExpertSettings,
                   device: torch.device, order_by_class: list[torch.Tensor] | None = None,
-                  progress: Callable[[int, int, float], None] | None = None) -> Path:
+                  progress: Callable[[int, int, float], None] | None = None, *,
+                  on_start: Callable[[int, int], None] | None = None) -> Path:
     """Train ``settings.num_experts`` experts on ``data.train`` and save their trajectories in ``out_dir``.
 
     Resumes: epochs already on disk are not retrained; an existing ``experts.json`` with different
@@ -227,6 +233,8 @@ def train_experts(data: SplitDataset, out_dir: str | os.PathLike, settings: Expe
         order_by_class: each class's training-set indices ranked easy → hard; required with a
             curriculum (from :meth:`DifficultyScores.order_by_class`).
         progress: called ``(expert, epoch, test accuracy %)`` after each epoch.
+        on_start: called ``(experts, epochs per expert)`` once the settings are checked, before any
+            training (e.g. to size a progress bar; epochs already on disk are then not reported).
 
     Returns:
         ``out_dir`` as a Path.
@@ -254,10 +262,14 @@ def train_experts(data: SplitDataset, out_dir: str | os.PathLike, settings: Expe
     recipe = dataclasses.replace(settings.recipe, augmentation=settings.recipe.augmentation or spec.dsa_strategy)
     train = data.train.to(device)
     test = data.test.to(device)
+    if on_start is not None:
+        on_start(settings.num_experts, recipe.epochs)
     for k in range(settings.num_experts):
         done = _finished_epochs(root, k, recipe.epochs)
         if done == recipe.epochs:
             continue
+        if done > 0:
+            notice.info("expert %d: resuming after epoch %d of %d", k, done, recipe.epochs)
         torch.manual_seed(settings.seed + k)
         net = build_model(settings.model, spec.channels, spec.num_classes, spec.image_size).to(device)
         generator = make_generator(settings.seed + k)

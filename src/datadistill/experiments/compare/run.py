@@ -6,6 +6,7 @@ refreshed after every cell."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from datadistill.record import UnitFolders
 from datadistill.fsutil import atomic_write_text, check_output_folder
 
 Progress = Callable[[str, str], None]
+log = logging.getLogger("datadistill")
 #: what a cell's folder holds of an unfinished run that only a rerun with the same config may reuse
 STALE = ("checkpoint",)
 
@@ -83,7 +85,7 @@ def cell_row(cell: Cell, metrics: Mapping[str, Any] | None, status: str, error: 
 
 def run_compare(config: str | os.PathLike | Mapping[str, Any] | CompareSettings,
                 out: str | os.PathLike | None = None, progress: Progress | None = None,
-                run: bool = True) -> CompareResult:
+                run: bool = True, *, run_options: Callable[[Cell], Mapping[str, Any]] | None = None) -> CompareResult:
     """Run (or reuse) every cell of a comparison grid and write its tables and plots.
 
     Cells run one after another with :func:`datadistill.api.run_distill`. A cell whose folder holds
@@ -107,6 +109,9 @@ def run_compare(config: str | os.PathLike | Mapping[str, Any] | CompareSettings,
         run: False runs nothing: the finished cells are tabulated and plotted, the others are
             reported as not run yet (e.g. to look at a grid still running elsewhere, or one stopped
             part-way).
+        run_options: called with each cell about to run; its keyword arguments are added to that
+            cell's :func:`~datadistill.api.run_distill` call (e.g. ``callbacks`` and ``on_eval`` of a
+            progress display).
 
     Returns:
         The rows (one per cell), the per-(label, IPC, init) summary and the output folder.
@@ -122,7 +127,11 @@ def run_compare(config: str | os.PathLike | Mapping[str, Any] | CompareSettings,
         raise ConfigError("no output folder: give out: in the compare config or --out")
     out_dir = check_output_folder(out_value)
     atomic_write_text(out_dir / "compare.yaml", yaml.safe_dump(plan.source, sort_keys=False))
-    notify = progress or (lambda name, status: None)
+    def notify(name: str, status: str) -> None:
+        log.info("cell %s: %s", name, status)
+        if progress is not None:
+            progress(name, status)
+
     cells = UnitFolders(out_dir / "cells", marker="cell.json", settings_key="config", result="metrics.json")
     rows: list[dict[str, Any]] = []
     for cell in plan.cells:
@@ -138,7 +147,7 @@ def run_compare(config: str | os.PathLike | Mapping[str, Any] | CompareSettings,
             # checkpoint/) is kept so that run_distill resumes from it, unless it ran with another config
             cell_dir = cells.begin(cell.name, cell.config_dict(), stale=STALE)
             try:
-                api.run_distill(cell.config, cell_dir)
+                api.run_distill(cell.config, cell_dir, **(run_options(cell) if run_options is not None else {}))
                 metrics = json.loads((cell_dir / "metrics.json").read_text(encoding="utf-8"))
             except DatadistillError as exc:
                 rows.append(cell_row(cell, None, "failed", str(exc)))

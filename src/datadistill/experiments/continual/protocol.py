@@ -9,7 +9,7 @@ before they join the memory, so the memory and the evaluation use global ids thr
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -92,7 +92,8 @@ def memory_set(spec: DatasetSpec, images: torch.Tensor, labels: torch.Tensor, me
 
 
 def memory_run(settings: ContinualSettings, data: SplitDataset, method: str, order_index: int,
-               order: Sequence[int], device: str) -> list[StepRecord]:
+               order: Sequence[int], device: str,
+               on_step: Callable[[StepRecord], None] | None = None) -> list[StepRecord]:
     """Every step of one class order for one memory method (a worker task of
     :func:`~datadistill.experiments.continual.run_continual`).
 
@@ -103,6 +104,7 @@ def memory_run(settings: ContinualSettings, data: SplitDataset, method: str, ord
         order_index: k, the class order's index (seeds ``seed + k * steps + t``).
         order: the class order (global class ids).
         device: where to condense and train (``cpu``, ``cuda:0`` …).
+        on_step: called with each step's record as the step ends (in this process only).
 
     Returns:
         One :class:`StepRecord` per step, in step order.
@@ -134,6 +136,8 @@ def memory_run(settings: ContinualSettings, data: SplitDataset, method: str, ord
                                   iterations=condensed.iterations_run, accuracies=list(ev.accuracies),
                                   condense_seconds=condense_seconds, train_seconds=ev.train_seconds,
                                   eval_seconds=ev.seconds))
+        if on_step is not None:
+            on_step(records[-1])
     return records
 
 

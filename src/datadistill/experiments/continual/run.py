@@ -10,6 +10,7 @@ and keeps the others as written (seconds included).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import fields, replace
@@ -25,6 +26,8 @@ from datadistill.experiments.continual.settings import ContinualSettings
 from datadistill.record import RunRecord
 
 Progress = Callable[[str], None]
+StepProgress = Callable[[StepRecord, int, int], None]  # (a finished step, steps finished, steps in all)
+log = logging.getLogger("datadistill")
 
 #: settings a resumed folder may differ in: how the data is read and where, the worker count, and which
 #: pairs are asked for (orders and methods may be added; each method's own settings are compared)
@@ -83,7 +86,8 @@ def resume_record(result: ContinualResult, out_dir: Path) -> RunRecord:
 
 
 def run_continual(settings: ContinualSettings | str | os.PathLike | Mapping[str, Any] | None = None, *,
-                  data: SplitDataset | None = None, progress: Progress | None = None) -> ContinualResult:
+                  data: SplitDataset | None = None, progress: Progress | None = None,
+                  on_step: StepProgress | None = None) -> ContinualResult:
     """Class-incremental continual learning with condensed memories (``datadistill continual``):
     see :mod:`datadistill.experiments.continual` for the protocol.
 
@@ -96,6 +100,9 @@ def run_continual(settings: ContinualSettings | str | os.PathLike | Mapping[str,
             ``data_root``, ``image_size``, ``stream`` and ``num_workers`` are then unused).
         progress: called with one line of text on resuming, and one per step of each (method, order)
             pair as the pair finishes.
+        on_step: called ``(record, steps finished, steps in all)`` for every step finished in this
+            run (the counts include the resumed pairs' steps): as each step ends when the pairs run in
+            this process (``workers`` ≤ 1), else as each pair ends.
 
     With ``workers`` ≥ 2, call it under an ``if __name__ == "__main__":`` guard (worker processes are
     spawned).
@@ -127,14 +134,28 @@ def run_continual(settings: ContinualSettings | str | os.PathLike | Mapping[str,
     check_against_data(settings, data)
     spec = data.spec
     result = ContinualResult(settings, spec, class_orders(spec.num_classes, settings.orders), out=out_dir)
-    notify = progress or (lambda line: None)
+    def notify(line: str, logger: logging.Logger = log) -> None:
+        logger.info("%s", line)
+        if progress is not None:
+            progress(line)
+
     pairs = [(k, method) for k in range(settings.orders) for method in settings.memory_methods]
     done = resume_record(result, out_dir).resume() if out_dir is not None else {}
     if done:
-        notify(f"resuming {out_dir}: {len(done)} of {len(pairs)} (method, order) pairs already finished")
+        notify(f"resuming {out_dir}: {len(done)} of {len(pairs)} (method, order) pairs already finished",
+               logging.getLogger("datadistill.notice"))
     todo = [pair for pair in pairs if pair not in done]
+    counted = {"steps": sum(len(records) for records in done.values()), "reported": set()}
+
+    def step_done(r: StepRecord) -> None:  # once per step, as it ends (in this process) or with its pair
+        if on_step is not None and (r.method, r.order, r.step) not in counted["reported"]:
+            counted["reported"].add((r.method, r.order, r.step))
+            counted["steps"] += 1
+            on_step(r, counted["steps"], len(pairs) * settings.steps)
+
+    in_process = {"on_step": step_done} if on_step is not None and (settings.workers <= 1 or len(todo) <= 1) else {}
     tasks = [(memory_run, {"settings": settings, "data": data, "method": method, "order_index": k,
-                           "order": result.class_orders[k], "device": str(dev)}) for k, method in todo]
+                           "order": result.class_orders[k], "device": str(dev), **in_process}) for k, method in todo]
     finished = dict(done)
 
     def ordered() -> list[StepRecord]:  # the finished pairs' records in (order, method, step) order
@@ -146,6 +167,7 @@ def run_continual(settings: ContinualSettings | str | os.PathLike | Mapping[str,
             notify(f"{r.method} order {r.order} step {r.step}/{settings.steps}: {len(r.seen_classes)} classes seen, "
                    f"memory {r.memory_images} images, accuracy {r.accuracy_mean:.2f} ± {r.accuracy_std:.2f} % "
                    f"(condense {r.condense_seconds:.1f} s, train {r.train_seconds:.1f} s)")
+            step_done(r)
         result.records = ordered()
         if out_dir is not None:
             write_outputs(result.as_dict(), out_dir)

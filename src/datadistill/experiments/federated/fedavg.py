@@ -24,7 +24,8 @@ import torch
 from datadistill.data import DatasetSpec, LabelledImages
 from datadistill.errors import ConfigError
 from datadistill.experiments.federated.payload import model_state, upload_bytes
-from datadistill.experiments.federated.settings import INIT_STREAM, LOCAL_STREAM, SELECTION_STREAM, Progress
+from datadistill.experiments.federated.settings import (INIT_STREAM, LOCAL_STREAM, SELECTION_STREAM, Progress,
+                                                         UnitProgress)
 from datadistill.experiments.seeds import derived_rng, derived_seed
 from datadistill.training import TrainRecipe, fit_network, holds_recipe
 
@@ -129,7 +130,7 @@ def run_fedavg(train: LabelledImages, test: LabelledImages, spec: DatasetSpec, p
                model: str, rounds: int, fraction: float, settings: LocalTraining, seed: int = 0,
                device: str = "cpu", initial_state: Mapping[str, torch.Tensor] | None = None,
                progress: Progress | None = None, resume_from: Mapping[str, Any] | None = None,
-               on_round: RoundHook | None = None) -> dict[str, Any]:
+               on_round: RoundHook | None = None, on_unit: UnitProgress | None = None) -> dict[str, Any]:
     """FedAvg on the clients ``parts`` (index tensors into ``train``), tested on ``test`` after every round.
 
     Every round: :func:`select_clients`, :func:`client_update` for each selected client (one after
@@ -150,6 +151,7 @@ def run_fedavg(train: LabelledImages, test: LabelledImages, spec: DatasetSpec, p
             global weights; its clients and seeds derive from ``seed`` and its number).
         on_round: called ``(round, initial accuracy, row, global weights)`` after every round (to
             keep them).
+        on_unit: called ``("fedavg", round, rounds, False)`` after every round (progress displays).
 
     Returns:
         ``rows`` (one per round: ``round``, ``clients``, ``accuracy`` %, ``bytes_uploaded``,
@@ -185,6 +187,8 @@ def run_fedavg(train: LabelledImages, test: LabelledImages, spec: DatasetSpec, p
                      "cumulative_seconds": now})
         if on_round is not None:  # kept before it is reported
             on_round(round_, clock["initial"], rows[-1], dict(new_state))
+        if on_unit is not None:
+            on_unit("fedavg", round_, rounds, False)
         if progress:
             progress("fedavg", f"round {round_}/{rounds}: {len(chosen)} clients, test accuracy {acc:.2f} %, "
                                f"{rows[-1]['cumulative_bytes_uploaded']:,} B uploaded so far")

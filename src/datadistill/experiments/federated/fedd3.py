@@ -21,7 +21,7 @@ from datadistill.data import DatasetSpec, LabelledImages, SplitDataset, class_su
 from datadistill.errors import ConfigError
 from datadistill.experiments.federated.partition import parse_partition
 from datadistill.experiments.federated.payload import safetensors_bytes, synthetic_upload, upload_bytes
-from datadistill.experiments.federated.settings import FEDD3_STREAM, FederatedConfig, Progress
+from datadistill.experiments.federated.settings import FEDD3_STREAM, FederatedConfig, Progress, UnitProgress
 from datadistill.experiments.seeds import derived_seed
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ def fedd3_client(client: int, images: torch.Tensor, labels: torch.Tensor, spec: 
 def run_fedd3(config: FederatedConfig, data: SplitDataset, parts: Sequence[torch.Tensor],
               progress: Progress | None = None, *, done: Mapping[int, Mapping[str, Any]] | None = None,
               on_client: Callable[[int, dict[str, Any]], None] | None = None,
-              server_parts: EvalParts | None = None) -> dict[str, Any]:
+              server_parts: EvalParts | None = None, on_unit: UnitProgress | None = None) -> dict[str, Any]:
     """FedD3: distil every client (``config.workers`` processes; client ``i`` with the seed
     ``derived_seed(seed, FEDD3_STREAM, i)``), train the server on the union.
 
@@ -81,6 +81,8 @@ def run_fedd3(config: FederatedConfig, data: SplitDataset, parts: Sequence[torch
         done: clients finished earlier, i → what :func:`fedd3_client` returned (not distilled again).
         on_client: called ``(i, upload)`` as each client distilled here finishes (to keep it).
         server_parts: where the server's finished networks are kept and reused from.
+        on_unit: called ``("fedd3", clients done, clients, reused)`` as each client is done and
+            ``("server", epochs done, epochs of all its networks, reused)`` as the server trains.
 
     Returns:
         A JSON-able summary (``accuracy_mean`` %, ``bytes_per_client``, ``bytes_total`` B, …) plus
@@ -106,7 +108,12 @@ def run_fedd3(config: FederatedConfig, data: SplitDataset, parts: Sequence[torch
              for i in todo]
     start = time.perf_counter()
 
+    counted = [0]
+
     def report(i: int, r: dict[str, Any], how: str = "") -> None:
+        counted[0] += 1
+        if on_unit is not None:
+            on_unit("fedd3", counted[0], len(parts), bool(how))
         if progress:
             progress("fedd3", f"client {i}: {len(r['labels'])} synthetic images of classes {r['classes']} "
                               f"in {r['distill_seconds']:.1f} s{how}")
@@ -143,8 +150,13 @@ def run_fedd3(config: FederatedConfig, data: SplitDataset, parts: Sequence[torch
         progress("server", f"training {config.server_num_eval} {config.model} on {len(union)} synthetic images "
                            f"for {config.server_epochs} epochs")
     t0 = time.perf_counter()
+    def server_epoch(p) -> None:  # the K server networks' epochs as one count
+        if on_unit is not None:
+            on_unit("server", p.networks.start * p.epochs + p.epoch * len(p.networks), p.num_eval * p.epochs,
+                    p.reused)
+
     ev = evaluate_synthetic_set(union, data.test, settings, select_device(config.device), seed=config.seed,
-                                parts=server_parts)
+                                parts=server_parts, on_epoch=server_epoch if on_unit is not None else None)
     server_seconds = time.perf_counter() - t0
     return {
         "accuracy_mean": ev.mean, "accuracy_std": ev.std, "accuracies": ev.accuracies, "rounds": 1,

@@ -6,6 +6,7 @@ rerun into the same folder resumes from them (:mod:`.resume`).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from datadistill.experiments.federated.fedd3 import run_fedd3
 from datadistill.experiments.federated.outputs import compare_runs, write_outputs
 from datadistill.experiments.federated.partition import describe_partition, parse_partition, partition_indices
 from datadistill.experiments.federated.resume import RECORD_FILE, FederatedRecord
-from datadistill.experiments.federated.settings import FederatedConfig, Progress
+from datadistill.experiments.federated.settings import FederatedConfig, Progress, UnitProgress
 from datadistill.fsutil import check_output_folder
 from datadistill.io import SyntheticSet
 
@@ -41,7 +42,8 @@ class FederatedResult:
 
 
 def run_federated(config: FederatedConfig | Mapping[str, Any], out: str | os.PathLike, *,
-                  dataset: SplitDataset | None = None, progress: Progress | None = None) -> FederatedResult:
+                  dataset: SplitDataset | None = None, progress: Progress | None = None,
+                  on_unit: UnitProgress | None = None) -> FederatedResult:
     """Run FedD3 and FedAvg on the same partition and write the comparison to ``out``
     (``datadistill federated``).
 
@@ -55,7 +57,9 @@ def run_federated(config: FederatedConfig | Mapping[str, Any], out: str | os.Pat
             :mod:`~datadistill.experiments.federated.resume`).
         dataset: an already loaded, in-memory dataset (else
             ``config.dataset`` from ``config.data_root``).
-        progress: called ``(stage, message)`` as the run advances.
+        progress: called ``(stage, message)`` as the run advances (the messages are also logged).
+        on_unit: called ``(stage, done, total, reused)`` as clients, server epochs and rounds finish
+            (progress displays; :data:`~datadistill.experiments.federated.settings.UnitProgress`).
 
     Raises:
         ConfigError / UnknownNameError: an invalid setting (unknown partition form, method or model,
@@ -84,19 +88,25 @@ def run_federated(config: FederatedConfig | Mapping[str, Any], out: str | os.Pat
                           f"{cfg.clients} clients: no client holds {cfg.client_ipc} images of any class "
                           "(expected a smaller client_ipc)")
     record = FederatedRecord(out, cfg, device, (len(data.train), len(data.test)))
-    if record.resume() and progress:
-        progress("partition", f"resuming {out}: {len(record.done)} finished units in {RECORD_FILE}")
-    if progress:
-        sizes = [c["images"] for c in clients_info]
-        progress("partition", f"{cfg.partition}: {cfg.clients} clients of {min(sizes)}–{max(sizes)} images")
-    fedd3 = run_fedd3(cfg, data, parts, progress, done=record.clients(), on_client=record.client_finished,
-                      server_parts=record.server_parts())
+
+    def say(stage: str, message: str, logger: logging.Logger = logging.getLogger("datadistill")) -> None:
+        logger.info("%s: %s", stage, message)
+        if progress:
+            progress(stage, message)
+
+    if record.resume():
+        say("partition", f"resuming {out}: {len(record.done)} finished units in {RECORD_FILE}",
+            logging.getLogger("datadistill.notice"))
+    sizes = [c["images"] for c in clients_info]
+    say("partition", f"{cfg.partition}: {cfg.clients} clients of {min(sizes)}–{max(sizes)} images")
+    fedd3 = run_fedd3(cfg, data, parts, say, done=record.clients(), on_client=record.client_finished,
+                      server_parts=record.server_parts(), on_unit=on_unit)
     union = fedd3.pop("synthetic_set")
     local = LocalTraining(epochs=cfg.local_epochs, lr=cfg.local_lr, batch_size=cfg.local_batch,
                           momentum=cfg.local_momentum, weight_decay=cfg.local_weight_decay)
     fedavg = run_fedavg(data.train, data.test, spec, parts, model=cfg.model, rounds=cfg.rounds,
                         fraction=cfg.client_fraction, settings=local, seed=cfg.seed, device=device,
-                        progress=progress, resume_from=record.fedavg(), on_round=record.round_finished)
+                        progress=say, resume_from=record.fedavg(), on_round=record.round_finished, on_unit=on_unit)
     final_state = fedavg.pop("final_state")
     summary = {"config": {**cfg.as_dict(), "partition": str(parse_partition(cfg.partition))},
                "package_version": __version__, "dataset": {"name": spec.name, "train_images": len(data.train),

@@ -34,6 +34,8 @@ _CLIENT_FIXED = ("dataset", "method", "ipc", "iterations", "seed", "num_eval", "
                  "stream", "num_workers", "eval_init")
 
 Progress = Callable[[str, str], None]  # (stage: "partition" | "fedd3" | "server" | "fedavg", message)
+#: (stage: "fedd3" (clients) | "server" (epochs of its networks) | "fedavg" (rounds), done, total, reused)
+UnitProgress = Callable[[str, int, int, bool], None]
 
 
 @dataclass
@@ -184,4 +186,4 @@ def build_federated_config(file: str | os.PathLike | None = None,
 
 
 __all__ = ["FEDD3_STREAM", "INIT_STREAM", "LOCAL_STREAM", "PARTITION_STREAM", "SELECTION_STREAM", "FederatedConfig",
-           "Progress", "build_federated_config"]
+           "Progress", "UnitProgress", "build_federated_config"]

@@ -230,7 +230,7 @@ def run_nas(synthetic: str | os.PathLike | SyntheticSet, space: str | os.PathLik
             e.g. ``run_nas(file, space, out, epochs=50, workers=0)``.
         progress: called ``(phase, done, total, row)`` as each candidate finishes, ``phase`` being
             ``"synthetic"`` or ``"real"`` and ``row`` that phase's results for the candidate (the
-            candidates reused from ``out``'s record first).
+            candidates reused from ``out``'s record first, with ``row["reused"]`` True).
 
     Returns:
         The :class:`NASResult`.
@@ -284,9 +284,12 @@ def run_nas(synthetic: str | os.PathLike | SyntheticSet, space: str | os.PathLik
     def report(i: int, timed: tuple[float, float, dict[str, Any]]) -> None:
         phase = "synthetic" if i < n else "real"
         counted[phase] += 1
+        c = candidates[i % n]
+        log.info("%s %d/%d: %s validation accuracy %.2f %%", phase, counted[phase], n, c.name,
+                 timed[2].get(f"{phase}_val_accuracy", float("nan")))
         if progress is not None:
-            c = candidates[i % n]
-            progress(phase, counted[phase], n, {"index": c.index, "name": c.name, **timed[2]})
+            progress(phase, counted[phase], n, {"index": c.index, "name": c.name, **timed[2],
+                                                "reused": units[i] in done})
 
     syn_tasks = [(_timed, {"fn": _synthetic_task, "kwargs": {
         "syn": syn_in, "val": val, "test": test, "seed": s, "device": device_name,
@@ -301,7 +304,8 @@ def run_nas(synthetic: str | os.PathLike | SyntheticSet, space: str | os.PathLik
     timed: list[Any] = [None] * (2 * n)
     reused = [i for i, unit in enumerate(units) if unit in done]
     if reused:
-        log.info("nas: resuming %s: %d of %d candidate trainings already finished", out, len(reused), 2 * n)
+        logging.getLogger("datadistill.notice").info("nas: resuming %s: %d of %d candidate trainings already "
+                                                     "finished", out, len(reused), 2 * n)
     for i in reused:
         timed[i] = (done[units[i]]["start_time"], done[units[i]]["end_time"], done[units[i]]["result"])
         report(i, timed[i])
