@@ -5,7 +5,9 @@ small ``compare`` grid, tiny ``nas``, ``continual`` and ``federated`` configurat
 ``scores``, each through the CLI in a subprocess with one torch thread, and writes one JSON file:
 for every command, the SHA-256 of every tensor in every ``.safetensors`` file it wrote and the
 content of every JSON file it wrote, with wall times, timestamps and paths removed. Two snapshots
-(before and after a change) are then compared with ``--compare``::
+(before and after a change) are then compared with ``--compare``: a command is identical when every
+file the old code wrote is written again with the same tensors and JSON values; files only the new
+code writes (e.g. resume records) are listed beside it, not counted as changes::
 
     python benchmarks/behaviour_snapshot.py --work /tmp/snap_before --out before.json
     python benchmarks/behaviour_snapshot.py --work /tmp/snap_after --out after.json
@@ -162,9 +164,14 @@ def compare(a: dict, b: dict) -> int:
         if ea["returncode"] != eb["returncode"]:
             diffs.append(f"exit {ea['returncode']} -> {eb['returncode']}")
         for rel in sorted(set(ea["files"]) | set(eb["files"])):
-            if ea["files"].get(rel) != eb["files"].get(rel):
-                diffs.append(rel)
-        print(f"{name}: {'identical' if not diffs else 'DIFFERENT: ' + ', '.join(diffs)}")
+            if rel in eb["files"] and ea["files"].get(rel) != eb["files"].get(rel):
+                diffs.append(rel if rel in ea["files"] else None)
+            elif rel not in eb["files"]:
+                diffs.append(f"{rel} (no longer written)")
+        added = [rel for rel in sorted(eb["files"]) if rel not in ea["files"]]
+        diffs = [d for d in diffs if d is not None]  # a file only the new code writes is listed, not a change
+        note = f" (and new files: {', '.join(added)})" if added else ""
+        print(f"{name}: {'identical' if not diffs else 'DIFFERENT: ' + ', '.join(diffs)}{note}")
         bad += bool(diffs)
     print(f"{len(set(a) & set(b)) - bad} identical, {bad} different")
     return 1 if bad else 0
