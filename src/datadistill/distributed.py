@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import datetime
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -27,6 +29,7 @@ import torch.distributed as dist
 from datadistill.errors import ConfigError
 
 T = TypeVar("T")
+_SOLO: ContextVar[bool] = ContextVar("datadistill_solo", default=False)
 
 TIMEOUT = datetime.timedelta(seconds=float(os.environ.get("DATADISTILL_DIST_TIMEOUT", "1800")))
 """Collective timeout (seconds from ``DATADISTILL_DIST_TIMEOUT``, default 1,800 s): long enough for
@@ -73,8 +76,10 @@ def launched() -> bool:
 
 
 def world() -> World:
-    """The current :class:`World`: from the process group once initialised, else from torchrun's
-    environment variables, else the one-process world."""
+    """The current :class:`World`: the one-process world inside :func:`solo`, else from the process
+    group once initialised, else from torchrun's environment variables, else the one-process world."""
+    if _SOLO.get():
+        return World(0, 1, _env_int("LOCAL_RANK", 0))
     if dist.is_available() and dist.is_initialized():
         return World(dist.get_rank(), dist.get_world_size(), _env_int("LOCAL_RANK", 0))
     return World(_env_int("RANK", 0), _env_int("WORLD_SIZE", 1), _env_int("LOCAL_RANK", 0))
@@ -179,6 +184,18 @@ def run_owned(n: int, fn: Callable[[int], T]) -> list[T]:
     return [merged[i] for i in range(n)]
 
 
+@contextmanager
+def solo() -> Iterator[None]:
+    """Run the enclosed code as a world of one (:func:`world` is rank 0 of 1, collectives are
+    no-ops): how a unit of :func:`run_units` runs its nested work (an evaluation, a distillation)
+    alone, writing its own files. CUDA stays the GPU of ``LOCAL_RANK``."""
+    token = _SOLO.set(True)
+    try:
+        yield
+    finally:
+        _SOLO.reset(token)
+
+
 def shutdown() -> None:
     """Leave the process group (end of a command; no-op when none)."""
     if dist.is_available() and dist.is_initialized():
@@ -186,4 +203,4 @@ def shutdown() -> None:
 
 
 __all__ = ["TIMEOUT", "World", "all_gather_objects", "balanced_blocks", "barrier", "broadcast_object", "init",
-           "launched", "local_device", "owned", "run_owned", "shutdown", "world"]
+           "launched", "local_device", "owned", "run_owned", "shutdown", "solo", "world"]
