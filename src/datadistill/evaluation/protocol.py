@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,16 +35,16 @@ from torch import nn
 
 from datadistill.data import LabelledImages
 from datadistill.errors import ConfigError
-from datadistill.evaluation.parts import EvalParts, evaluation_key
-from datadistill.evaluation.progress import EpochWatch, EvalProgress
+from datadistill.evaluation.parts import EvalParts
+from datadistill.evaluation.progress import EvalProgress
 from datadistill.io.synthetic_set import SyntheticSet
 from datadistill.models import build_model, default_eval_lr
-from datadistill.runtime import make_generator
 from datadistill.training import (Hooks, TrainRecipe, accuracy, can_vectorise, class_correct, fit_network,
-                                  fit_networks_vectorised, holds_recipe, num_classes, per_class_percent,
-                                  recipe_settings_dict)
+                                  fit_networks_vectorised, holds_recipe, per_class_percent, recipe_settings_dict)
 from datadistill.training.vmap import EpochHook
 
+# accuracy, class_correct, train_network and fit_networks_vectorised are called through this module by
+# evaluation/run.py (tests watch them here)
 EVAL_RECIPE = TrainRecipe(epochs=300, lr=None, batch_size=256, momentum=0.9, weight_decay=5e-4, schedule="step_half",
                           augmentation="color_crop_cutout_scale_rotate")
 """The protocol's training (reference §2): SGD momentum 0.9, weight decay 5e-4, mini-batches of 256,
@@ -249,108 +248,18 @@ def evaluate_synthetic_set(syn: SyntheticSet, test: LabelledImages, settings: Ev
             network is tested or reused (progress displays). Counting the training accuracy reads
             the logits only: the results are the same with or without it.
 
+    Under torchrun the K networks are spread over the ranks (:mod:`datadistill.evaluation.run`): rank
+    0 records, saves and reports them, every rank returns the result, the same as one process's
+    (sequential loop; vectorised, up to float rounding). ``seconds`` is the networks' compute time.
+
     Raises:
         ConfigError: the set's channels or image size differ from the test set's.
     """
-    if tuple(syn.images.shape[1:]) != tuple(test.image_shape):
-        raise ConfigError(f"synthetic images {tuple(syn.images.shape[1:])} do not match the test images "
-                          f"{tuple(test.image_shape)} (channels, height, width)")
-    classes = num_classes(syn.labels, syn.metadata)
-    raw_test = test
-    if syn.zca is not None:
-        if test.streamed:
-            raise ConfigError("a ZCA-whitened set cannot be tested on a streamed test set: load it with stream off")
-        test = LabelledImages(syn.zca.whiten(test.images), test.labels)
-    lr = syn.learned_lr if syn.learned_lr is not None and settings.use_learned_lr else settings.resolved_lr
-    images, targets = syn.images.to(device), syn.labels.to(device)
-    train_set = LabelledImages(images, syn.hard_labels.to(device))
-    start = time.perf_counter()
-    nets = []
-    for k in range(settings.num_eval):
-        torch.manual_seed(seed + k)
-        nets.append(_build(settings, images.shape[1], classes, tuple(images.shape[2:])).to(device))
-    generators = [make_generator(seed + k) for k in range(settings.num_eval)]
-    curve_at = _curve_epochs(settings)
-    curves = [{"epochs": [], "train_accuracy": [], "test_accuracy": [], "seconds": []} for _ in nets]
-    curve_seconds = [0.0] * len(nets)  # time spent testing for the curves, excluded from train_seconds
+    from datadistill.evaluation.run import EvalRun, run_evaluations
 
-    def record(members: list[int]):
-        def hook(epoch: int, seconds: float) -> None:
-            if epoch in curve_at:
-                for j in members:
-                    t = time.perf_counter()
-                    c = curves[j]
-                    c["epochs"].append(epoch)
-                    c["seconds"].append(seconds)
-                    c["train_accuracy"].append(accuracy(nets[j], train_set, device))
-                    c["test_accuracy"].append(accuracy(nets[j], test, device))
-                    curve_seconds[j] += time.perf_counter() - t
-        return hook if curve_at else None
-
-    watch = EpochWatch(on_epoch, settings, len(nets), train_set) if on_epoch is not None else None
-
-    def after(members: list[int]):  # the curve's hook and the progress hook, in that order
-        hooks = [h for h in (record(members), watch and watch.epoch_hook(members)) if h is not None]
-        return (lambda epoch, seconds: [h(epoch, seconds) for h in hooks]) if hooks else None
-
-    want = settings.vectorise if settings.vectorise is not None else torch.device(device).type == "cuda"
-    vectorised = want and can_vectorise(nets)
-    stored, done = None, {}
-    if parts is not None:
-        stored, done = parts.open(settings.model, evaluation_key(
-            syn, raw_test, settings.as_dict(), lr=lr, seed=seed, classes=classes, device=device,
-            vectorised=vectorised))
-        if vectorised and len(done) < len(nets):
-            done = {}  # the vectorised batch is the unit of resumption
-    train_share = [0.0] * len(nets)  # training seconds of each network (its share of a vectorised batch)
-    if vectorised and not done:
-        t0 = time.perf_counter()
-        fit_networks_vectorised(nets, images, targets, dataclasses.replace(settings.recipe, lr=lr), generators,
-                                record(list(range(len(nets)))),
-                                on_batch=watch and watch.count,
-                                on_epoch=watch and watch.epoch_hook(list(range(len(nets)))))
-        train_share = [(time.perf_counter() - t0) / len(nets)] * len(nets)
-    accs, train_accs, per_class, net_train = [], [], [], [0.0] * len(nets)
-    reused_seconds = 0.0
-    for k, net in enumerate(nets):
-        if k in done:
-            part = done[k]
-            accs.append(part["accuracy"])
-            train_accs.append(part["train_accuracy"])
-            per_class.append(part["per_class"])
-            curves[k] = part["curve"] or curves[k]
-            net_train[k] = part["train_seconds"]
-            reused_seconds += part["seconds"]
-            if watch is not None:
-                watch.finished(k, train_accs[-1], accs[-1], reused=True)
-            if progress:
-                progress(k, accs[-1])
-            continue
-        t_net = time.perf_counter() - train_share[k]
-        if not vectorised:
-            t0 = time.perf_counter()
-            batch = {} if watch is None else {"on_batch": lambda idx, logits, j=k: watch.count(j, idx, logits)}
-            train_network(net, images, targets, settings, lr, generators[k], after([k]), **batch)
-            train_share[k] = time.perf_counter() - t0
-        net_train[k] = train_share[k] - curve_seconds[k]
-        train_accs.append(accuracy(net, train_set, device))
-        correct, count = class_correct(net, test, device, classes)
-        accs.append(100.0 * int(correct.sum()) / max(int(count.sum()), 1))
-        per_class.append(per_class_percent(correct, count))
-        if on_model is not None:
-            on_model(k, net)
-        if stored is not None:
-            EvalParts.finish(stored, k, {"accuracy": accs[-1], "train_accuracy": train_accs[-1],
-                                         "per_class": per_class[-1], "curve": curves[k] if curve_at else None,
-                                         "train_seconds": net_train[k], "seconds": time.perf_counter() - t_net})
-        if watch is not None:
-            watch.finished(k, train_accs[-1], accs[-1])
-        if progress:
-            progress(k, accs[-1])
-    return EvalResult(settings.model, accs, train_accs, time.perf_counter() - start + reused_seconds,
-                      curves=curves if curve_at else [], lr=lr, vectorised=vectorised,
-                      train_seconds=sum(net_train), epochs=settings.recipe.epochs, per_class_accuracies=per_class)
+    return run_evaluations([EvalRun(syn, test, settings, device, seed, progress=progress, on_model=on_model,
+                                    parts=parts, on_epoch=on_epoch)])[0]
 
 
 __all__ = ["EVAL_RECIPE", "EvalResult", "EvalProgress", "EvalSettings", "accuracy", "class_correct", "per_class_percent",
-           "can_vectorise", "evaluate_synthetic_set", "train_network"]
+           "can_vectorise", "evaluate_synthetic_set", "fit_networks_vectorised", "train_network"]

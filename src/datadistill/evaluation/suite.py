@@ -19,7 +19,8 @@ from datadistill.data import LabelledImages
 from datadistill.evaluation.cost import forward_flops, training_flops_per_image
 from datadistill.evaluation.parts import EvalParts
 from datadistill.evaluation.progress import EvalProgress
-from datadistill.evaluation.protocol import EvalResult, EvalSettings, evaluate_synthetic_set
+from datadistill.evaluation.protocol import EvalResult, EvalSettings
+from datadistill.evaluation.run import EvalRun, run_evaluations
 from datadistill.io.synthetic_set import SyntheticSet
 from datadistill.models import MODELS, build_model
 from datadistill.training import num_classes
@@ -104,6 +105,10 @@ def evaluate_architectures(syn: SyntheticSet, test: LabelledImages, models: Sequ
                            on_epoch: Callable[[EvalProgress], None] | None = None) -> CrossArchResult:
     """Evaluate ``syn`` on every architecture in ``models`` with the same protocol ``settings``.
 
+    Under torchrun the networks of every architecture are spread over the ranks together
+    (:mod:`datadistill.evaluation.run`); every rank returns the result, rank 0 saves, records and
+    reports.
+
     The evaluation lr is, per architecture: the set's learned lr (MTT family) unless
     ``settings.use_learned_lr`` is False, else ``settings.lr`` when given, else the architecture's
     default (:func:`datadistill.models.default_eval_lr`).
@@ -145,17 +150,15 @@ def evaluate_architectures(syn: SyntheticSet, test: LabelledImages, models: Sequ
                           metadata={"dataset": dataset, "method": syn.metadata.get("method"),
                                     "class_names": list(syn.metadata.get("class_names") or []),
                                     "ipc": syn.metadata.get("ipc"), "images": len(syn), "num_eval": settings.num_eval})
+    runs = [EvalRun(syn, test, dataclasses.replace(settings, model=name), device, seed,
+                    progress=(lambda k, a, n=name: progress(n, k, a)) if progress else None,
+                    on_model=(lambda k, net, n=name: on_model(n, k, net)) if on_model else None, parts=parts,
+                    on_epoch=on_epoch) for name in names]
+    out.results.extend(run_evaluations(runs))  # every architecture's networks spread over the ranks at once
     for name in names:
-        s = dataclasses.replace(settings, model=name)
-        result = evaluate_synthetic_set(
-            syn, test, s, device, seed=seed,
-            progress=(lambda k, a, n=name: progress(n, k, a)) if progress else None,
-            on_model=(lambda k, net, n=name: on_model(n, k, net)) if on_model else None, parts=parts,
-            on_epoch=on_epoch)
-        out.results.append(result)
         probe = build_model(name, shape[0], num_classes(syn.labels, syn.metadata), shape[1:])
         out.forward_flops[name] = forward_flops(probe, shape)
-        out.train_flops[name] = training_flops_per_image(probe, shape) * len(syn) * s.recipe.epochs
+        out.train_flops[name] = training_flops_per_image(probe, shape) * len(syn) * settings.recipe.epochs
     return out
 
 
