@@ -14,6 +14,7 @@ from typing import Any
 
 from datadistill._version import __version__
 from datadistill.data import LabelledImages, load_dataset, load_dataset_of
+from datadistill.distributed import world
 from datadistill.evaluation import EvalSettings
 from datadistill.fsutil import atomic_write_text, check_output_folder, check_writable_file
 from datadistill.io import SyntheticSet, load_synthetic_set, save_synthetic_set
@@ -89,7 +90,8 @@ def run_scores(dataset: str, score: str, out: str | os.PathLike, *, model: str =
     result = compute_scores(score, data.train, data.spec, settings, select_device(device), progress,
                             on_epoch=on_epoch)
     result.metadata["zca_eps"] = zca_eps
-    save_scores(result, out)
+    if world().is_main:  # every rank has the scores (spread over the ranks under torchrun); rank 0 writes
+        save_scores(result, out)
     return result
 
 
@@ -219,7 +221,7 @@ def run_evaluate(path: str | os.PathLike, models: Sequence[str] = ("convnet",), 
                                     baselines=base, progress=report, on_model=on_model, parts=parts,
                                     on_epoch=on_epoch)
     result.metadata["file"] = str(path)
-    if out is not None:
+    if out is not None and world().is_main:  # every rank has the result; rank 0 writes
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(folder / "evaluation.json", json.dumps(result.as_dict(), indent=2) + "\n")

@@ -46,6 +46,7 @@ from datadistill.models import MODELS, build_model
 from datadistill.runtime import make_generator
 from datadistill.selection.scores import el2n, forgetting_events, grand, uncertainty  # noqa: F401  (re-exported)
 from datadistill.training import FitState, Hooks, TrainRecipe, fit_network, holds_recipe, recipe_settings_dict
+from datadistill.units import run_units
 
 SCORES = ("el2n", "grand", "forgetting", "uncertainty")
 KEEP = ("hardest", "easiest")
@@ -243,6 +244,8 @@ def compute_scores(score: str, data: LabelledImages, spec: DatasetSpec, settings
     For ``el2n``, ``grand`` and ``uncertainty`` each network is trained ``settings.epochs`` epochs
     and then scored (eval mode, no augmentation); for ``forgetting`` the events are counted over its
     training run (:func:`forgetting_events`). torch's global random state is restored afterwards.
+    Under torchrun the networks are spread over the ranks (:func:`datadistill.units.run_units`) and
+    every rank returns the same scores, equal to one process's (``progress`` is called on rank 0).
 
     Args:
         score: one of :data:`SCORES`.
@@ -272,24 +275,29 @@ def compute_scores(score: str, data: LabelledImages, spec: DatasetSpec, settings
     # in memory: the whole set on the device; streamed: decoded batch by batch
     images = data if data.streamed else data.images.to(device)
     labels = data.labels.long().to(device)
-    total = torch.zeros(n, dtype=torch.float64)
     cuda_ids = [device.index if device.index is not None else torch.cuda.current_device()] \
         if device.type == "cuda" else []
+
+    def score_one(k: int) -> torch.Tensor:  # network k, on whichever rank claims it; (N,) on the CPU
+        torch.manual_seed(settings.seed + k)
+        generator = make_generator(settings.seed + k)
+        net = build_model(settings.model, spec.channels, spec.num_classes, spec.image_size).to(device)
+        history = train_scoring_network(net, images, labels, recipe, generator, record=score == "forgetting",
+                                        on_epoch=None if on_epoch is None else lambda e: on_epoch(k, e))
+        values = forgetting_events(history) if history is not None else _score_network(score, net, images, labels,
+                                                                                        settings)
+        return values.cpu()
+
+    def scored(k: int, values: torch.Tensor) -> None:
+        log.info("%s: network %d of %d scored (mean %.4g)", score, k + 1, settings.num_networks, float(values.mean()))
+        if progress:
+            progress(k, float(values.mean()))
+
     with torch.random.fork_rng(devices=cuda_ids):
-        for k in range(settings.num_networks):
-            torch.manual_seed(settings.seed + k)
-            generator = make_generator(settings.seed + k)
-            net = build_model(settings.model, spec.channels, spec.num_classes, spec.image_size).to(device)
-            history = train_scoring_network(net, images, labels, recipe, generator, record=score == "forgetting",
-                                            on_epoch=None if on_epoch is None else lambda e, k=k: on_epoch(k, e))
-            if history is not None:
-                values = forgetting_events(history)
-            else:
-                values = _score_network(score, net, images, labels, settings)
-            total += values.double()
-            log.info("%s: network %d of %d scored (mean %.4g)", score, k + 1, settings.num_networks, float(values.mean()))
-            if progress:
-                progress(k, float(values.mean()))
+        per_network = run_units(settings.num_networks, score_one, on_result=scored)
+    total = torch.zeros(n, dtype=torch.float64)
+    for values in per_network:  # summed in network order, whichever rank scored each
+        total += values.double()
     from datadistill._version import __version__
 
     metadata = {"dataset": spec.name, "score": score, "num_images": n, "num_classes": spec.num_classes,

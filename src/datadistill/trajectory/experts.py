@@ -34,8 +34,9 @@ from typing import Any
 import torch
 
 from datadistill._version import __version__
-from datadistill.data import SplitDataset
 from datadistill.config import check_fields
+from datadistill.data import SplitDataset
+from datadistill.distributed import world
 from datadistill.errors import ConfigError, TrajectoryFileError
 from datadistill.fsutil import atomic_write_text, check_output_folder
 from datadistill.io.tensor_file import read_tensor_file, write_tensor_file
@@ -43,6 +44,7 @@ from datadistill.models import MODELS, build_model
 from datadistill.record import RunRecord
 from datadistill.runtime import make_generator
 from datadistill.training import FitState, Hooks, TrainRecipe, accuracy, fit_network, holds_recipe, recipe_settings_dict
+from datadistill.units import check_shared_folder, run_units
 
 log = logging.getLogger("datadistill")
 notice = logging.getLogger("datadistill.notice")
@@ -223,6 +225,11 @@ def train_experts(data: SplitDataset, out_dir: str | os.PathLike, settings: Expe
                   on_start: Callable[[int, int], None] | None = None) -> Path:
     """Train ``settings.num_experts`` experts on ``data.train`` and save their trajectories in ``out_dir``.
 
+    Expert k is independent of the others (seeded ``seed + k``): under torchrun the experts are
+    spread over the ranks (:func:`datadistill.units.run_units`), each rank writing the trajectories
+    it trains into ``out_dir`` (a folder every rank must see) and rank 0 the manifest; the files
+    equal one process's. ``progress`` then reports the experts trained on the calling rank.
+
     Resumes: epochs already on disk are not retrained; an existing ``experts.json`` with different
     settings, dataset, model or preprocessing raises (:class:`datadistill.record.RunRecord`, listing
     the keys that differ) instead of mixing trajectories.
@@ -257,17 +264,20 @@ def train_experts(data: SplitDataset, out_dir: str | os.PathLike, settings: Expe
     RunRecord(root / MANIFEST, {key: manifest[key] for key in RESUME_KEYS}, format=FORMAT, version=FORMAT_VERSION,
               what="experts", settings_of=lambda content: {key: content.get(key) for key in RESUME_KEYS},
               units_of=lambda content: {}).resume()
-    root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    if world().is_main:
+        root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    check_shared_folder(root, "expert folder")  # each rank writes the trajectories it trains
     recipe = dataclasses.replace(settings.recipe, augmentation=settings.recipe.augmentation or spec.dsa_strategy)
     train = data.train.to(device)
     test = data.test.to(device)
     if on_start is not None:
         on_start(settings.num_experts, recipe.epochs)
-    for k in range(settings.num_experts):
+
+    def train_one(k: int) -> None:  # expert k, on whichever rank claims it (torchrun: spread over the ranks)
         done = _finished_epochs(root, k, recipe.epochs)
         if done == recipe.epochs:
-            continue
+            return
         if done > 0:
             notice.info("expert %d: resuming after epoch %d of %d", k, done, recipe.epochs)
         torch.manual_seed(settings.seed + k)
@@ -278,6 +288,8 @@ def train_experts(data: SplitDataset, out_dir: str | os.PathLike, settings: Expe
         hooks = _trajectory_hooks(root, k, done, meta, test, device, settings.curriculum, order_by_class, progress)
         # epoch files 0 … done hold done epochs of training: continue with epoch done (0-based)
         fit_network(net, train, recipe, generator, hooks, start_epoch=max(done, 0))
+
+    run_units(settings.num_experts, train_one)
     return root
 
 
