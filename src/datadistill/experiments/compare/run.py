@@ -18,8 +18,10 @@ import yaml
 from datadistill.errors import ConfigError, DatadistillError
 from datadistill.experiments.compare.report import summarize, write_plots, write_tables
 from datadistill.experiments.compare.settings import Cell, CompareSettings, load_compare
-from datadistill.record import UnitFolders
+from datadistill.distributed import broadcast_object, world
 from datadistill.fsutil import atomic_write_text, check_output_folder
+from datadistill.record import UnitFolders
+from datadistill.units import check_shared_folder, run_units
 
 Progress = Callable[[str, str], None]
 log = logging.getLogger("datadistill")
@@ -88,7 +90,10 @@ def run_compare(config: str | os.PathLike | Mapping[str, Any] | CompareSettings,
                 run: bool = True, *, run_options: Callable[[Cell], Mapping[str, Any]] | None = None) -> CompareResult:
     """Run (or reuse) every cell of a comparison grid and write its tables and plots.
 
-    Cells run one after another with :func:`datadistill.api.run_distill`. A cell whose folder holds
+    Cells run with :func:`datadistill.api.run_distill`, one after another in one process; under
+    torchrun the ranks share them out (:func:`datadistill.units.run_units`: each rank runs a cell
+    alone, writing its folder, which must then be on a filesystem every rank sees), rank 0 writes
+    the tables and plots, and every rank returns the result. A cell whose folder holds
     ``metrics.json`` and a ``cell.json`` recording the same resolved config is reused, not rerun
     (:class:`~datadistill.record.UnitFolders`). A cell that was interrupted reruns in the same
     folder, which keeps what the interrupted run left there: ``run_distill`` resumes from the
@@ -126,41 +131,55 @@ def run_compare(config: str | os.PathLike | Mapping[str, Any] | CompareSettings,
     if out_value is None or not str(out_value):
         raise ConfigError("no output folder: give out: in the compare config or --out")
     out_dir = check_output_folder(out_value)
-    atomic_write_text(out_dir / "compare.yaml", yaml.safe_dump(plan.source, sort_keys=False))
+    main = world().is_main
+    if main:
+        atomic_write_text(out_dir / "compare.yaml", yaml.safe_dump(plan.source, sort_keys=False))
+    check_shared_folder(out_dir, "compare output folder")  # each rank writes the cells it runs
+
     def notify(name: str, status: str) -> None:
         log.info("cell %s: %s", name, status)
         if progress is not None:
             progress(name, status)
 
     cells = UnitFolders(out_dir / "cells", marker="cell.json", settings_key="config", result="metrics.json")
+    finished = [cells.finished(cell.name, cell.config_dict()) if main else None for cell in plan.cells]
+    finished = broadcast_object(finished)  # rank 0's reading of the folder decides for every rank
     rows: list[dict[str, Any]] = []
-    for cell in plan.cells:
-        metrics = cells.finished(cell.name, cell.config_dict())
+    todo = []
+    for cell, metrics in zip(plan.cells, finished):
         if metrics is not None:
             rows.append(cell_row(cell, metrics, "reused"))
             notify(cell.name, "reused")
         elif not run:
             notify(cell.name, "skipped")
         else:
-            notify(cell.name, "running")
-            # no stale record while the folder changes; what an interrupted run of this cell left there (its
-            # checkpoint/) is kept so that run_distill resumes from it, unless it ran with another config
-            cell_dir = cells.begin(cell.name, cell.config_dict(), stale=STALE)
-            try:
-                api.run_distill(cell.config, cell_dir, **(run_options(cell) if run_options is not None else {}))
-                metrics = json.loads((cell_dir / "metrics.json").read_text(encoding="utf-8"))
-            except DatadistillError as exc:
-                rows.append(cell_row(cell, None, "failed", str(exc)))
-                notify(cell.name, "failed")
-            else:
-                cells.mark_finished(cell.name, cell.config_dict(), cell=cell.name, label=cell.label)
-                rows.append(cell_row(cell, metrics, "done"))
-                notify(cell.name, "done")
-            write_tables(plan, rows, out_dir)  # after every cell run, so an interrupted grid is tabulated
-    write_tables(plan, rows, out_dir)
-    rows = plan.ordered(rows)
+            todo.append(cell)
+
+    def run_cell(j: int) -> dict[str, Any]:  # on the rank that claimed it, alone (a unit of run_units)
+        cell = todo[j]
+        notify(cell.name, "running")
+        # no stale record while the folder changes; what an interrupted run of this cell left there (its
+        # checkpoint/) is kept so that run_distill resumes from it, unless it ran with another config
+        cell_dir = cells.begin(cell.name, cell.config_dict(), stale=STALE)
+        try:
+            api.run_distill(cell.config, cell_dir, **(run_options(cell) if run_options is not None else {}))
+            metrics = json.loads((cell_dir / "metrics.json").read_text(encoding="utf-8"))
+        except DatadistillError as exc:
+            return cell_row(cell, None, "failed", str(exc))
+        cells.mark_finished(cell.name, cell.config_dict(), cell=cell.name, label=cell.label)
+        return cell_row(cell, metrics, "done")
+
+    def cell_done(j: int, row: dict[str, Any]) -> None:  # rank 0, as each cell ends on any rank
+        rows.append(row)
+        notify(row["cell"], row["status"])
+        write_tables(plan, rows, out_dir)  # after every cell run, so an interrupted grid is tabulated
+
+    run_units(len(todo), run_cell, on_result=cell_done)
+    rows = broadcast_object(plan.ordered(rows))  # rank 0's rows (every cell's) on every rank
     summary = summarize(plan, rows)
-    write_plots(plan, summary, out_dir)
+    if main:
+        write_tables(plan, rows, out_dir)
+        write_plots(plan, summary, out_dir)
     return CompareResult(out=out_dir, rows=rows, summary=summary)
 
 __all__ = ["CompareResult", "cell_row", "run_compare"]

@@ -23,6 +23,7 @@ from datadistill.experiments.continual.outputs import write_outputs
 from datadistill.experiments.continual.protocol import check_against_data, class_orders, memory_run
 from datadistill.experiments.continual.results import FORMAT, FORMAT_VERSION, ContinualResult, StepRecord
 from datadistill.experiments.continual.settings import ContinualSettings
+from datadistill.distributed import world
 from datadistill.record import RunRecord
 
 Progress = Callable[[str], None]
@@ -174,9 +175,10 @@ def run_continual(settings: ContinualSettings | str | os.PathLike | Mapping[str,
 
     from datadistill.experiments.workers import run_tasks
 
-    run_tasks(tasks, workers=settings.workers, progress=collect)
+    # under torchrun the ranks share the pairs: ``collect`` runs on rank 0, every rank gets them all
+    finished.update(zip(todo, run_tasks(tasks, workers=settings.workers, progress=collect)))
     result.records = ordered()
-    if out_dir is not None and not todo:
+    if out_dir is not None and not todo and world().is_main:
         write_outputs(result.as_dict(), out_dir)
     return result
 

@@ -28,6 +28,7 @@ from datadistill.experiments.federated.settings import (INIT_STREAM, LOCAL_STREA
                                                          UnitProgress)
 from datadistill.experiments.seeds import derived_rng, derived_seed
 from datadistill.training import TrainRecipe, fit_network, holds_recipe
+from datadistill.units import run_units
 
 
 RoundHook = Callable[[int, float, dict[str, Any], dict[str, torch.Tensor]], None]
@@ -134,7 +135,7 @@ def run_fedavg(train: LabelledImages, test: LabelledImages, spec: DatasetSpec, p
     """FedAvg on the clients ``parts`` (index tensors into ``train``), tested on ``test`` after every round.
 
     Every round: :func:`select_clients`, :func:`client_update` for each selected client (one after
-    another, in this process), :func:`weighted_average` by their image counts, then the global model
+    another in one process; under torchrun shared out among the ranks, :func:`datadistill.units.run_units`), :func:`weighted_average` by their image counts, then the global model
     is tested. The global model starts from ``initial_state``, else from a network initialised with
     a seed derived from ``seed``.
 
@@ -201,8 +202,9 @@ def run_fedavg(train: LabelledImages, test: LabelledImages, spec: DatasetSpec, p
     clock["initial"] = initial
     for r in range(len(rows) + 1, rounds + 1):
         chosen = select_clients(len(parts), fraction, seed, r)
-        updates = [client_update(state, train.images[parts[i]], train.labels[parts[i]], model, spec, settings,
-                                 local_seed(seed, r, i), device) for i in chosen]
+        updates = run_units(len(chosen), lambda j: client_update(  # under torchrun the ranks share the clients
+            state, train.images[parts[chosen[j]]], train.labels[parts[chosen[j]]], model, spec, settings,
+            local_seed(seed, r, chosen[j]), device))
         state = weighted_average(updates, [counts[i] for i in chosen])
         evaluate(r, state, chosen)
     return {"rows": rows, "initial_accuracy": initial, "bytes_per_client_round": per_client, "final_state": state,

@@ -33,6 +33,7 @@ from datadistill.experiments.nas.summary import TOP_K, summarise
 from datadistill.fsutil import check_output_folder
 from datadistill.io import SyntheticSet, load_synthetic_set
 from datadistill.models import build_model, default_eval_lr
+from datadistill.distributed import world
 from datadistill.record import RunRecord
 from datadistill.runtime import make_generator, select_device
 from datadistill.training import accuracy, fit_network
@@ -320,7 +321,10 @@ def run_nas(synthetic: str | os.PathLike | SyntheticSet, space: str | os.PathLik
 
     start = time.perf_counter()
     # one pool for both searches (workers start once); the synthetic tasks are submitted first
-    run_tasks([(syn_tasks + real_tasks)[i] for i in todo], workers=workers, progress=finished)
+    # (under torchrun the ranks share the candidates; ``finished`` runs on rank 0, every rank gets them all)
+    ran = run_tasks([(syn_tasks + real_tasks)[i] for i in todo], workers=workers, progress=finished)
+    for j, i in enumerate(todo):
+        timed[i] = ran[j]
     total_wall = time.perf_counter() - start
     syn_rows, real_rows = [t[2] for t in timed[:n]], [t[2] for t in timed[n:]]
     syn_wall = _wall(timed, range(n), reused)
@@ -351,7 +355,7 @@ def run_nas(synthetic: str | os.PathLike | SyntheticSet, space: str | os.PathLik
               **{k: syn.metadata.get(k) for k in ("dataset", "method", "ipc")}, "images": len(syn),
               "learned_lr": syn.learned_lr, "zca": syn.zca is not None}
     result = NASResult(the_space, recorded, rows, summary, times, source)
-    if out is not None:
+    if out is not None and world().is_main:
         write_outputs(result, out)
     return result
 
