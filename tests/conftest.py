@@ -18,6 +18,17 @@ from trajectory_helpers import CPU, expert_settings
 torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` (pyproject's markers) are skipped, with the reason, where no CUDA GPU is
+    visible; ``scripts/device_check.sh`` runs them on a GPU machine (``pytest -m cuda``)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (marker cuda): none is visible here")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def tiny_dataset() -> SplitDataset:
     """3 classes × 20 images of 1×28×28 (N(0, 1), i.e. already normalised), 30 test images."""

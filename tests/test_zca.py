@@ -113,7 +113,7 @@ def test_whiten_keeps_float64_and_the_device():
     assert torch.allclose(zca.unwhiten(zca.whiten(x)), x, atol=1e-4)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.cuda
 def test_whiten_on_cuda():
     x = correlated(20)
     zca = ZCA.fit(x)
