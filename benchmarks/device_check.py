@@ -71,8 +71,8 @@ def reset_peak(device: torch.device) -> None:
 
 
 def method_config(method: str, sizes: dict[str, Any], experts: str, device: str) -> Any:
-    values: dict[str, Any] = {"dataset": "mnist", "method": method, "ipc": 10, "iterations": sizes["iterations"][method],
-                              "num_eval": sizes["num_eval"], "eval_epochs": sizes["eval_epochs"], "device": device,
+    values: dict[str, Any] = {"dataset": "mnist", "method": method, "ipc": 10,
+                              "iterations": sizes["iterations"][method], "num_eval": sizes["num_eval"], "eval_epochs": sizes["eval_epochs"], "device": device,
                               "seed": 0}
     if method == "datm":  # configs/cpu/datm_mnist_ipc10.yaml, cut to the tiny experts
         values.update(model="convnet_w32", init=sizes["datm_init"], lr_img=100, momentum_img=0.5,

@@ -150,12 +150,12 @@ def test_evaluate_text(distilled, fake_root):
 def _fake_evaluation(monkeypatch):
     captured = {}
 
-    def fake(syn, test, settings, device, seed=0, progress=None, on_model=None, parts=None, on_epoch=None):
-        captured["settings"] = settings
-        captured["seed"] = seed
-        return EvalResult(settings.model, [50.0], [100.0], 0.0, epochs=settings.epochs)
+    def fake(runs):  # the evaluations of every architecture (evaluation/run.py), trained at once
+        captured["settings"] = runs[0].settings
+        captured["seed"] = runs[0].seed
+        return [EvalResult(r.settings.model, [50.0], [100.0], 0.0, epochs=r.settings.epochs) for r in runs]
 
-    monkeypatch.setattr("datadistill.evaluation.suite.evaluate_synthetic_set", fake)
+    monkeypatch.setattr("datadistill.evaluation.suite.run_evaluations", fake)
     return captured
 
 

@@ -45,7 +45,7 @@ def compare(config_file, out, no_run) -> None:
               help="Real-data proxy: train on this many images per class instead of all.")
 @click.option("--val-size", type=click.INT, default=5000, show_default=True,
               help="Validation images carved from the training set; both rankings use them (never the test set).")
-@click.option("--workers", type=click.INT, default=2, show_default=True, help="Worker processes training candidates.")
+@click.option("--workers", type=click.INT, default=2, show_default=True, help="Worker processes training candidates (under torchrun: each rank is one).")
 @click.option("--seed", type=click.INT, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--data-root", type=click.Path(file_okay=False), default=None)
@@ -95,8 +95,8 @@ def nas(synthetic, space, out, **flags) -> None:
 @click.option("--data-root", type=click.Path(file_okay=False), default=None)
 @data_options(defaults=False)
 @click.option("--workers", type=click.INT,
-              help="Worker processes, one (memory method, class order) pair each (0 or 1 = in this process). "
-                   "Default: 1.")
+              help="Worker processes, one (memory method, class order) pair each (0 or 1 = in this process; "
+                   "under torchrun: each rank is one). Default: 1.")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Output folder (continual.json/csv/md/png); a folder of a run with the same settings is "
                    "resumed.")
@@ -139,7 +139,8 @@ def continual(config_file, memory_methods, **flags) -> None:
 @click.option("--rounds", type=click.INT, help="FedAvg rounds. Default: 20.")
 @click.option("--local-epochs", type=click.INT, help="FedAvg local epochs per round. Default: 1.")
 @click.option("--client-fraction", type=click.FLOAT, help="FedAvg fraction of clients per round. Default: 1.")
-@click.option("--workers", type=click.INT, help="Worker processes distilling the clients' sets. Default: 2.")
+@click.option("--workers", type=click.INT, help="Worker processes distilling the clients' sets (under torchrun: each "
+                                                  "rank is one). Default: 2.")
 @click.option("--seed", type=click.INT, help="Seed of the partition, the clients and the server. Default: 0.")
 @click.option("--device", help="auto, cpu, cuda or cuda:N. Default: auto.")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None)

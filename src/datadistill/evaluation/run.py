@@ -58,7 +58,7 @@ class EvalRun:
             raise ConfigError(f"synthetic images {tuple(syn.images.shape[1:])} do not match the test images "
                               f"{tuple(test.image_shape)} (channels, height, width)")
         start = time.perf_counter()
-        self.settings, self.device, self.progress, self.on_model = settings, device, progress, on_model
+        self.settings, self.device, self.seed, self.progress, self.on_model = settings, device, seed, progress, on_model
         self.classes = classes = num_classes(syn.labels, syn.metadata)
         raw_test = test
         if syn.zca is not None:

@@ -23,7 +23,7 @@ from datadistill.experiments.continual.outputs import write_outputs
 from datadistill.experiments.continual.protocol import check_against_data, class_orders, memory_run
 from datadistill.experiments.continual.results import FORMAT, FORMAT_VERSION, ContinualResult, StepRecord
 from datadistill.experiments.continual.settings import ContinualSettings
-from datadistill.distributed import world
+from datadistill.distributed import broadcast_object, world
 from datadistill.record import RunRecord
 
 Progress = Callable[[str], None]
@@ -141,7 +141,7 @@ def run_continual(settings: ContinualSettings | str | os.PathLike | Mapping[str,
             progress(line)
 
     pairs = [(k, method) for k in range(settings.orders) for method in settings.memory_methods]
-    done = resume_record(result, out_dir).resume() if out_dir is not None else {}
+    done = broadcast_object(resume_record(result, out_dir).resume() if out_dir is not None else {})  # rank 0's
     if done:
         notify(f"resuming {out_dir}: {len(done)} of {len(pairs)} (method, order) pairs already finished",
                logging.getLogger("datadistill.notice"))

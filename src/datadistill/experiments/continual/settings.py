@@ -61,7 +61,8 @@ class ContinualSettings(SettingsBase):
         data_root, image_size, stream, num_workers: how the dataset is read
             (see :class:`~datadistill.config.DistillConfig`).
         workers: worker processes, each running one (memory method, class order) pair at a time
-            (0 or 1 = in this process); results do not depend on it.
+            (0 or 1 = in this process); results do not depend on it. Ignored under torchrun, where
+            each rank is one worker (:mod:`datadistill.experiments.workers`).
         out: output folder (None = write nothing; a path that exists and is not a folder is refused).
             A folder holding a ``continual.json`` of the same settings is resumed: its finished
             (method, order) pairs are kept, not recomputed.

@@ -135,7 +135,8 @@ def run_fedavg(train: LabelledImages, test: LabelledImages, spec: DatasetSpec, p
     """FedAvg on the clients ``parts`` (index tensors into ``train``), tested on ``test`` after every round.
 
     Every round: :func:`select_clients`, :func:`client_update` for each selected client (one after
-    another in one process; under torchrun shared out among the ranks, :func:`datadistill.units.run_units`), :func:`weighted_average` by their image counts, then the global model
+    another in one process; under torchrun shared out among the ranks by
+    :func:`datadistill.units.run_units`), :func:`weighted_average` by their image counts, then the global model
     is tested. The global model starts from ``initial_state``, else from a network initialised with
     a seed derived from ``seed``.
 

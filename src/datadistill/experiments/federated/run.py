@@ -22,7 +22,7 @@ from datadistill.experiments.federated.outputs import compare_runs, write_output
 from datadistill.experiments.federated.partition import describe_partition, parse_partition, partition_indices
 from datadistill.experiments.federated.resume import RECORD_FILE, FederatedRecord
 from datadistill.experiments.federated.settings import FederatedConfig, Progress, UnitProgress
-from datadistill.distributed import world
+from datadistill.distributed import broadcast_object, world
 from datadistill.fsutil import check_output_folder
 from datadistill.io import SyntheticSet
 
@@ -101,15 +101,16 @@ def run_federated(config: FederatedConfig | Mapping[str, Any], out: str | os.Pat
     sizes = [c["images"] for c in clients_info]
     say("partition", f"{cfg.partition}: {cfg.clients} clients of {min(sizes)}–{max(sizes)} images")
     main = world().is_main  # under torchrun every rank runs the clients it claims; rank 0 keeps and writes
-    fedd3 = run_fedd3(cfg, data, parts, say, done=record.clients(), on_client=record.client_finished,
-                      server_parts=record.server_parts(), on_unit=on_unit)
+    # what rank 0 reads of the folder decides for every rank
+    fedd3 = run_fedd3(cfg, data, parts, say, done=broadcast_object(record.clients()),
+                      on_client=record.client_finished, server_parts=record.server_parts(), on_unit=on_unit)
     union = fedd3.pop("synthetic_set")
     local = LocalTraining(epochs=cfg.local_epochs, lr=cfg.local_lr, batch_size=cfg.local_batch,
                           momentum=cfg.local_momentum, weight_decay=cfg.local_weight_decay)
     fedavg = run_fedavg(data.train, data.test, spec, parts, model=cfg.model, rounds=cfg.rounds,
                         fraction=cfg.client_fraction, settings=local, seed=cfg.seed, device=device,
-                        progress=say, resume_from=record.fedavg(), on_round=record.round_finished if main else None,
-                        on_unit=on_unit)
+                        progress=say, resume_from=broadcast_object(record.fedavg()),
+                        on_round=record.round_finished if main else None, on_unit=on_unit)
     final_state = fedavg.pop("final_state")
     summary = {"config": {**cfg.as_dict(), "partition": str(parse_partition(cfg.partition))},
                "package_version": __version__, "dataset": {"name": spec.name, "train_images": len(data.train),

@@ -57,6 +57,7 @@ class FederatedConfig(SettingsBase):
         workers: parallel worker processes distilling the FedD3 clients (0 or 1 = in this process,
             one after another; the results are the same). They are started with ``spawn``: a script
             calling ``run_federated`` with workers ≥ 2 needs the ``if __name__ == "__main__":`` guard.
+            Ignored under torchrun, where each rank is one worker (:mod:`datadistill.experiments.workers`).
         model: registered architecture of the server network (FedD3) and of the FedAvg model.
         client_method: registered method each FedD3 client distils with.
         client_ipc: K, synthetic images per class the client holds at least K images of (classes

@@ -33,7 +33,7 @@ from datadistill.experiments.nas.summary import TOP_K, summarise
 from datadistill.fsutil import check_output_folder
 from datadistill.io import SyntheticSet, load_synthetic_set
 from datadistill.models import build_model, default_eval_lr
-from datadistill.distributed import world
+from datadistill.distributed import broadcast_object, world
 from datadistill.record import RunRecord
 from datadistill.runtime import make_generator, select_device
 from datadistill.training import accuracy, fit_network
@@ -301,7 +301,7 @@ def run_nas(synthetic: str | os.PathLike | SyntheticSet, space: str | os.PathLik
         for c, s in zip(candidates, seeds)]
     units = [f"synthetic/{c.index}" for c in candidates] + [f"real/{c.index}" for c in candidates]
     record = resume_record(out, config, the_space, syn, spec.name, dev, (len(train), len(val), len(test)))
-    done = record.resume() if record is not None else {}
+    done = broadcast_object(record.resume() if record is not None else {})  # rank 0's reading, for every rank
     timed: list[Any] = [None] * (2 * n)
     reused = [i for i, unit in enumerate(units) if unit in done]
     if reused:

@@ -70,7 +70,8 @@ class NASSettings(SettingsBase):
         val_size: validation images carved at random (seed ``seed``) from the real training set;
             both rankings use them; the real proxy trains on the rest.
         seed: the search's seed (validation split, real subset, per-candidate seeds).
-        workers: worker processes (0 or 1 = in this process, one candidate after another).
+        workers: worker processes (0 or 1 = in this process, one candidate after another); ignored
+            under torchrun, where each rank is one worker (:mod:`datadistill.experiments.workers`).
         device: ``auto``, ``cpu`` or ``cuda`` (every worker uses it).
         data_root: where the set's dataset is read from; None = ``$DATADISTILL_DATA`` or the user cache.
 
