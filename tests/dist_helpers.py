@@ -96,10 +96,32 @@ def failing_scenario() -> str:
     return "no error"
 
 
+def unshared_scenario(folder: str) -> str:
+    """Each rank names its own folder, as ranks on machines without a shared filesystem would see it."""
+    from datadistill.distributed import world
+    from datadistill.errors import ConfigError
+    from datadistill.units import check_shared_folder
+
+    try:
+        check_shared_folder(Path(folder) / f"rank{world().rank}", "expert folder")
+    except ConfigError as exc:
+        return str(exc)
+    return "no error"
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def fail(message: str) -> None:
+    raise ValueError(message)
+
+
 def all_scenarios(folder: str, data_root: str) -> dict[str, Any]:
     """Every scenario in turn (one process group for all: starting processes costs seconds)."""
     root = Path(folder)
     return {"units": units_scenario(folder), "failing": failing_scenario(),
+            "unshared": unshared_scenario(str(root / "unshared")),
             "evaluation": evaluation_scenario(str(root / "evaluation")),
             "experts": experts_scenario(str(root / "experts")),
             "scores": {s: scores_scenario(s) for s in ("el2n", "forgetting")},

@@ -13,8 +13,12 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from dist_helpers import (all_scenarios, compare_scenario, evaluation_scenario, experts_scenario, nas_scenario,
-                          run_ranks, scores_scenario)
+from datadistill.distributed import solo, world
+from datadistill.errors import ConfigError
+from datadistill.experiments.workers import run_tasks
+from datadistill.units import run_units
+from dist_helpers import (all_scenarios, compare_scenario, evaluation_scenario, experts_scenario, fail, nas_scenario,
+                          run_ranks, scores_scenario, square)
 from helpers import TINY_MODEL, write_fake_mnist
 
 SECONDS = {"eval_seconds", "train_seconds", "seconds_per_network", "distill_seconds", "seconds", "start_time",
@@ -64,6 +68,33 @@ def test_units_are_shared_out_and_every_rank_gets_every_result(two_ranks):
 def test_an_error_in_one_unit_is_raised_on_every_rank(two_ranks):
     _, _, (r0, r1) = two_ranks
     assert r0["failing"] == r1["failing"] == "unit 1 cannot be computed"
+
+
+def test_a_folder_some_rank_does_not_see_is_refused_on_every_rank(two_ranks):
+    _, _, (r0, r1) = two_ranks
+    for rank, message in enumerate((r0["unshared"], r1["unshared"])):  # each names the folder it was given
+        assert message.startswith("expert folder ")
+        assert f"rank{rank} is not shared: rank(s) 1 do not see the files rank 0 writes there" in message
+
+
+def test_in_one_process_units_run_in_order_each_alone(monkeypatch):
+    seen = []
+    assert run_units(4, lambda i: (i, world().world_size), on_result=lambda i, r: seen.append(i)) == \
+        [(i, 1) for i in range(4)]
+    assert seen == [0, 1, 2, 3]
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert world().distributed and world().rank == 1
+    with solo():
+        assert world().rank == 0 and world().world_size == 1
+    with pytest.raises(ConfigError, match="process group is not joined: call datadistill.distributed.init"):
+        run_units(2, lambda i: i)
+
+
+def test_a_failing_task_in_a_worker_process_is_raised_here():
+    """Local worker processes (``workers`` ≥ 2) claim the tasks as torchrun's ranks do."""
+    with pytest.raises(ValueError, match="task 2 failed"):
+        run_tasks([(square, {"x": 1}), (square, {"x": 2}), (fail, {"message": "task 2 failed"})], workers=2)
 
 
 def test_evaluation_of_4_networks_at_world_2_equals_world_1(two_ranks, tiny_model, tmp_path):
