@@ -208,8 +208,10 @@ def run_units(n: int, fn: Callable[[int], T], on_result: Callable[[int, T], None
     place to record them (resume records) and report progress; then every rank returns the list.
     In one process with ``processes`` ≥ 2, that many spawned local workers (``torch.multiprocessing``)
     claim the units the same way from a store this process serves, and this process collects them;
-    else the units run here in order. Each unit runs inside :func:`solo`; it must seed itself, so the
-    list does not depend on who computed what.
+    else the units run here in order. Each unit runs inside :func:`~datadistill.distributed.solo`; it must seed itself, so the
+    list does not depend on who computed what. A process waiting for another's unit polls the store
+    with no time limit (a unit may take hours, longer than a collective's timeout); a process that
+    dies ends the others through torchrun's agent (a local worker's death is raised here).
 
     Args:
         n: units (≥ 0).
