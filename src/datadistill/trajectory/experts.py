@@ -43,6 +43,7 @@ from datadistill.models import MODELS, build_model
 from datadistill.record import RunRecord
 from datadistill.runtime import make_generator
 from datadistill.training import FitState, Hooks, TrainRecipe, accuracy, fit_network, holds_recipe, recipe_settings_dict
+from datadistill.training.sam import GSAM_ALPHA, GSAM_RHO, OPTIMISERS, base_optimiser, make_gsam
 
 log = logging.getLogger("datadistill")
 notice = logging.getLogger("datadistill.notice")
@@ -134,6 +135,10 @@ class ExpertSettings:
         seed: expert k draws its initial weights and its data stream from ``seed + k``.
         zca_eps: ZCA-whiten the inputs (fitted on the training set) with this eps; None = no ZCA.
         curriculum: PAD's data schedule, or None (every epoch sees the whole training set).
+        optimizer: ``sgd`` (MTT's ``buffer.py``) or ``gsam`` (DATM's ``buffer_FTD.py`` and PAD's
+            ``buffer_CL.py``: SGD wrapped in GSAM, :func:`datadistill.training.sam.make_gsam`).
+        rho, alpha: GSAM's perturbation radius and surrogate-gap weight (the DATM/PAD READMEs' 0.01
+            and 0.3); ignored with ``sgd``.
     """
 
     model: str = "convnet"
@@ -142,18 +147,29 @@ class ExpertSettings:
     seed: int = 0
     zca_eps: float | None = None
     curriculum: Curriculum | None = None
+    optimizer: str = "sgd"
+    rho: float = GSAM_RHO
+    alpha: float = GSAM_ALPHA
 
     def __post_init__(self) -> None:
         MODELS.get(self.model)
-        checks = [("num_experts", self.num_experts >= 1, "an integer ≥ 1"),
+        checks = [("optimizer", self.optimizer in OPTIMISERS, f"one of {', '.join(OPTIMISERS)}"),
+                  ("rho", self.rho > 0, "a GSAM perturbation radius > 0 (DATM/PAD: 0.01)"),
+                  ("alpha", 0 <= self.alpha <= 1, "a GSAM weight in [0, 1] (DATM/PAD: 0.3)"),("num_experts", self.num_experts >= 1, "an integer ≥ 1"),
                   ("epochs", self.recipe.epochs >= 1, "an integer ≥ 1"),
                   ("lr", self.recipe.lr is not None, "a finite number > 0"),
                   ("zca_eps", self.zca_eps is None or self.zca_eps > 0, "a number > 0 (or unset: no ZCA)")]
         check_fields(self, checks)
 
     def as_dict(self) -> dict[str, Any]:
-        """The settings with the recipe's flat keys (as written in ``experts.json``)."""
-        return recipe_settings_dict(self)
+        """The settings with the recipe's flat keys (as written in ``experts.json``). With plain SGD
+        the GSAM keys are left out, so folders written before the optimiser choice existed (#21)
+        keep the same settings and still resume."""
+        out = recipe_settings_dict(self)
+        if self.optimizer == "sgd":
+            for key in ("optimizer", "rho", "alpha"):
+                out.pop(key)
+        return out
 
 
 def _epoch_path(root: Path, expert: int, epoch: int) -> Path:
@@ -173,7 +189,7 @@ def _save_epoch(path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, ge
     tensors = dict(net.state_dict())
     tensors[_RNG_KEY] = generator.get_state().clone()
     for name, p in net.named_parameters():
-        buf = opt.state.get(p, {}).get("momentum_buffer")
+        buf = base_optimiser(opt).state.get(p, {}).get("momentum_buffer")
         if buf is not None:
             tensors[_MOMENTUM_PREFIX + name] = buf
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -200,7 +216,7 @@ def _trajectory_hooks(root: Path, k: int, done: int, meta: dict[str, Any], test,
             state.net.load_state_dict(tensors)
             for name, p in state.net.named_parameters():
                 if name in momentum:
-                    state.optimiser.state[p]["momentum_buffer"] = momentum[name].to(device)
+                    base_optimiser(state.optimiser).state[p]["momentum_buffer"] = momentum[name].to(device)
         else:
             _save_epoch(_epoch_path(root, k, 0), state.net, state.optimiser, state.generator,
                         {**meta, "epoch": 0, "test_accuracy": None})
@@ -276,8 +292,12 @@ def train_experts(data: SplitDataset, out_dir: str | os.PathLike, settings: Expe
         meta = {"dataset": spec.name, "model": settings.model, "expert": k, "seed": settings.seed + k,
                 "preprocessing": manifest["preprocessing"]}
         hooks = _trajectory_hooks(root, k, done, meta, test, device, settings.curriculum, order_by_class, progress)
+        optimiser = None
+        if settings.optimizer == "gsam":
+            def optimiser(net: torch.nn.Module, recipe: TrainRecipe) -> torch.optim.Optimizer:
+                return make_gsam(net, recipe, settings.rho, settings.alpha)
         # epoch files 0 … done hold done epochs of training: continue with epoch done (0-based)
-        fit_network(net, train, recipe, generator, hooks, start_epoch=max(done, 0))
+        fit_network(net, train, recipe, generator, hooks, start_epoch=max(done, 0), optimiser=optimiser)
     return root
 
 
