@@ -44,25 +44,39 @@ SCENARIOS = {
 DATM_EXTRA = {"loss_threshold": 0, "ema_decay": 0.5}
 
 
+ALL_REDUCED: list[int] = []  # sizes (elements) of the all-reduces of a rank, recorded by _counting
+
+
+def _counting(all_reduce):
+    def wrapper(tensor, *args, **kwargs):
+        ALL_REDUCED.append(tensor.numel())
+        return all_reduce(tensor, *args, **kwargs)
+    return wrapper
+
+
 def run_scenario(name: str, experts_dir: Path, seed: int = 3) -> dict:
     """ITERATIONS steps of a scenario: every iteration's gradients, the final learned tensors and
-    output, and the batch size of every network forward during the steps."""
+    output, the batch size of every network forward during the steps, and (several ranks) the sizes
+    of every iteration's all-reduces."""
     method, extra = SCENARIOS[name]
     extra = {**extra, **(DATM_EXTRA if method != "mtt" else {}), "syn_steps": 3}
     d = distiller(method, make_tiny_dataset(), experts_dir, seed=seed, **extra)
     d.initialise("real")
     sizes: list[int] = []
     d.net.register_forward_pre_hook(lambda module, args: sizes.append(int(args[0].shape[0])))
-    grads, losses = [], []
+    grads, losses, comm = [], [], []
     for it in range(ITERATIONS):
         d.iteration = it
+        ALL_REDUCED.clear()
         metrics = d.step()
+        comm.append(list(ALL_REDUCED))
         assert metrics["skipped"] == 0
         losses.append(metrics["loss"])
         grads.append([p.grad.detach().clone() for p in d.learned_tensors()])
     images, labels, lr = d.output()
     return {"grads": grads, "losses": torch.tensor(losses), "sizes": torch.tensor(sizes, dtype=torch.long),
-            "final": [p.detach().clone() for p in d.learned_tensors()],
+            "final": [p.detach().clone() for p in d.learned_tensors()], "comm": torch.tensor(comm, dtype=torch.long),
+            "params": torch.tensor(sum(p.numel() for p in d.net.parameters())),
             "output": [images.clone(), labels.clone(), torch.tensor(lr)]}
 
 
@@ -71,6 +85,7 @@ def _worker(rank: int, store: str, experts_dir: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD,
                             timeout=datetime.timedelta(seconds=60))
     MODELS._items[TINY_MODEL] = tiny_builder
+    dist.all_reduce = _counting(dist.all_reduce)  # torch.distributed.nn's all-reduce calls it too
     try:
         for name in SCENARIOS:
             torch.save(run_scenario(name, Path(experts_dir)), Path(out_dir) / f"{name}.rank{rank}.pt")
@@ -150,6 +165,20 @@ def test_two_ranks_match_one_process(runs, name):
     for key in ("final", "output"):
         for got, want in zip(r0[key], one[key]):
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_each_iteration_all_reduces_what_the_projection_counts(runs, name):
+    """Per iteration (benchmarks/dist_projection.py counts the same): every student step all-reduces
+    the student's P parameters' gradient once forward and once backward (``checkpointed``: once more
+    in its recomputed forward), then one all-reduce of the learned tensors' gradients."""
+    one, ranks = runs["results"][name]
+    method, extra = SCENARIOS[name]
+    per_step = 2 if extra["memory"] == "unrolled" else 3
+    learned = sum(t.numel() for t in one["final"])  # images, lr (, label logits)
+    expected = [int(one["params"])] * (per_step * 3) + [learned]  # syn_steps 3
+    for res in ranks:
+        assert res["comm"].tolist() == [expected] * ITERATIONS
 
 
 def test_ranks_seeded_differently_are_refused(runs):
