@@ -88,6 +88,13 @@ class DSATransform:
     def num_groups(self) -> int:
         return int(self.op_index.numel())
 
+    def take(self, groups: slice) -> "DSATransform":
+        """The transform of groups ``groups`` only (their ops and parameters): applying it to
+        ``x[groups]`` gives ``self(x)[groups]`` (every op acts on each group alone). Used to split one
+        augmented mini-batch across ranks (:mod:`datadistill.methods.data_parallel`)."""
+        return DSATransform(self.op_index[groups], self.ops, {k: v[groups] for k, v in self.draws.items()},
+                            self.params)
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Augment ``x`` of shape (G, n, C, H, W) (or (G, C, H, W), one image per group).
 
