@@ -53,7 +53,8 @@ class DistillConfig(SettingsBase):
         val_size, select_num_eval, select_epochs: see ``select_every``.
         seed: seeds sampling, network initialisation and evaluation.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        zca_eps: ZCA-whiten the real set (fitted on the training images, kornia's eps) before
+        zca_eps: ZCA-whiten the real set (kornia's ZCA with this eps, fitted on the pixels of the
+            training images with the mean/std normalisation undone, as MTT/DATM/PAD) before
             distilling; the ZCA is saved in the synthetic-set file and applied to the test set at
             evaluation. None = no ZCA (MTT uses 0.1 on CIFAR).
         data_root: where datasets live; None = ``$DATADISTILL_DATA`` or the user cache.

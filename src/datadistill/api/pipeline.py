@@ -198,13 +198,10 @@ def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), datas
     MODELS.get(config.resolved_eval_model)
     loaded = checkpoint.prepare() if checkpoint is not None else None
     device = select_device(config.device)
-    from datadistill.preprocess import ZCA
-
     data = dataset or load_dataset_for(config)
-    from datadistill.preprocess.dataset import check_zca_possible
+    from datadistill.preprocess.dataset import fit_zca
 
-    check_zca_possible(data, config.zca_eps)
-    zca = ZCA.fit(data.train.images, eps=config.zca_eps) if config.zca_eps is not None else None
+    zca = fit_zca(data, config.zca_eps) if config.zca_eps is not None else None  # on pixels, as MTT/DATM
     counts = class_counts(data)
     log.info("%s: %s", spec_line(data), imbalance_line(data.spec, counts["train"]))
     spec = data.spec

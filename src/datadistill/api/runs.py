@@ -279,7 +279,7 @@ def run_import(path: str | os.PathLike, dataset: str, out: str | os.PathLike, *,
             fits the ZCA).
         experiment: which experiment of a VICO file.
         zca_eps: the run used ZCA with this eps (MTT: 0.1 on CIFAR); the ZCA is refitted on the
-            real training set (kornia, as the reference code) and stored with the set. MTT files hold
+            pixels of the real training set (kornia, as the reference code) and stored with the set. MTT files hold
             whitened images; an image folder's or Hugging Face dataset's images are whitened with it.
 
     Raises:
@@ -287,11 +287,11 @@ def run_import(path: str | os.PathLike, dataset: str, out: str | os.PathLike, *,
         ConfigError: ``out`` cannot be written (checked first).
     """
     from datadistill.io.importers import import_reference
-    from datadistill.preprocess import ZCA
+    from datadistill.preprocess.dataset import fit_zca
 
     check_writable_file(out, "output file")
     data = load_dataset(dataset, data_root)
-    zca = ZCA.fit(data.train.images, eps=zca_eps) if zca_eps is not None else None
+    zca = fit_zca(data, zca_eps) if zca_eps is not None else None
     syn = import_reference(path, data.spec, experiment=experiment, zca=zca)
     save_synthetic_set(syn, out)
     return syn

@@ -237,7 +237,7 @@ def evaluate_synthetic_set(syn: SyntheticSet, test: LabelledImages, settings: Ev
     their own device) before testing. An unwhitened test set would give chance accuracy.
 
     Args:
-        syn: the synthetic set (images normalised like ``test``, then whitened if ``syn.zca`` is set).
+        syn: the synthetic set (images normalised like ``test``, or in ``syn.zca``'s whitened space).
         test: the real test set, (N, C, H, W) float32 normalised (not whitened), labels (N,) int64.
         progress: optional callable ``(k, accuracy)`` after each network is tested (or reused).
         on_model: optional callable ``(k, trained network)`` (e.g. to save it); not called for a

@@ -8,8 +8,8 @@ each class (:class:`Curriculum`).
 
 On disk (``--out DIR``)::
 
-    DIR/experts.json                    settings, dataset, model, preprocessing (mean/std, ZCA eps)
-    DIR/zca.safetensors                 the ZCA fitted on the training set (only with ZCA)
+    DIR/experts.json                    settings, dataset, model, preprocessing (mean/std, ZCA eps and,
+                                        with ZCA, ``zca_fitted_on: "pixels"``)
     DIR/expert_000/epoch_000.safetensors   parameters θ*_0 (+ buffers), metadata, RNG state
     DIR/expert_000/epoch_001.safetensors   θ*_1 …
 
@@ -245,7 +245,8 @@ def train_experts(data: SplitDataset, out_dir: str | os.PathLike, settings: Expe
 
     Args:
         data: the dataset, images normalised per channel (and ZCA-whitened when ``settings.zca_eps``
-            is set: :func:`datadistill.preprocess.whiten_dataset` does both the whitening and the fit).
+            is set, by :func:`datadistill.preprocess.dataset.whiten_dataset`, whose ZCA is fitted on
+            the pixels as MTT's ``buffer.py``: the manifest records ``zca_fitted_on: "pixels"``).
         order_by_class: each class's training-set indices ranked easy → hard; required with a
             curriculum (from :meth:`DifficultyScores.order_by_class`).
         progress: called ``(expert, epoch, test accuracy %)`` after each epoch.
@@ -265,8 +266,7 @@ def train_experts(data: SplitDataset, out_dir: str | os.PathLike, settings: Expe
     spec = data.spec
     manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "dataset": spec.name, "model": settings.model,
                 "settings": settings.as_dict(), "channels": spec.channels, "image_size": list(spec.image_size),
-                "num_classes": spec.num_classes, "preprocessing": {"mean": list(spec.mean), "std": list(spec.std),
-                                                                     "zca_eps": settings.zca_eps},
+                "num_classes": spec.num_classes, "preprocessing": preprocessing(spec, settings.zca_eps),
                 "package_version": __version__}
     check_output_folder(root, "expert folder")
     # the run record refuses a folder of experts trained otherwise; the finished epochs are on disk
@@ -299,6 +299,17 @@ def train_experts(data: SplitDataset, out_dir: str | os.PathLike, settings: Expe
         # epoch files 0 … done hold done epochs of training: continue with epoch done (0-based)
         fit_network(net, train, recipe, generator, hooks, start_epoch=max(done, 0), optimiser=optimiser)
     return root
+
+
+def preprocessing(spec, zca_eps: float | None) -> dict[str, Any]:
+    """The ``preprocessing`` entry of ``experts.json``: the normalisation ``mean``/``std`` of ``spec``,
+    ``zca_eps``, and with ZCA ``zca_fitted_on: "pixels"`` (the ZCA of
+    :func:`~datadistill.preprocess.dataset.fit_zca`; folders written before issue #21 lack it: their
+    ZCA was fitted on the normalised images)."""
+    out: dict[str, Any] = {"mean": list(spec.mean), "std": list(spec.std), "zca_eps": zca_eps}
+    if zca_eps is not None:
+        out["zca_fitted_on"] = "pixels"
+    return out
 
 
 @dataclass
@@ -376,7 +387,9 @@ class ExpertBuffer:
 
     def check_compatible(self, dataset: str, model: str, zca_eps: float | None) -> None:
         """Raise ConfigError unless the experts were trained on ``dataset`` with ``model`` and the same
-        preprocessing (a ZCA mismatch gives 10 % accuracy in the reference code, §7)."""
+        preprocessing (a ZCA mismatch gives 10 % accuracy in the reference code, §7): the same ZCA
+        eps and, with ZCA, a ZCA fitted on the pixels (a folder written before issue #21 fitted it on
+        the normalised images: its experts saw other inputs and are refused)."""
         m = self.manifest
         if m.get("dataset") != dataset:
             raise ConfigError(f"experts in {self.root} were trained on {m.get('dataset')!r}, not {dataset!r}")
@@ -387,6 +400,12 @@ class ExpertBuffer:
         if theirs != zca_eps:
             raise ConfigError(f"experts in {self.root} used ZCA eps {theirs} but the run uses {zca_eps}: "
                               f"set zca_eps to {theirs} (null = no ZCA)")
+        fitted_on = (m.get("preprocessing") or {}).get("zca_fitted_on", "normalised images")
+        if zca_eps is not None and fitted_on != "pixels":
+            raise ConfigError(f"experts in {self.root} were trained on images whitened by a ZCA fitted on "
+                              f"{fitted_on} (datadistill before issue #21); the run fits it on the pixels, as "
+                              f"MTT/DATM: retrain them with `datadistill experts --zca-eps {zca_eps}` into a new "
+                              "folder")
 
 
 __all__ = ["Curriculum", "ExpertBuffer", "ExpertSettings", "train_experts"]
