@@ -29,9 +29,9 @@ def score_options(f):
                      help="--scores: networks per lr and protocol in the lr search."),
         click.option("--select-epochs", type=int, default=None,
                      help="--scores: epochs of a search network. Default: --eval-epochs."),
-        click.option("--val-size", type=int, default=5000, show_default=True,
+        click.option("--val-size", type=int, default=None,
                      help="--scores: validation images carved from the training set (class-balanced) for the lr "
-                          "search; never in R, never the test set."),
+                          "search; never in R, never the test set. Default: a tenth of the training set, at most 5000."),
     ]
     for option in reversed(options):
         f = option(f)

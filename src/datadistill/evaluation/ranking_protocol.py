@@ -52,6 +52,8 @@ from datadistill.training import NO_AUGMENTATION, class_correct, num_classes
 DD_RANKING_LR_GRID = (0.001, 0.005, 0.01, 0.05, 0.1)
 """DD-Ranking's lr search grid (``_hyper_param_search_for_hard_label`` / ``…soft_label``)."""
 LABEL_MODES = ("auto", "hard", "soft", "both")
+DEFAULT_VAL_SIZE = 5000
+"""The validation split's size when unset, at most (a tenth of the training set when that is smaller)."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ class RankingSettings:
         select_networks: networks trained per lr and protocol in the search (≥ 1).
         select_epochs: epochs of a search network (≥ 1); None = the protocol's epochs.
         val_size: validation images carved from the training set for the search (class-balanced:
-            ``val_size // classes`` per class).
+            ``val_size // classes`` per class); None = a tenth of the training set, at most 5,000.
         labels: ``auto``, ``hard``, ``soft`` or ``both`` (module docstring).
         lrs_weight: w of LRS; ars_weight: γ of ARS (both in [0, 1]).
         use_learned_lr: train S with its learned lr when it uses its own labels.
@@ -76,7 +78,7 @@ class RankingSettings:
     lr_grid: tuple[float, ...] = DD_RANKING_LR_GRID
     select_networks: int = 1
     select_epochs: int | None = None
-    val_size: int = 5000
+    val_size: int | None = None
     labels: str = "auto"
     lrs_weight: float = DEFAULT_LRS_WEIGHT
     ars_weight: float = DEFAULT_ARS_WEIGHT
@@ -92,7 +94,7 @@ class RankingSettings:
         object.__setattr__(self, "lr_grid", tuple(float(v) for v in grid))
         checks = [("select_networks", _count(self.select_networks), "an integer ≥ 1"),
                   ("select_epochs", self.select_epochs is None or _count(self.select_epochs), "an integer ≥ 1 or unset"),
-                  ("val_size", _count(self.val_size), "an integer ≥ 1"),
+                  ("val_size", self.val_size is None or _count(self.val_size), "an integer ≥ 1 or unset"),
                   ("labels", self.labels in LABEL_MODES, "one of " + ", ".join(LABEL_MODES))]
         for key in ("lrs_weight", "ars_weight"):
             v = getattr(self, key)
@@ -275,7 +277,8 @@ def score_synthetic_set(syn: SyntheticSet, train: LabelledImages, test: Labelled
         raise ConfigError("a ZCA-whitened set is scored on in-memory real sets: load the dataset with stream off")
     classes = num_classes(syn.labels, syn.metadata)
     counts = class_counts(syn.hard_labels, classes)
-    pool, val_idx = validation_split(train.labels, classes, settings.val_size, seed, reserve=counts)
+    val_size = settings.val_size if settings.val_size is not None else min(DEFAULT_VAL_SIZE, len(train) // 10)
+    pool, val_idx = validation_split(train.labels, classes, val_size, seed, reserve=counts)
     to_train_space = (lambda x: x) if syn.zca is None else (lambda x: syn.zca.whiten(x))
     val = train.subset(val_idx)
     if syn.zca is not None:
