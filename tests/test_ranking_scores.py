@@ -216,3 +216,26 @@ def test_a_percent_baseline_accuracy_is_refused_before_any_training(tiny_dataset
         score_synthetic_set(hard_set(tiny_dataset), tiny_dataset.train, tiny_dataset.test, protocol(tiny_model),
                             RankingSettings(val_size=6), CPU, real_hard_accuracy=97.5, progress=trained.append)
     assert trained == []
+
+
+def test_three_channels_a_zca_set_and_soft_labels_from_a_teacher(tiny_model):
+    """Any number of channels: a 3-channel 12×12 set, ZCA-whitened, scored in both label modes; the
+    teacher sees R's images unwhitened, the networks train and test in the set's whitened space."""
+    from datadistill.data import DatasetSpec
+    from datadistill.preprocess import ZCA
+    from helpers import make_tiny_dataset
+
+    spec = DatasetSpec(name="rgb", channels=3, image_size=(12, 12), class_names=("a", "b", "c"),
+                       mean=(0.5,) * 3, std=(0.25,) * 3, dsa_strategy=DSA_ON)
+    data = make_tiny_dataset(per_class=8, test_size=9, spec=spec)
+    zca = ZCA.fit(data.train.images, eps=0.1)
+    syn = hard_set(data, per_class=1)
+    syn = dataclasses.replace(syn, images=zca.whiten(syn.images), zca=zca,
+                              metadata={"dataset": "rgb", "num_classes": 3})
+    torch.manual_seed(0)
+    teacher = Teacher(tiny_builder(3, 3, (12, 12)).eval())
+    result = score_synthetic_set(syn, data.train, data.test, protocol(tiny_model), RankingSettings(
+        lr_grid=(0.01,), val_size=3, labels="both"), CPU, real_hard_accuracy=0.5, teacher=teacher)
+    assert result.modes == ["hard", "soft"] and len(result.accuracies) == 8
+    assert all(0 <= a <= 1 for accs in result.accuracies.values() for a in accs)
+    assert 0 <= result.scores["soft"]["lrs_mean"] <= 1

@@ -28,6 +28,7 @@ chosen on it).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import statistics
 import time
@@ -49,6 +50,7 @@ from datadistill.io.synthetic_set import SyntheticSet
 from datadistill.runtime import make_generator
 from datadistill.training import NO_AUGMENTATION, class_correct, num_classes
 
+log = logging.getLogger("datadistill")
 DD_RANKING_LR_GRID = (0.001, 0.005, 0.01, 0.05, 0.1)
 """DD-Ranking's lr search grid (``_hyper_param_search_for_hard_label`` / ``…soft_label``)."""
 LABEL_MODES = ("auto", "hard", "soft", "both")
@@ -315,6 +317,9 @@ def score_synthetic_set(syn: SyntheticSet, train: LabelledImages, test: Labelled
 
     def report(phase: str, t: Training, lr: float, acc: float) -> None:
         done[0] += 1
+        log.info("scores %d/%d: %s %s at lr %g: %s accuracy %.4f", done[0], plan.total,
+                 "choosing the lr of" if phase == "select" else "run of", t.name, lr,
+                 "validation" if phase == "select" else "test", acc)
         if progress is not None:
             progress(RankingStep(phase, t.name, lr, acc, done[0], plan.total))
 
