@@ -84,8 +84,8 @@ def test_mode_scores_pair_the_runs():
 
 # ------------------------------------------------------------------------------- split and subsets
 def labels_of(per_class=(12, 9, 15)):
-    return torch.cat([torch.full((n,), c) for c, n in enumerate(per_class)])[torch.randperm(sum(per_class),
-                                                                                           generator=torch.Generator().manual_seed(0))]
+    labels = torch.cat([torch.full((n,), c) for c, n in enumerate(per_class)])
+    return labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))]
 
 
 def test_validation_split_is_balanced_disjoint_and_seeded():

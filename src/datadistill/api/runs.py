@@ -217,7 +217,8 @@ def run_evaluate(path: str | os.PathLike, models: Sequence[str] = ("convnet",), 
                                      baseline=score_base is None))
         if score_base is None:
             score_base = rk.train_scores_baseline(syn.metadata["dataset"], new_baseline, settings.model,
-                                                  data_root=data_root, device=device)
+                                                  data_root=data_root, device=device,
+                                                  image_size=data.spec.image_size[0])
             base.append(score_base)
             teacher_file = rk.teacher_path(teacher, score_base)
     base = [{k: v for k, v in b.items() if k != "folder"} for b in base]

@@ -250,7 +250,7 @@ def _ranking_scores(ev: Any) -> str:
     r = ev.get("ranking_scores") if isinstance(ev, Mapping) else None
     if not isinstance(r, Mapping) or not isinstance(r.get("scores"), Mapping):
         return ""
-    out = (f"<h2>DD-Ranking scores</h2>\n" + note(
+    out = ("<h2>DD-Ranking scores</h2>\n" + note(
         f"{r.get('model')}, K = {r.get('num_eval')} runs, accuracies as fractions; Acc(real, hard) = "
         f"{fmt(r.get('real_hard_accuracy'), 4)} (whole-data baseline). HLR: lower is better; IOR, LRS, ARS: higher. "
         "Each lr chosen on a validation split of the training set; the test set read once per network."))

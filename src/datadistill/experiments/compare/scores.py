@@ -26,7 +26,7 @@ BASELINES_FOLDER = "baselines"
 ROW_KEYS = ("hlr", "ior", "lrs", "ars")
 
 
-def _baseline(cell: Cell, scores: Mapping[str, Any], out_dir: Path, dataset: str) -> dict[str, Any]:
+def _baseline(cell: Cell, scores: Mapping[str, Any], out_dir: Path, dataset: str, side: int) -> dict[str, Any]:
     from datadistill.api import ranking as rk
 
     model = cell.config.resolved_eval_model
@@ -34,7 +34,8 @@ def _baseline(cell: Cell, scores: Mapping[str, Any], out_dir: Path, dataset: str
     folder = Path(given) if given else out_dir / BASELINES_FOLDER / model
     if rk.baseline_json(folder).is_file():
         return rk.read_baseline(folder)
-    return rk.train_scores_baseline(dataset, folder, model, data_root=cell.config.data_root, device=cell.config.device)
+    return rk.train_scores_baseline(dataset, folder, model, data_root=cell.config.data_root, device=cell.config.device,
+                                    image_size=side)
 
 
 def score_cell(cell: Cell, cell_dir: Path, scores: Mapping[str, Any], out_dir: Path,
@@ -66,7 +67,7 @@ def score_cell(cell: Cell, cell_dir: Path, scores: Mapping[str, Any], out_dir: P
     data = load_dataset_of(syn.metadata, config.data_root)
     settings = api.eval_settings(config, data.spec)
     ranking = RankingSettings(**{k: v for k, v in scores.items() if k not in SCORE_PATHS})
-    baseline = _baseline(cell, scores, out_dir, data.spec.name)
+    baseline = _baseline(cell, scores, out_dir, syn.metadata["dataset"], data.spec.image_size[0])
     teacher = rk.teacher_path(scores.get("teacher"), baseline)
     key = plain({"ranking": ranking.as_dict(), "protocol": settings.as_dict(), "seed": config.seed,
                  "baseline": {k: baseline.get(k) for k in ("folder", "model", "accuracy", "epochs")},
