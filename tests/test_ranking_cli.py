@@ -94,16 +94,22 @@ def test_scores_train_and_keep_a_missing_baseline(made):
     assert (new / "baseline.json").is_file() and (new / "model.safetensors").is_file()
 
 
-@pytest.mark.parametrize("case", ["no_baseline", "percent_grid", "teacher_without_scores", "other_model"])
-def test_scores_refusals(case, made):
-    common = ("evaluate", made["hard"], "--data-root", made["root"], *FAST)
+@pytest.mark.parametrize("case", ["no_baseline", "percent_grid", "teacher_without_scores", "other_model",
+                                  "val_too_big", "foreign_teacher"])
+def test_scores_refusals(case, made, tmp_path):
+    """One error line, before any network is trained (no evaluation folder is written)."""
+    out = tmp_path / "out"
+    common = ("evaluate", made["hard"], "--data-root", made["root"], *FAST, "--out", out)
     args, needles = {
         "no_baseline": (("--scores",), ("--baseline",)),
         "percent_grid": (("--scores", "--baseline", made["base"], "--lr-grid", "0.01,x"), ("--lr-grid",)),
         "teacher_without_scores": (("--teacher", made["base"] / "model.safetensors"), ("--scores",)),
         "other_model": (("--scores", "--baseline", made["base"], "--models", "mlp"), ("baseline of mlp",)),
+        "val_too_big": (("--scores", "--baseline", made["base"], "--val-size", "200"), ("lower val_size",)),
+        "foreign_teacher": (("--scores", "--baseline", made["base"], "--teacher", made["hard"]), ("teacher",)),
     }[case]
     assert_clean_failure(run(*common, *args), *needles)
+    assert not out.exists()
 
 
 def test_compare_with_scores_writes_the_columns(made):

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from datadistill.data import SplitDataset
-from datadistill.errors import ConfigError
+from datadistill.errors import ConfigError, error_context
 from datadistill.evaluation import EvalSettings
 from datadistill.evaluation.ranking_data import Teacher
 from datadistill.evaluation.ranking_protocol import (RankingPlan, RankingResult, RankingSettings, RankingStep,
-                                                     plan_ranking, score_synthetic_set)
+                                                     check_ranking_data, plan_ranking, score_synthetic_set)
 from datadistill.fsutil import check_output_folder
 from datadistill.io import SyntheticSet
 
@@ -108,7 +108,8 @@ def load_teacher(path: str | os.PathLike, syn: SyntheticSet) -> Teacher:
     from datadistill.io.model_file import load_model
     from datadistill.training import num_classes
 
-    net, meta, zca = load_model(path)
+    with error_context("teacher"):
+        net, meta, zca = load_model(path)
     want = {"dataset": syn.metadata.get("dataset"), "channels": int(syn.images.shape[1]),
             "image_size": [int(s) for s in syn.images.shape[2:]], "num_classes": num_classes(syn.labels, syn.metadata)}
     for key, value in want.items():
@@ -128,9 +129,14 @@ def teacher_path(teacher: str | os.PathLike | None, baseline: dict[str, Any] | N
     return None
 
 
-def plan_scores(syn: SyntheticSet, settings: EvalSettings, ranking: RankingSettings, *, has_teacher: bool) -> RankingPlan:
-    """What the scores will train (before any data is read): :func:`plan_ranking`."""
-    return plan_ranking(syn, settings, ranking, has_teacher)
+def plan_scores(syn: SyntheticSet, settings: EvalSettings, ranking: RankingSettings, *, has_teacher: bool,
+                data: SplitDataset | None = None, seed: int = 0) -> RankingPlan:
+    """What the scores will train (:func:`plan_ranking`), checked before any network is trained:
+    with ``data``, also the shapes and the validation split (:func:`check_ranking_data`)."""
+    plan = plan_ranking(syn, settings, ranking, has_teacher)
+    if data is not None:
+        check_ranking_data(syn, data.train, data.test, ranking, seed)
+    return plan
 
 
 def describe_plan(plan: RankingPlan, ranking: RankingSettings, settings: EvalSettings, extra: int = 0,
@@ -149,10 +155,11 @@ def describe_plan(plan: RankingPlan, ranking: RankingSettings, settings: EvalSet
 
 
 def run_ranking(syn: SyntheticSet, data: SplitDataset, settings: EvalSettings, ranking: RankingSettings, *,
-                baseline: dict[str, Any], teacher: str | os.PathLike | None, device, seed: int = 0,
+                baseline: dict[str, Any], teacher: str | os.PathLike | Teacher | None, device, seed: int = 0,
                 progress: Callable[[RankingStep], None] | None = None) -> RankingResult:
     """Score ``syn`` against the real set ``data`` (:func:`score_synthetic_set`); Acc(real, hard) is
-    the baseline's test accuracy (percent in ``baseline.json``) as a fraction.
+    the baseline's test accuracy (percent in ``baseline.json``) as a fraction. ``teacher``: a model
+    file (read here, :func:`load_teacher`) or a :class:`Teacher` already read.
 
     Raises:
         ConfigError: a baseline of another model or dataset, a teacher that does not fit, bad settings.
@@ -161,7 +168,7 @@ def run_ranking(syn: SyntheticSet, data: SplitDataset, settings: EvalSettings, r
     if baseline.get("model") != settings.model or (dataset and baseline.get("dataset") != dataset):
         raise ConfigError(f"the baseline is {baseline.get('model')!r} on {baseline.get('dataset')!r}; the scores need "
                           f"{settings.model!r} on {dataset!r} (HLR compares the same architecture)")
-    net = load_teacher(teacher, syn) if teacher is not None else None
+    net = load_teacher(teacher, syn) if teacher is not None and not isinstance(teacher, Teacher) else teacher
     result = score_synthetic_set(syn, data.train, data.test, settings, ranking, device,
                                  real_hard_accuracy=float(baseline["accuracy"]) / 100.0, teacher=net, seed=seed,
                                  progress=progress)

@@ -211,7 +211,9 @@ def run_evaluate(path: str | os.PathLike, models: Sequence[str] = ("convnet",), 
                               f"{settings.model}`, or a new folder where it is trained and kept")
         teacher_file = rk.teacher_path(teacher, score_base)
         # a baseline trained now saves its network: the teacher
-        plan = rk.plan_scores(syn, settings, scores, has_teacher=teacher_file is not None or score_base is None)
+        plan = rk.plan_scores(syn, settings, scores, has_teacher=teacher_file is not None or score_base is None,
+                              data=data, seed=seed)
+        teacher_file = rk.load_teacher(teacher_file, syn) if teacher_file is not None else None  # checked now
         if on_plan is not None:
             on_plan(rk.describe_plan(plan, scores, settings, extra=settings.num_eval * len(set(models)),
                                      baseline=score_base is None))
@@ -220,7 +222,7 @@ def run_evaluate(path: str | os.PathLike, models: Sequence[str] = ("convnet",), 
                                                   data_root=data_root, device=device,
                                                   image_size=data.spec.image_size[0])
             base.append(score_base)
-            teacher_file = rk.teacher_path(teacher, score_base)
+            teacher_file = rk.load_teacher(rk.teacher_path(teacher, score_base), syn)
     base = [{k: v for k, v in b.items() if k != "folder"} for b in base]
     on_model, keep = None, None
     if save_models is not None:

@@ -242,6 +242,27 @@ class RankingResult:
         return d
 
 
+def check_ranking_data(syn: SyntheticSet, train: LabelledImages, test: LabelledImages, settings: RankingSettings,
+                       seed: int = 0) -> tuple[int, list[int], torch.Tensor, torch.Tensor]:
+    """Check that ``syn`` can be scored against these real sets, before any training, and return
+    (classes, the class counts of S, the pool R is drawn from, the validation indices).
+
+    Raises:
+        ConfigError: images of another shape, a ZCA set with a streamed real set, a training set too
+            small for the validation split and R.
+    """
+    if tuple(syn.images.shape[1:]) != tuple(train.image_shape):
+        raise ConfigError(f"synthetic images {tuple(syn.images.shape[1:])} do not match the real images "
+                          f"{tuple(train.image_shape)} (channels, height, width)")
+    if syn.zca is not None and (train.streamed or test.streamed):
+        raise ConfigError("a ZCA-whitened set is scored on in-memory real sets: load the dataset with stream off")
+    classes = num_classes(syn.labels, syn.metadata)
+    counts = class_counts(syn.hard_labels, classes)
+    val_size = settings.val_size if settings.val_size is not None else min(DEFAULT_VAL_SIZE, len(train) // 10)
+    pool, val_idx = validation_split(train.labels, classes, val_size, seed, reserve=counts)
+    return classes, counts, pool, val_idx
+
+
 def _fraction(net: torch.nn.Module, data: LabelledImages, device: torch.device, classes: int) -> float:
     correct, count = class_correct(net, data, device, classes)
     return int(correct.sum()) / max(int(count.sum()), 1)
@@ -272,15 +293,7 @@ def score_synthetic_set(syn: SyntheticSet, train: LabelledImages, test: Labelled
     start = time.perf_counter()
     real_hard = check_fraction("Acc(real, hard)", real_hard_accuracy)
     plan = plan_ranking(syn, eval_settings, settings, teacher is not None)
-    if tuple(syn.images.shape[1:]) != tuple(train.image_shape):
-        raise ConfigError(f"synthetic images {tuple(syn.images.shape[1:])} do not match the real images "
-                          f"{tuple(train.image_shape)} (channels, height, width)")
-    if syn.zca is not None and (train.streamed or test.streamed):
-        raise ConfigError("a ZCA-whitened set is scored on in-memory real sets: load the dataset with stream off")
-    classes = num_classes(syn.labels, syn.metadata)
-    counts = class_counts(syn.hard_labels, classes)
-    val_size = settings.val_size if settings.val_size is not None else min(DEFAULT_VAL_SIZE, len(train) // 10)
-    pool, val_idx = validation_split(train.labels, classes, val_size, seed, reserve=counts)
+    classes, counts, pool, val_idx = check_ranking_data(syn, train, test, settings, seed)
     to_train_space = (lambda x: x) if syn.zca is None else (lambda x: syn.zca.whiten(x))
     val = train.subset(val_idx)
     if syn.zca is not None:
@@ -377,4 +390,5 @@ def score_synthetic_set(syn: SyntheticSet, train: LabelledImages, test: Labelled
 
 
 __all__ = ["DD_RANKING_LR_GRID", "LABEL_MODES", "RankingPlan", "RankingResult", "RankingSettings", "RankingStep",
+           "check_ranking_data",
            "Training", "plan_ranking", "score_synthetic_set"]
