@@ -5,6 +5,8 @@
 * :mod:`datadistill.api.checkpointing`: a run's checkpoint (when it is written, resuming, the signals).
 * :mod:`datadistill.api.runs`: the other commands: ``run_experts``, ``run_scores``, ``run_baseline``,
   ``run_evaluate``, ``evaluate_saved_model``, ``run_import``, ``run_export``.
+* :mod:`datadistill.api.ranking`: the DD-Ranking scores of a saved set (``evaluate --scores``, compare's
+  ``scores:``): its whole-data baseline, the teacher, the plan, ``run_ranking``.
 
 Callers use the names through this package (``api.run_distill``), so one patch point serves all.
 """

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from datadistill.cli.base import data_options, fmt_ratio, init_help, main, models_list, parse_method_args
+from datadistill.cli.ranking import score_options
 from datadistill.config import TRACKERS
 
 
@@ -119,7 +120,8 @@ def distill(config_file, out, quiet, restart, method_args, mask_shallow, **flags
 @click.option("--curve-every", type=int, default=0, show_default=True,
               help="Record train/test accuracy every N epochs for learning curves (0 = off; needs --out).")
 @click.option("--baseline", "baselines", multiple=True, type=click.Path(),
-              help="baseline.json of `datadistill baseline` (repeatable): adds the cost table for its model.")
+              help="baseline.json of `datadistill baseline` (repeatable): adds the cost table for its model. With "
+                   "--scores also Acc(real, hard); a new folder: the baseline is trained there and kept.")
 @click.option("--save-models", type=click.Path(file_okay=False), default=None,
               help="Save every trained network here (`datadistill test-model` tests one).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
@@ -131,24 +133,36 @@ def distill(config_file, out, quiet, restart, method_args, mask_shallow, **flags
 @click.option("--device", default="auto", show_default=True)
 @click.option("--data-root", type=click.Path(file_okay=False), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@score_options
 def evaluate(file, models, num_eval, eval_epochs, eval_lr, eval_batch, dsa_strategy, vectorise, curve_every, baselines,
-             save_models, out, log_to, seed, device, data_root, as_json) -> None:
-    """Train fresh networks on a saved synthetic set and test them on the real test set."""
+             save_models, out, log_to, seed, device, data_root, as_json, scores, teacher, score_labels, lr_grid,
+             select_networks, select_epochs, val_size) -> None:
+    """Train fresh networks on a saved synthetic set and test them on the real test set.
+
+    With --scores, also the DD-Ranking scores of the set on the first model (HLR, IOR, LRS, ARS; the
+    lr chosen on a validation split of the training set, the test set read once per network)."""
     from datadistill.api import run_evaluate
     from datadistill.cli.progress import EvalBar
+    from datadistill.cli.ranking import ScoreBar, echo_scores, ranking_settings
 
     names = models_list(models)
     if curve_every and out is None:
         raise click.BadParameter("learning curves are written to --out: give --out DIR", param_hint="--curve-every")
-    bar = EvalBar(list(dict.fromkeys(names)), num_eval, eval_epochs)
+    if teacher is not None and not scores:
+        raise click.BadParameter("the teacher labels R for the scores: give --scores too", param_hint="--teacher")
+    ranking = ranking_settings(scores, lr_grid, eval_lr, labels=score_labels, select_networks=select_networks,
+                               select_epochs=select_epochs, val_size=val_size)
+    bar, score_bar = EvalBar(list(dict.fromkeys(names)), num_eval, eval_epochs), ScoreBar()
     try:
         result = run_evaluate(file, names, out=out, baselines=baselines, save_models=save_models, data_root=data_root,
                               device=device, seed=seed, num_eval=num_eval, epochs=eval_epochs, lr=eval_lr,
                               batch_size=eval_batch, dsa_strategy=dsa_strategy, use_learned_lr=eval_lr is None,
                               vectorise=vectorise, curve_every=curve_every, on_epoch=lambda p: bar(p.model, p),
-                              log_to=log_to)
+                              log_to=log_to, scores=ranking, teacher=teacher,
+                              on_plan=lambda line: click.echo(line, err=True), on_score=score_bar)
     finally:
         bar.close()
+        score_bar.close()
     d = result.as_dict()
     if as_json:
         click.echo(json.dumps(d, indent=2))
@@ -170,6 +184,8 @@ def evaluate(file, models, num_eval, eval_epochs, eval_lr, eval_batch, dsa_strat
                    f"{c['accuracy_gap']:.2f} points, training {fmt_ratio(c['time_speedup'])} faster "
                    f"({c['synthetic_seconds']:.1f} s vs {c['baseline_seconds']:.1f} s), "
                    f"{fmt_ratio(c['flops_ratio'])} fewer training FLOPs")
+    if d.get("ranking_scores"):
+        echo_scores(d["ranking_scores"])
     if out:
         click.echo(f"wrote {Path(out) / 'evaluation.json'}")
 

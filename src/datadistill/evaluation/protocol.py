@@ -210,7 +210,7 @@ def train_network(net: torch.nn.Module, images: torch.Tensor, targets: torch.Ten
     return net
 
 
-def _build(settings: EvalSettings, channels: int, num_classes: int, image_size: tuple[int, int]) -> nn.Module:
+def build_network(settings: EvalSettings, channels: int, num_classes: int, image_size: tuple[int, int]) -> nn.Module:
     """``settings.model`` built with ``settings.model_args``; a keyword its builder does not take is
     a ConfigError naming the model and the arguments."""
     try:
@@ -268,7 +268,7 @@ def evaluate_synthetic_set(syn: SyntheticSet, test: LabelledImages, settings: Ev
     nets = []
     for k in range(settings.num_eval):
         torch.manual_seed(seed + k)
-        nets.append(_build(settings, images.shape[1], classes, tuple(images.shape[2:])).to(device))
+        nets.append(build_network(settings, images.shape[1], classes, tuple(images.shape[2:])).to(device))
     generators = [make_generator(seed + k) for k in range(settings.num_eval)]
     curve_at = _curve_epochs(settings)
     curves = [{"epochs": [], "train_accuracy": [], "test_accuracy": [], "seconds": []} for _ in nets]
@@ -352,5 +352,6 @@ def evaluate_synthetic_set(syn: SyntheticSet, test: LabelledImages, settings: Ev
                       train_seconds=sum(net_train), epochs=settings.recipe.epochs, per_class_accuracies=per_class)
 
 
-__all__ = ["EVAL_RECIPE", "EvalResult", "EvalProgress", "EvalSettings", "accuracy", "class_correct", "per_class_percent",
+__all__ = ["EVAL_RECIPE", "EvalResult", "EvalProgress", "EvalSettings", "accuracy", "build_network", "class_correct",
+           "per_class_percent",
            "can_vectorise", "evaluate_synthetic_set", "train_network"]

@@ -17,6 +17,7 @@ import yaml
 
 from datadistill.errors import ConfigError, DatadistillError
 from datadistill.experiments.compare.report import summarize, write_plots, write_tables
+from datadistill.experiments.compare.scores import score_cell, score_fields
 from datadistill.experiments.compare.settings import Cell, CompareSettings, load_compare
 from datadistill.record import UnitFolders
 from datadistill.fsutil import atomic_write_text, check_output_folder
@@ -52,7 +53,8 @@ class CompareResult:
         return not self.failures
 
 
-def cell_row(cell: Cell, metrics: Mapping[str, Any] | None, status: str, error: str | None = None) -> dict[str, Any]:
+def cell_row(cell: Cell, metrics: Mapping[str, Any] | None, status: str, error: str | None = None,
+             scores: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """One results row: the cell's settings, and its ``metrics.json`` figures when it ran.
 
     Args:
@@ -60,12 +62,15 @@ def cell_row(cell: Cell, metrics: Mapping[str, Any] | None, status: str, error: 
         metrics: its ``metrics.json`` content (None for a failed cell).
         status: ``done`` (run now), ``reused`` (earlier results) or ``failed``.
         error: the failure's message.
+        scores: the cell's ranking scores (:func:`~datadistill.experiments.compare.scores.score_cell`), when
+            the grid asks for them.
 
     Returns:
         A mapping with cell, label, method, dataset, ipc, init, seed, model, eval_model, num_eval,
         eval_epochs, iterations (reached), distill_seconds, eval_seconds, accuracy_mean,
         accuracy_std, accuracies (percent; None without evaluation), init_accuracy_mean and
-        init_accuracies (only when the initial set was evaluated), status, error.
+        init_accuracies (only when the initial set was evaluated), the score columns
+        (:func:`~datadistill.experiments.compare.scores.score_fields`, only with scores), status, error.
     """
     c = cell.config
     m = metrics or {}
@@ -79,6 +84,7 @@ def cell_row(cell: Cell, metrics: Mapping[str, Any] | None, status: str, error: 
     }
     if m.get("init_accuracy_mean") is not None:
         row.update(init_accuracy_mean=m["init_accuracy_mean"], init_accuracies=m.get("init_accuracies"))
+    row.update(score_fields(scores))
     row.update(status=status, error=error)
     return row
 
@@ -134,10 +140,21 @@ def run_compare(config: str | os.PathLike | Mapping[str, Any] | CompareSettings,
 
     cells = UnitFolders(out_dir / "cells", marker="cell.json", settings_key="config", result="metrics.json")
     rows: list[dict[str, Any]] = []
+
+    def finished_row(cell: Cell, metrics: Mapping[str, Any], status: str) -> dict[str, Any]:
+        """The row of a finished cell, with its ranking scores (computed now if missing) when asked for."""
+        if plan.scores is None:
+            return cell_row(cell, metrics, status)
+        try:
+            return cell_row(cell, metrics, status, scores=score_cell(cell, out_dir / "cells" / cell.name, plan.scores,
+                                                                     out_dir, compute=run))
+        except DatadistillError as exc:
+            return cell_row(cell, metrics, "failed", f"ranking scores: {exc}")
+
     for cell in plan.cells:
         metrics = cells.finished(cell.name, cell.config_dict())
         if metrics is not None:
-            rows.append(cell_row(cell, metrics, "reused"))
+            rows.append(finished_row(cell, metrics, "reused"))
             notify(cell.name, "reused")
         elif not run:
             notify(cell.name, "skipped")
@@ -154,8 +171,8 @@ def run_compare(config: str | os.PathLike | Mapping[str, Any] | CompareSettings,
                 notify(cell.name, "failed")
             else:
                 cells.mark_finished(cell.name, cell.config_dict(), cell=cell.name, label=cell.label)
-                rows.append(cell_row(cell, metrics, "done"))
-                notify(cell.name, "done")
+                rows.append(finished_row(cell, metrics, "done"))
+                notify(cell.name, rows[-1]["status"])
             write_tables(plan, rows, out_dir)  # after every cell run, so an interrupted grid is tabulated
     write_tables(plan, rows, out_dir)
     rows = plan.ordered(rows)
