@@ -19,6 +19,11 @@ from datadistill.settings import (STREAM_MODES, SettingsBase, check_fields, coer
 TRACKERS = ("tensorboard", "mlflow", "wandb", "csv")
 """The experiment trackers of ``log_to`` (``--log-to``)."""
 
+EVAL_PROTOCOLS = ("ours", "paper")
+"""The evaluation protocols of ``eval_protocol`` (``--eval-protocol``): ``ours``, one fixed protocol
+for every method (``num_eval``, ``eval_epochs``, ``eval_lr``, ``eval_batch``, ``dsa_strategy``); ``paper``,
+the method's own (:mod:`datadistill.evaluation.paper`)."""
+
 
 @dataclass
 class DistillConfig(SettingsBase):
@@ -46,6 +51,11 @@ class DistillConfig(SettingsBase):
         eval_batch: mini-batch size of the evaluation.
         eval_model: model for evaluation; None = ``model``.
         eval_init: also evaluate the initial set under the same protocol (reported as ``init_accuracy_*``).
+        eval_protocol: :data:`EVAL_PROTOCOLS`: ``ours`` evaluates with ``num_eval``, ``eval_epochs``,
+            ``eval_lr``, ``eval_batch`` and ``dsa_strategy``; ``paper`` with the method's paper protocol
+            (:mod:`datadistill.evaluation.paper`: networks, epochs, batch, lr, augmentation), which
+            then must not be given (``num_eval`` 0 still skips the evaluation). Left out of
+            :meth:`as_dict` when ``ours``, so that the fingerprints of runs written before it existed hold.
         select_every: keep the best iterate: every this many iterations (and at the end) train
             ``select_num_eval`` networks for ``select_epochs`` epochs on the set and score them on a
             validation split of ``val_size`` images carved from the training set (never the test
@@ -96,6 +106,7 @@ class DistillConfig(SettingsBase):
     eval_batch: int = 256
     eval_model: str | None = None
     eval_init: bool = False
+    eval_protocol: str = "ours"
     select_every: int = 0
     val_size: int = 5000
     select_num_eval: int = 1
@@ -148,14 +159,27 @@ class DistillConfig(SettingsBase):
         ]
 
     def validate(self) -> None:
+        if self.eval_protocol not in EVAL_PROTOCOLS:
+            raise ConfigError(f"eval_protocol = {self.eval_protocol!r} is invalid: expected one of "
+                              f"{', '.join(EVAL_PROTOCOLS)}")
+        if self.eval_protocol == "paper":
+            defaults = {f.name: f.default for f in dataclasses.fields(self)}
+            for name in ("num_eval", "eval_epochs", "eval_lr", "eval_batch"):
+                value = getattr(self, name)
+                if value != defaults[name] and not (name == "num_eval" and value == 0):
+                    raise ConfigError(f"{name} = {value!r} cannot be combined with eval_protocol = paper, which "
+                                      f"takes it from the method's paper protocol: leave {name} out, or use "
+                                      "eval_protocol: ours (num_eval 0 still skips the evaluation)")
         names = [self.log_to] if isinstance(self.log_to, str) else self.log_to
         if not isinstance(names, (list, tuple)) or any(name not in TRACKERS for name in names):
             raise ConfigError(f"log_to = {self.log_to!r} is invalid: expected a list of {', '.join(TRACKERS)}")
         self.log_to = list(dict.fromkeys(names))
 
     def as_dict(self) -> dict[str, Any]:
-        """The settings that define the result (the checkpoint and tracker fields left out: class docstring)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.run_control_fields}
+        """The settings that define the result (the checkpoint and tracker fields left out, and
+        ``eval_protocol`` when it is ``ours``: class docstring)."""
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in self.run_control_fields and not (k == "eval_protocol" and v == "ours")}
 
     @classmethod
     def source_values(cls, source: Any) -> tuple[dict[str, Any], str]:
@@ -184,5 +208,5 @@ def build_config(file: str | os.PathLike | None = None, overrides: dict[str, Any
     return DistillConfig.build(file, overrides)
 
 
-__all__ = ["STREAM_MODES", "TRACKERS", "DistillConfig", "build_config", "check_fields", "coerce",
+__all__ = ["EVAL_PROTOCOLS", "STREAM_MODES", "TRACKERS", "DistillConfig", "build_config", "check_fields", "coerce",
            "load_yaml_config", "read_yaml_mapping", "refuse_unknown"]
