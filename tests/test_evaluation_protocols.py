@@ -186,3 +186,18 @@ def test_distill_with_the_paper_protocol_records_it(tmp_path, monkeypatch):
         "paper:dm", 1, 1, 4, DSA_MNIST)
     assert "1 models, 1 epochs, protocol paper:dm" in result.stdout
     assert "eval_protocol: paper" in (out / "config.yaml").read_text()
+
+
+def test_paper_configs_evaluate_with_the_paper_protocol():
+    """Every configs/paper file leaves its evaluation to its method's paper protocol, and no DATM/PAD
+    file turns on the image EMA, which the official scripts never apply."""
+    import yaml
+    from pathlib import Path
+
+    files = sorted((Path(__file__).resolve().parent.parent / "configs" / "paper").glob("*.yaml"))
+    assert len(files) > 100
+    for path in files:
+        cfg = yaml.safe_load(path.read_text())
+        assert cfg["eval_protocol"] == "paper" and "num_eval" not in cfg and "eval_epochs" not in cfg, path
+        if cfg["method"] in ("datm", "pad"):
+            assert cfg["method_args"]["ema_decay"] == 0, path
