@@ -96,6 +96,20 @@ def test_distill_config_eval_protocol():
             DistillConfig(eval_protocol="paper", **{field: value})
 
 
+def test_flags_are_refused_with_the_paper_protocol_even_at_their_defaults(tmp_path):
+    """--num-eval 3 is the default value, but given as a flag it would be silently replaced by the
+    paper's count: refused. A file's own defaults (a run's config.yaml) are accepted."""
+    from datadistill.config import build_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("method: dm\neval_protocol: paper\nnum_eval: 3\neval_epochs: 300\n")
+    assert build_config(path).eval_protocol == "paper"
+    with pytest.raises(ConfigError, match="num_eval = 3 cannot be combined"):
+        build_config(path, {"num_eval": 3})
+    assert build_config(path, {"num_eval": 0}).num_eval == 0
+    assert build_config(path, {"eval_protocol": "ours", "num_eval": 5}).num_eval == 5
+
+
 # --------------------------------------------------------------------------------------------- CLI
 def run(*args):
     return CliRunner().invoke(main, [str(a) for a in args])

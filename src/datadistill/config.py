@@ -164,12 +164,8 @@ class DistillConfig(SettingsBase):
                               f"{', '.join(EVAL_PROTOCOLS)}")
         if self.eval_protocol == "paper":
             defaults = {f.name: f.default for f in dataclasses.fields(self)}
-            for name in ("num_eval", "eval_epochs", "eval_lr", "eval_batch"):
-                value = getattr(self, name)
-                if value != defaults[name] and not (name == "num_eval" and value == 0):
-                    raise ConfigError(f"{name} = {value!r} cannot be combined with eval_protocol = paper, which "
-                                      f"takes it from the method's paper protocol: leave {name} out, or use "
-                                      "eval_protocol: ours (num_eval 0 still skips the evaluation)")
+            check_eval_protocol_keys({k: getattr(self, k) for k in PAPER_PROTOCOL_FIELDS
+                                      if getattr(self, k) != defaults[k]} | {"eval_protocol": "paper"})
         names = [self.log_to] if isinstance(self.log_to, str) else self.log_to
         if not isinstance(names, (list, tuple)) or any(name not in TRACKERS for name in names):
             raise ConfigError(f"log_to = {self.log_to!r} is invalid: expected a list of {', '.join(TRACKERS)}")
@@ -187,9 +183,41 @@ class DistillConfig(SettingsBase):
             return dataclasses.asdict(source), ""
         return super().source_values(source)
 
+    @classmethod
+    def build(cls, source: Any = None, overrides: dict[str, Any] | None = None) -> "DistillConfig":
+        """:meth:`SettingsBase.build`; with ``eval_protocol: paper``, an evaluation setting given in
+        ``overrides`` (the flags) is refused even at its default value (:func:`check_eval_protocol_keys`):
+        ``--num-eval 3`` would otherwise be silently replaced by the paper's count. (A file's values
+        are refused only when they differ from the defaults, so that a run's own ``config.yaml`` reruns.)"""
+        config = super().build(source, overrides)
+        if config.eval_protocol == "paper":
+            check_eval_protocol_keys({**{k: v for k, v in (overrides or {}).items() if v is not None},
+                                      "eval_protocol": "paper"})
+        return config
+
     @property
     def resolved_eval_model(self) -> str:
         return self.eval_model or self.model
+
+
+PAPER_PROTOCOL_FIELDS = ("num_eval", "eval_epochs", "eval_lr", "eval_batch")
+"""The settings of ``eval_protocol: ours`` that a paper protocol sets itself."""
+
+
+def check_eval_protocol_keys(values: dict[str, Any]) -> None:
+    """Refuse settings ``values`` (a run's, as given) that combine ``eval_protocol: paper`` with one of
+    :data:`PAPER_PROTOCOL_FIELDS` (``num_eval`` 0 is accepted: it skips the evaluation).
+
+    Raises:
+        ConfigError: naming the field, its value and what to do instead.
+    """
+    if values.get("eval_protocol") != "paper":
+        return
+    for name in PAPER_PROTOCOL_FIELDS:
+        if values.get(name) is not None and not (name == "num_eval" and values[name] == 0):
+            raise ConfigError(f"{name} = {values[name]!r} cannot be combined with eval_protocol = paper, which takes "
+                              f"it from the method's paper protocol: leave {name} out, or use eval_protocol: ours "
+                              "(num_eval 0 still skips the evaluation)")
 
 
 def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
@@ -208,5 +236,6 @@ def build_config(file: str | os.PathLike | None = None, overrides: dict[str, Any
     return DistillConfig.build(file, overrides)
 
 
-__all__ = ["EVAL_PROTOCOLS", "STREAM_MODES", "TRACKERS", "DistillConfig", "build_config", "check_fields", "coerce",
+__all__ = ["EVAL_PROTOCOLS", "PAPER_PROTOCOL_FIELDS", "STREAM_MODES", "TRACKERS", "DistillConfig", "build_config",
+           "check_eval_protocol_keys", "check_fields", "coerce",
            "load_yaml_config", "read_yaml_mapping", "refuse_unknown"]

@@ -8,6 +8,9 @@ No test-set selection: the accuracy reported is the one after the last epoch (le
 asked for, are recorded for plotting only).
 A set stored with a ZCA whitening is trained on as it is and tested on the test set whitened
 with that same ZCA (MTT/DATM/PAD on CIFAR).
+These defaults are the protocol ``ours``, the same for every method; each method's paper protocol
+(:mod:`datadistill.evaluation.paper`) gives other values to the same settings (K, epochs, batch, lr,
+augmentation, DC's own included) and names itself in ``EvalSettings.protocol``.
 
 Each network trains with :func:`datadistill.training.fit_network` and the settings' recipe
 (:data:`EVAL_RECIPE` by default). The K networks of one architecture can be trained together
