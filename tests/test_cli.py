@@ -143,7 +143,9 @@ def test_evaluate_text(distilled, fake_root):
     result = run("evaluate", out / "synthetic.safetensors", "--data-root", fake_root, "--num-eval", "1",
                  "--eval-epochs", "1", "--dsa-strategy", "none")
     assert result.exit_code == 0, result.output + repr(result.exception)
-    header, row = result.stdout.splitlines()[:2]
+    caption, header, row = result.stdout.splitlines()[:3]
+    assert caption == ("protocol ours: 1 networks × 1 epochs, batch 256, lr 0.01 (÷10 at half), SGD momentum 0.9, "
+                       "weight decay 5e-4, augmentation none")
     assert header.split()[:3] == ["model", "test", "accuracy"] and row.split()[0] == "convnet"
 
 

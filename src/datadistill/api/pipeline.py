@@ -23,6 +23,7 @@ from datadistill.augment import DSA
 from datadistill.config import DistillConfig
 from datadistill.data import DatasetSpec, LabelledImages, RealSet, SplitDataset, load_dataset, load_dataset_of
 from datadistill.evaluation import EvalParts, EvalProgress, EvalResult, EvalSettings, evaluate_synthetic_set
+from datadistill.evaluation.paper import eval_settings_for, paper_method, run_eval_settings
 from datadistill.evaluation.parts import PARTS_FOLDER
 from datadistill.fsutil import atomic_write_text, check_output_folder
 from datadistill.io import SyntheticSet, load_synthetic_set, save_grid, save_synthetic_set, synthetic_set_metadata
@@ -74,13 +75,14 @@ class DistillResult:
     class_counts: dict[str, list[int]] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, Any]:
-        """The ``metrics.json`` content (accuracies in percent, times in seconds)."""
+        """``metrics.json`` (percent, seconds); ``num_eval`` and ``eval_*``: what the evaluation used."""
         cfg = self.config
         out: dict[str, Any] = {
             "method": cfg.method, "dataset": cfg.dataset, "ipc": cfg.ipc, "init": cfg.init, "model": cfg.model,
             "iterations": self.iterations_run,
             "iterations_requested": cfg.iterations, "max_seconds": cfg.max_seconds, "seed": cfg.seed, "distill_seconds": self.distill_seconds,
             "eval_seconds": self.eval_seconds, "num_eval": cfg.num_eval, "eval_epochs": cfg.eval_epochs,
+            "eval_protocol": cfg.eval_protocol,
             "eval_model": cfg.resolved_eval_model, "final_loss": self.loss_history[-1][1] if self.loss_history else None,
             "loss_history": self.loss_history, "package_version": __version__,
             "skipped_iterations": self.skipped_iterations, "learned_lr": self.synthetic_set.learned_lr,
@@ -91,7 +93,8 @@ class DistillResult:
         if self.evaluation:
             ev = self.evaluation
             out.update(accuracy_mean=ev.mean, accuracy_std=ev.std, accuracies=ev.accuracies,
-                       train_accuracies=ev.train_accuracies)
+                       train_accuracies=ev.train_accuracies, eval_protocol=ev.protocol, num_eval=len(ev.accuracies),
+                       eval_epochs=ev.epochs, eval_batch=ev.batch_size, eval_lr=ev.lr, eval_augmentation=ev.augmentation)
             if ev.per_class_accuracies:
                 bal = ev.as_dict()
                 out.update({k: bal[k] for k in ("balanced_accuracy_mean", "balanced_accuracy_std",
@@ -156,9 +159,8 @@ def dataset_info(name: str, data_root: str | None = None, **options) -> dict[str
 
 
 def eval_settings(config: DistillConfig, spec: DatasetSpec) -> EvalSettings:
-    return EvalSettings(model=config.resolved_eval_model, num_eval=max(config.num_eval, 1),
-                        epochs=config.eval_epochs, lr=config.eval_lr, batch_size=config.eval_batch,
-                        dsa_strategy=config.dsa_strategy or spec.dsa_strategy)
+    """A run's evaluation (:func:`datadistill.evaluation.paper.run_eval_settings`)."""
+    return run_eval_settings(config, spec.name, config.dsa_strategy or spec.dsa_strategy)
 
 
 def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), dataset: SplitDataset | None = None,
@@ -196,6 +198,8 @@ def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), datas
     cls, run, config, method_cfg = resolve_run(config)
     MODELS.get(config.model)
     MODELS.get(config.resolved_eval_model)
+    if config.eval_protocol == "paper" and evaluate and config.num_eval > 0:  # refuse a method without one now
+        paper_method("paper", config.method)
     loaded = checkpoint.prepare() if checkpoint is not None else None
     device = select_device(config.device)
     data = dataset or load_dataset_for(config)
@@ -306,23 +310,24 @@ def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), datas
 
 
 def evaluate_file(path: str | os.PathLike, settings: EvalSettings | None = None, *, data_root: str | None = None,
-                  device: str = "auto", seed: int = 0, **overrides) -> EvalResult:
+                  device: str = "auto", seed: int = 0, protocol: str = "ours", **overrides) -> EvalResult:
     """Evaluate a saved synthetic set on its dataset's real test set.
 
-    ``overrides`` (model, num_eval, epochs, lr, batch_size, dsa_strategy) replace the defaults of
-    :class:`EvalSettings`; the DSA strategy defaults to the dataset's.
+    Without ``settings``: ``protocol``'s (:func:`datadistill.evaluation.paper.eval_settings_for`), with
+    ``overrides`` (model, num_eval, epochs, lr, batch_size, dsa_strategy, …) replacing its values.
 
     Raises:
         SyntheticSetFileError: missing, corrupt or foreign file.
         DatasetNotFoundError / UnknownNameError: the set's dataset is not available.
-        ConfigError: the set does not fit the dataset (channels, image size).
+        ConfigError: the set does not fit the dataset (channels, image size); a bad ``protocol``.
     """
     syn = load_synthetic_set(path)
     data = load_dataset_of(syn.metadata, data_root)
     if settings is None:
-        if overrides.get("dsa_strategy") is None:
-            overrides["dsa_strategy"] = data.spec.dsa_strategy
-        settings = EvalSettings(**{k: v for k, v in overrides.items() if v is not None})
+        model = overrides.pop("model", None) or "convnet"
+        method = paper_method(protocol, syn.metadata.get("method")) if protocol != "ours" else None
+        settings = eval_settings_for(protocol, method=method, dataset=data.spec.name, model=model,
+                                     dsa_strategy=data.spec.dsa_strategy, overrides=overrides)
     MODELS.get(settings.model)
     return evaluate_synthetic_set(syn, data.test, settings, select_device(device), seed=seed)
 

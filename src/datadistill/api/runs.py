@@ -15,6 +15,7 @@ from typing import Any
 from datadistill._version import __version__
 from datadistill.data import LabelledImages, load_dataset, load_dataset_of
 from datadistill.evaluation import EvalSettings
+from datadistill.evaluation.paper import PAPER_PROTOCOLS, PROTOCOL_KEYS, eval_settings_for, paper_method
 from datadistill.fsutil import atomic_write_text, check_output_folder, check_writable_file
 from datadistill.io import SyntheticSet, load_synthetic_set, save_synthetic_set
 from datadistill.models import MODELS
@@ -140,7 +141,7 @@ def run_evaluate(path: str | os.PathLike, models: Sequence[str] = ("convnet",), 
                  baselines: Sequence[str | os.PathLike] = (), save_models: str | os.PathLike | None = None,
                  data_root: str | None = None, device: str = "auto", seed: int = 0, progress=None, on_epoch=None,
                  log_to: Sequence[str] = (), scores=None, teacher: str | os.PathLike | None = None, on_plan=None,
-                 on_score=None, **overrides):
+                 on_score=None, protocol: str = "ours", **overrides):
     """Evaluate a saved synthetic set on one or more architectures (``datadistill evaluate``).
 
     Args:
@@ -168,8 +169,13 @@ def run_evaluate(path: str | os.PathLike, models: Sequence[str] = ("convnet",), 
         on_plan: called with one line saying how many networks the scores train, before any work.
         on_score: called with a :class:`~datadistill.evaluation.ranking_protocol.RankingStep` after
             each network of the scores.
-        overrides: :class:`~datadistill.evaluation.EvalSettings` fields (None = default; the DSA
-            strategy defaults to the dataset's).
+        protocol: ``ours`` (the same for every method), ``paper`` (the set's method's own) or
+            ``paper:<method>`` (:mod:`datadistill.evaluation.paper`); recorded in ``evaluation.json``
+            (``protocol``; ``protocol_overrides``: the protocol's settings given in ``overrides``;
+            ``protocol_source``: a paper protocol's official files).
+        overrides: :class:`~datadistill.evaluation.EvalSettings` fields replacing the protocol's
+            (None = the protocol's; the DSA strategy of ``ours`` and of the DSA-based paper
+            protocols is the dataset's).
 
     Returns:
         The :class:`~datadistill.evaluation.suite.CrossArchResult`.
@@ -192,6 +198,7 @@ def run_evaluate(path: str | os.PathLike, models: Sequence[str] = ("convnet",), 
     from datadistill.api import ranking as rk
 
     syn = load_synthetic_set(path)
+    method = paper_method(protocol, syn.metadata.get("method")) if protocol != "ours" else None
     base, new_baseline = rk.split_baselines(baselines, scores is not None)
     for target in (out, save_models):
         if target is not None:
@@ -199,10 +206,13 @@ def run_evaluate(path: str | os.PathLike, models: Sequence[str] = ("convnet",), 
     for name in models:
         MODELS.get(name)
     data = load_dataset_of(syn.metadata, data_root)
-    if overrides.get("dsa_strategy") is None:
-        overrides["dsa_strategy"] = data.spec.dsa_strategy
-    settings = EvalSettings(**{"model": models[0] if models else "convnet",
-                               **{k: v for k, v in overrides.items() if v is not None}})
+    given = {k: v for k, v in overrides.items() if v is not None}
+
+    def settings_for(model: str) -> EvalSettings:
+        return eval_settings_for(protocol, method=method, dataset=data.spec.name, model=model,
+                                 dsa_strategy=data.spec.dsa_strategy, overrides=given)
+
+    settings = settings_for(models[0] if models else "convnet")
     if scores is not None:  # before any network is trained: the baseline, the teacher, the plan
         score_base = rk.scores_baseline(base, settings.model, syn.metadata.get("dataset"))
         if score_base is None and new_baseline is None:
@@ -235,7 +245,7 @@ def run_evaluate(path: str | os.PathLike, models: Sequence[str] = ("convnet",), 
             save_model(net, folder / f"{model}_{k}.safetensors", model=model, channels=spec.channels,
                        num_classes=spec.num_classes, image_size=spec.image_size, dataset=spec.name, mean=spec.mean,
                        std=spec.std, zca=syn.zca,
-                       extra={"synthetic_set": str(path), "seed": seed + k, "epochs": settings.epochs})
+                       extra={"synthetic_set": str(path), "seed": seed + k, "epochs": settings_for(model).epochs})
 
         def keep(model: str, k: int) -> bool:  # a network is reused only with its saved file
             return (Path(save_models) / f"{model}_{k}.safetensors").is_file()
@@ -249,8 +259,9 @@ def run_evaluate(path: str | os.PathLike, models: Sequence[str] = ("convnet",), 
 
     result = evaluate_architectures(syn, data.test, models, settings, select_device(device), seed=seed,
                                     baselines=base, progress=report, on_model=on_model, parts=parts,
-                                    on_epoch=on_epoch)
-    result.metadata["file"] = str(path)
+                                    on_epoch=on_epoch, settings_for=settings_for)
+    result.metadata.update(file=str(path), protocol_overrides=sorted(k for k in given if k in PROTOCOL_KEYS),
+                           protocol_source=PAPER_PROTOCOLS[method].source if method else None)
     if scores is not None:
         ranked = rk.run_ranking(syn, data, settings, scores, baseline=score_base, teacher=teacher_file,
                                 device=select_device(device), seed=seed, progress=on_score)

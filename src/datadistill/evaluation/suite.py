@@ -101,7 +101,8 @@ def evaluate_architectures(syn: SyntheticSet, test: LabelledImages, models: Sequ
                            progress: Callable[[str, int, float], None] | None = None,
                            on_model: Callable[[str, int, nn.Module], None] | None = None,
                            parts: EvalParts | None = None,
-                           on_epoch: Callable[[EvalProgress], None] | None = None) -> CrossArchResult:
+                           on_epoch: Callable[[EvalProgress], None] | None = None,
+                           settings_for: Callable[[str], EvalSettings] | None = None) -> CrossArchResult:
     """Evaluate ``syn`` on every architecture in ``models`` with the same protocol ``settings``.
 
     The evaluation lr is, per architecture: the set's learned lr (MTT family) unless
@@ -121,6 +122,9 @@ def evaluate_architectures(syn: SyntheticSet, test: LabelledImages, models: Sequ
             (``<model>.json`` in its folder, :mod:`datadistill.evaluation.parts`).
         on_epoch: given an :class:`~datadistill.evaluation.progress.EvalProgress` (its ``model`` says
             which architecture) after every epoch and as each network finishes.
+        settings_for: the settings of each architecture, when they depend on it (a paper protocol:
+            DC's augmentation for ConvNet-BN, :mod:`datadistill.evaluation.paper`); default:
+            ``settings`` with its ``model`` replaced.
 
     Raises:
         UnknownNameError: an unknown model.
@@ -144,9 +148,10 @@ def evaluate_architectures(syn: SyntheticSet, test: LabelledImages, models: Sequ
     out = CrossArchResult([], baselines=by_model,
                           metadata={"dataset": dataset, "method": syn.metadata.get("method"),
                                     "class_names": list(syn.metadata.get("class_names") or []),
-                                    "ipc": syn.metadata.get("ipc"), "images": len(syn), "num_eval": settings.num_eval})
+                                    "ipc": syn.metadata.get("ipc"), "images": len(syn), "num_eval": settings.num_eval,
+                                    "protocol": settings.protocol})
     for name in names:
-        s = dataclasses.replace(settings, model=name)
+        s = settings_for(name) if settings_for is not None else dataclasses.replace(settings, model=name)
         result = evaluate_synthetic_set(
             syn, test, s, device, seed=seed,
             progress=(lambda k, a, n=name: progress(n, k, a)) if progress else None,

@@ -17,10 +17,11 @@ from datadistill.experiments.compare.settings import Cell, ComparePlan
 from datadistill.experiments.outputs import write_bundle
 from datadistill.experiments.tables import DASH, md_table, mean_std, render_csv
 
-CSV_COLUMNS = ("cell", "label", "method", "dataset", "ipc", "init", "seed", "model", "eval_model", "num_eval",
-               "eval_epochs", "iterations", "distill_seconds", "eval_seconds", "accuracy_mean", "accuracy_std",
+CSV_COLUMNS = ("cell", "label", "method", "dataset", "ipc", "init", "seed", "model", "eval_model", "eval_protocol",
+               "num_eval", "eval_epochs", "iterations", "distill_seconds", "eval_seconds", "accuracy_mean", "accuracy_std",
                "accuracies", "init_accuracy_mean", "status", "error")
-SUMMARY_COLUMNS = ("label", "method", "dataset", "ipc", "init", "eval_model", "eval_epochs", "n", "accuracy_mean",
+SUMMARY_COLUMNS = ("label", "method", "dataset", "ipc", "init", "eval_model", "eval_protocol", "eval_epochs", "n",
+                   "accuracy_mean",
                    "accuracy_std", "distill_seconds", "iterations", "seeds_done", "seeds_total",
                    "init_accuracy_mean", "init_accuracy_std")
 SCORE_COLUMNS = ("score_labels", "hlr_mean", "hlr_std", "ior_mean", "ior_std", "lrs_mean", "lrs_std", "ars_mean",
@@ -37,7 +38,7 @@ def summarize(plan: ComparePlan, rows: list[dict[str, Any]]) -> list[dict[str, A
 
     Returns:
         One row per group in table order: label, method, dataset, ipc, init, eval_model,
-        eval_epochs, n (evaluation networks pooled = seeds done × num_eval), accuracy_mean and
+        eval_protocol, eval_epochs, n (evaluation networks pooled = seeds done × num_eval), accuracy_mean and
         accuracy_std (percent, population std over the n accuracies; None when n is 0),
         distill_seconds and iterations (means over the seeds done), seeds_done, seeds_total,
         init_accuracy_mean / init_accuracy_std (pooled, when the initial sets were evaluated).
@@ -55,7 +56,8 @@ def summarize(plan: ComparePlan, rows: list[dict[str, Any]]) -> list[dict[str, A
         first = members[0]
         out.append({
             "label": label, "method": first["method"], "dataset": first["dataset"], "ipc": ipc, "init": init,
-            "eval_model": first["eval_model"], "eval_epochs": first["eval_epochs"], "n": len(accs),
+            "eval_model": first["eval_model"], "eval_protocol": first.get("eval_protocol", "ours"),
+            "eval_epochs": first["eval_epochs"], "n": len(accs),
             "accuracy_mean": statistics.fmean(accs) if accs else None,
             "accuracy_std": statistics.pstdev(accs) if accs else None,
             "distill_seconds": statistics.fmean(seconds) if seconds else None,
@@ -143,9 +145,13 @@ def render_markdown(plan: ComparePlan, summary: list[dict[str, Any]]) -> str:
     n_seeds = len(plan.seeds)
     datasets = _describe({lb: c.dataset for lb, c in cfg.items()})
     models = _describe({lb: c.resolved_eval_model for lb, c in cfg.items()})
-    epochs = _describe({lb: c.eval_epochs for lb, c in cfg.items()})
-    num_eval = {lb: c.num_eval for lb, c in cfg.items()}
+    # a paper protocol's networks and epochs are known once a cell has run (its metrics), else the config's
+    ran = {g["label"]: g for g in summary if g["seeds_done"] and g["n"]}
+    epochs = _describe({lb: ran[lb]["eval_epochs"] if lb in ran else c.eval_epochs for lb, c in cfg.items()})
+    num_eval = {lb: ran[lb]["n"] // ran[lb]["seeds_done"] if lb in ran else c.num_eval for lb, c in cfg.items()}
     n = _describe({lb: n_seeds * k for lb, k in num_eval.items()})
+    protocols = _describe({lb: "paper (each method's own, docs/faithfulness.md)" if c.eval_protocol == "paper"
+                           else "ours (the same for every method)" for lb, c in cfg.items()})
     from datadistill.methods import METHODS
 
     coresets = [e.label for e in plan.entries if not METHODS.get(e.method).learns]
@@ -176,7 +182,7 @@ def render_markdown(plan: ComparePlan, summary: list[dict[str, Any]]) -> str:
              f"Test accuracy (%) on the real {datasets} test set: mean ± std over all evaluation networks of all "
              f"seeds pooled, n = seeds × num_eval = {n} per cell ({n_seeds} seed{'s' if n_seeds > 1 else ''}: "
              f"{', '.join(map(str, plan.seeds))}; population std). Evaluation model {models}, trained "
-             f"{epochs} epochs on the distilled set. {init_note}.", ""]
+             f"{epochs} epochs on the distilled set, protocol {protocols}. {init_note}.", ""]
     lines += table(accuracy)
     if plan.scores is not None:
         for key, title in (("lrs", "Label-robust score LRS"), ("ars", "Augmentation-robust score ARS")):

@@ -66,8 +66,9 @@ def cell_row(cell: Cell, metrics: Mapping[str, Any] | None, status: str, error: 
             the grid asks for them.
 
     Returns:
-        A mapping with cell, label, method, dataset, ipc, init, seed, model, eval_model, num_eval,
-        eval_epochs, iterations (reached), distill_seconds, eval_seconds, accuracy_mean,
+        A mapping with cell, label, method, dataset, ipc, init, seed, model, eval_model, eval_protocol
+        (``ours`` or ``paper:<method>``), num_eval, eval_epochs (those the evaluation used when it
+        ran, else the config's), iterations (reached), distill_seconds, eval_seconds, accuracy_mean,
         accuracy_std, accuracies (percent; None without evaluation), init_accuracy_mean and
         init_accuracies (only when the initial set was evaluated), the score columns
         (:func:`~datadistill.experiments.compare.scores.score_fields`, only with scores), status, error.
@@ -77,7 +78,8 @@ def cell_row(cell: Cell, metrics: Mapping[str, Any] | None, status: str, error: 
     row: dict[str, Any] = {
         "cell": cell.name, "label": cell.label, "method": c.method, "dataset": c.dataset, "ipc": c.ipc,
         "init": c.init, "seed": c.seed, "model": c.model, "eval_model": c.resolved_eval_model,
-        "num_eval": c.num_eval, "eval_epochs": c.eval_epochs, "iterations": m.get("iterations"),
+        "eval_protocol": m.get("eval_protocol", c.eval_protocol), "num_eval": m.get("num_eval", c.num_eval),
+        "eval_epochs": m.get("eval_epochs", c.eval_epochs), "iterations": m.get("iterations"),
         "distill_seconds": m.get("distill_seconds"), "eval_seconds": m.get("eval_seconds"),
         "accuracy_mean": m.get("accuracy_mean"), "accuracy_std": m.get("accuracy_std"),
         "accuracies": m.get("accuracies"),
