@@ -22,7 +22,7 @@ from datadistill.config import EVAL_PROTOCOLS, TRACKERS
               "Default: real.")
 @click.option("--iterations", type=click.INT, help="Optimisation steps (outer iterations for dc, dsa, cafe). Default: 1000.")
 @click.option("--max-seconds", type=click.FLOAT, help="Wall-clock budget of the optimisation; stops early when spent. Default: none.")
-@click.option("--batch-real", type=click.INT, help="Real images per class per step. Default: the method's (64 for dm/datadam, 256 for dc/dsa/cafe).")
+@click.option("--batch-real", type=click.INT, help="Real images per class per step. Default: the method's (256 for dm as main_DM.py, 64 for datadam, 256 for dc/dsa/cafe).")
 @click.option("--lr-img", type=click.FLOAT, help="Learning rate of the synthetic images. Default: the method's (1 for dm/datadam, 0.1 for dc/dsa/cafe).")
 @click.option("--model", help="Model used to distil (and evaluate). Default: convnet.")
 @click.option("--eval-model", help="Model used to evaluate. Default: --model.")
