@@ -125,7 +125,16 @@ def init(device: torch.device | None = None) -> World:
                               f"start at most {torch.cuda.device_count()} processes per node")
         torch.cuda.set_device(w.local_rank)
         backend = "cpu:gloo,cuda:nccl"
-    dist.init_process_group(backend=backend, timeout=TIMEOUT)
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if restart is None:
+        dist.init_process_group(backend=backend, timeout=TIMEOUT)
+    else:
+        # torchrun's workers share the agent's store across restarts (--max-restarts), and the keys of
+        # the earlier attempt (the dead ranks' addresses) stay in it: a restarted group would connect to
+        # them. A prefix per attempt keeps each attempt's group apart.
+        store, rank, size = next(dist.rendezvous("env://", timeout=TIMEOUT))
+        dist.init_process_group(backend=backend, store=dist.PrefixStore(f"datadistill/attempt_{restart}", store),
+                                rank=rank, world_size=size, timeout=TIMEOUT)
     return world()
 
 
