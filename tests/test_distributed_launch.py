@@ -2,7 +2,8 @@
 a rank that fails or is killed, and two torchrun agents on localhost. DM on a fake MNIST (10 classes,
 IPC 2, 5 iterations, a checkpoint every 2) in subprocesses; the set of every multi-process run is
 byte-identical to the one-process run's (DM's sharded set is bit-identical,
-tests/test_distributed_methods.py). Each test starts 2–3 Python processes that import torch: slow.
+tests/test_distributed_methods.py). Each test starts 2–3 Python processes that import torch: 15–17 s
+each on the 2-core machine, and the killed-rank test, which starts them twice, 23 s (marked slow).
 """
 
 from __future__ import annotations
@@ -62,7 +63,6 @@ def reference(data, tmp_path_factory) -> bytes:
     return (out / "synthetic.safetensors").read_bytes()
 
 
-@pytest.mark.slow
 def test_nproc_runs_the_command_in_two_processes(data, reference, tmp_path):
     out = tmp_path / "run"
     proc = run([sys.executable, "-m", "datadistill", "--nproc", "2", *distill_args(data, out)])
@@ -72,7 +72,6 @@ def test_nproc_runs_the_command_in_two_processes(data, reference, tmp_path):
     assert not (out / "checkpoint").exists()
 
 
-@pytest.mark.slow
 def test_an_error_on_one_rank_ends_every_rank_with_its_message(data, tmp_path):
     proc = run(torchrun("--standalone", "--nproc-per-node", "2", ENTRY, *distill_args(data, tmp_path / "run")),
                DATADISTILL_TEST_FAULT="raise:1:3")
@@ -93,7 +92,6 @@ def test_a_killed_rank_is_restarted_and_the_run_resumes_to_the_same_set(data, re
     assert (out / "synthetic.safetensors").read_bytes() == reference
 
 
-@pytest.mark.slow
 def test_two_torchrun_agents_on_localhost(data, reference, tmp_path):
     """Two nodes (--nnodes 2, one process each) meeting at a c10d rendezvous on localhost."""
     out, port = tmp_path / "run", free_port()

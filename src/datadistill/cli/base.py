@@ -29,17 +29,22 @@ def error_prefix() -> str:
 
 
 class _Command(click.Command):
-    """A command that, under torchrun, joins the process group with its ``--device`` (``auto`` when it
-    has none or leaves it to its config: CUDA, when there is one, gets NCCL and gloo together) before
+    """A command that, under torchrun, joins the process group with its ``--device`` (when it has none or
+    leaves it to its config: CUDA if this rank has a GPU; CUDA gets NCCL with gloo beside it) before
     it runs and leaves it after; the ranks other than 0 print nothing on stdout, and run the command
     only if it is one of :data:`DISTRIBUTED_COMMANDS`."""
 
     def invoke(self, ctx: click.Context):
         if not distributed.launched():
             return super().invoke(ctx)
+        import torch
+
         from datadistill.runtime import select_device
 
-        w = distributed.init(distributed.local_device(select_device(ctx.params.get("device") or "auto")))
+        name = ctx.params.get("device")
+        if name is None:  # no flag, or the command's config decides: this rank's GPU when it has one
+            name = "cuda" if distributed.world().local_rank < torch.cuda.device_count() else "cpu"
+        w = distributed.init(distributed.local_device(select_device(name)))
         if not w.is_main and self.name not in DISTRIBUTED_COMMANDS:
             distributed.shutdown()
             return None

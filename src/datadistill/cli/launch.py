@@ -60,8 +60,8 @@ def launch(nproc: int, args: Sequence[str]) -> int:
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
         status = failure.exitcode if failure.exitcode > 0 else 1
-        click.echo(f"datadistill --nproc {nproc}: rank {rank} ended with exit status {failure.exitcode}; the other "
-                   f"ranks were stopped", err=True)
+        click.echo(f"datadistill --nproc {nproc}: rank {rank} ended with exit status {failure.exitcode} (its message "
+                   f"is above; torchrun stopped the other ranks)", err=True)
         return status
     return 0
 
