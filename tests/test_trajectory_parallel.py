@@ -128,13 +128,13 @@ def test_shard_bounds_cover_the_batch_in_contiguous_near_equal_blocks():
             assert max(hi - lo for lo, hi in blocks) - min(hi - lo for lo, hi in blocks) <= 1
 
 
-def test_dsa_take_is_the_transform_of_the_slice():
+def test_dsa_subset_of_a_slice_is_the_transform_of_the_slice():
     from datadistill.augment import DSA
 
     x = torch.randn(6, 1, 12, 12)
     for seed in range(8):  # one op per image, so the 6 images mix the five ops
         t = DSA(DSA_ON).sample(6, torch.Generator().manual_seed(seed))
-        torch.testing.assert_close(t.take(slice(2, 5))(x[2:5]), t(x)[2:5], rtol=0, atol=1e-6)
+        torch.testing.assert_close(t.subset(slice(2, 5))(x[2:5]), t(x)[2:5], rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))

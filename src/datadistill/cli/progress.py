@@ -12,7 +12,8 @@ The library reports progress through callbacks and never prints; the adapters he
 
 Console logging (:func:`setup_logging`, called by the ``datadistill`` group): records of the
 ``datadistill`` logger go to stderr, printed above the bars: warnings and errors by default and with
-``--quiet``, INFO with ``-v``, DEBUG with ``-vv``. Two child loggers are special:
+``--quiet``, INFO with ``-v``, DEBUG with ``-vv``; the ranks other than 0 of a distributed run show
+their errors only. Two child loggers are special:
 ``datadistill.notice`` (resuming, stopping: shown at every verbosity) and ``datadistill.run`` (a
 run's own record, e.g. ``distill.log``'s per-iteration losses: never shown here).
 """
@@ -45,6 +46,8 @@ class _Console(logging.Handler):
         name = record.name
         if name == RUN_LOG or name.startswith(RUN_LOG + "."):
             return False
+        if not main_process():  # the other ranks of a distributed run: their errors only
+            return record.levelno >= logging.ERROR
         return name == NOTICE or record.levelno >= self.shown
 
     def emit(self, record: logging.LogRecord) -> None:

@@ -222,7 +222,7 @@ class MTT(Distiller):
         lo, hi = shard_bounds(len(idx), self.world)
         x = y = None
         if hi > lo:
-            x, y = self._batch(images, idx[lo:hi], t.take(slice(lo, hi)) if t is not None else None, targets)
+            x, y = self._batch(images, idx[lo:hi], t.subset(slice(lo, hi)) if t is not None else None, targets)
         return sharded_student_step(self.net, self.names, params, x, y, lr, create_graph, len(idx))
 
     def matching_loss(self, student: list[torch.Tensor], start: list[torch.Tensor],
