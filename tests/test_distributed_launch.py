@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -37,8 +38,27 @@ def torchrun(*options: str) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", *options]
 
 
+def start(cmd: list[str], **env: str) -> subprocess.Popen:
+    """A launcher in its own process group, so that :func:`stop` also ends the workers it started."""
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**ENV, **env},
+                            start_new_session=True)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Kill the launcher's whole process group (no orphaned rank outlives a failed or hung test)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def run(cmd: list[str], **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, env={**ENV, **env}, timeout=TIMEOUT)
+    proc = start(cmd, **env)
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        stop(proc)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def free_port() -> int:
@@ -95,16 +115,15 @@ def test_a_killed_rank_is_restarted_and_the_run_resumes_to_the_same_set(data, re
 def test_two_torchrun_agents_on_localhost(data, reference, tmp_path):
     """Two nodes (--nnodes 2, one process each) meeting at a c10d rendezvous on localhost."""
     out, port = tmp_path / "run", free_port()
-    agents = [subprocess.Popen(torchrun("--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(node),
-                                        "--rdzv-backend", "c10d", "--rdzv-endpoint", f"localhost:{port}",
-                                        "--rdzv-id", "two-nodes", ENTRY, *distill_args(data, out)),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    agents = [start(torchrun("--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(node),
+                             "--rdzv-backend", "c10d", "--rdzv-endpoint", f"localhost:{port}",
+                             "--rdzv-id", "two-nodes", ENTRY, *distill_args(data, out)))
               for node in (0, 1)]
     try:
         results = [a.communicate(timeout=TIMEOUT) for a in agents]
     finally:
         for a in agents:
-            a.kill()
+            stop(a)
     assert [a.returncode for a in agents] == [0, 0], [err for _, err in results]
     assert (out / "synthetic.safetensors").read_bytes() == reference
     assert sum(stdout.count("distilled mnist with dm") for stdout, _ in results) == 1
