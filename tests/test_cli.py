@@ -143,7 +143,9 @@ def test_evaluate_text(distilled, fake_root):
     result = run("evaluate", out / "synthetic.safetensors", "--data-root", fake_root, "--num-eval", "1",
                  "--eval-epochs", "1", "--dsa-strategy", "none")
     assert result.exit_code == 0, result.output + repr(result.exception)
-    header, row = result.stdout.splitlines()[:2]
+    caption, header, row = result.stdout.splitlines()[:3]
+    assert caption == ("protocol ours: 1 networks × 1 epochs, batch 256, lr 0.01 (÷10 at half), SGD momentum 0.9, "
+                       "weight decay 5e-4, augmentation none")
     assert header.split()[:3] == ["model", "test", "accuracy"] and row.split()[0] == "convnet"
 
 
@@ -320,7 +322,7 @@ def test_distill_max_seconds_stops_early(fake_root, tmp_path):
 
 
 def test_distill_unset_lr_uses_method_default(fake_root, tmp_path):
-    """No --lr-img / --batch-real: the run config records them unset, the method its defaults (DM: 1, 64;
+    """No --lr-img / --batch-real: the run config records them unset, the method its defaults (DM: 1, 256, as main_DM.py;
     the fake MNIST's 20 images per class cap the real batch)."""
     out = tmp_path / "out"
     args = ["distill", "--data-root", str(fake_root), "--out", str(out), "--quiet", "--method", "dm",
@@ -329,7 +331,7 @@ def test_distill_unset_lr_uses_method_default(fake_root, tmp_path):
     assert result.exit_code == 0, result.output + repr(result.exception)
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["lr_img"] is None and cfg["batch_real"] is None
-    assert cfg["method_args"]["lr_img"] == 1.0 and cfg["method_args"]["batch_real"] == 64
+    assert cfg["method_args"]["lr_img"] == 1.0 and cfg["method_args"]["batch_real"] == 256
 
 
 # --------------------------------------------------------------------------------- continual

@@ -325,7 +325,8 @@ def test_tables_pool_all_networks_of_all_seeds(fake_run, tmp_path):
 
     md = (out / "results.md").read_text()
     assert "n = seeds × num_eval = 4 per cell (2 seeds: 0, 1" in md
-    assert "Evaluation model convnet, trained 7 epochs" in md
+    assert "Evaluation model convnet, trained 7 epochs on the distilled set, protocol ours (the same for every " \
+           "method)." in md
     assert "| method | IPC 1 | IPC 10 |" in md
     assert "| random | 62.00 ± 1.87 | 61.00 ± 0.71 |" in md
     assert "| dm | 93.00 ± 2.24 | 61.00 ± 0.71 |" in md
@@ -336,7 +337,7 @@ def test_tables_pool_all_networks_of_all_seeds(fake_run, tmp_path):
 
     rows = read_csv(out / "results.csv")
     assert list(rows[0]) == ["cell", "label", "method", "dataset", "ipc", "init", "seed", "model", "eval_model",
-                             "num_eval", "eval_epochs", "iterations", "distill_seconds", "eval_seconds",
+                             "eval_protocol", "num_eval", "eval_epochs", "iterations", "distill_seconds", "eval_seconds",
                              "accuracy_mean", "accuracy_std", "accuracies", "status", "error"]
     dm0 = next(r for r in rows if r["cell"] == "dm_ipc1_real_seed0")
     assert (dm0["accuracies"], dm0["accuracy_mean"], dm0["accuracy_std"], dm0["distill_seconds"]) == (

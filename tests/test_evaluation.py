@@ -186,11 +186,12 @@ def _trained(vectorise, tiny_dataset, **kw):
     return res, nets
 
 
-def test_vectorised_training_equals_the_sequential_loop(tiny_dataset, tiny_model):
-    """Same initialisation, shuffles and DSA draws per network: the K networks trained under vmap end
-    where the sequential loop leaves them, up to float rounding."""
-    seq, seq_nets = _trained(False, tiny_dataset)
-    vec, vec_nets = _trained(True, tiny_dataset)
+@pytest.mark.parametrize("augmentation", [{}, {"dsa_strategy": "dc:crop_scale_rotate"}], ids=["dsa", "dc"])
+def test_vectorised_training_equals_the_sequential_loop(tiny_dataset, tiny_model, augmentation):
+    """Same initialisation, shuffles and augmentation draws (DSA's, or DC's own) per network: the K
+    networks trained under vmap end where the sequential loop leaves them, up to float rounding."""
+    seq, seq_nets = _trained(False, tiny_dataset, **augmentation)
+    vec, vec_nets = _trained(True, tiny_dataset, **augmentation)
     assert vec.vectorised and not seq.vectorised
     assert [k for k, _ in vec_nets] == [0, 1] == [k for k, _ in seq_nets]
     for (_, a), (_, b) in zip(seq_nets, vec_nets):

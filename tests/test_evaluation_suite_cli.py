@@ -93,7 +93,10 @@ def test_cli_evaluation_json(pipeline):
     assert c["flops_ratio"] == pytest.approx(base["train_flops"] / r["train_flops"])
     assert c["flops_ratio"] == pytest.approx(200 * 1 / (10 * 2))  # same per-image cost: images × epochs
     out = pipeline["evaluate_out"]
-    assert out.splitlines()[1].split()[0] == "convnet_w32" and out.splitlines()[2].split()[0] == "mlp"
+    assert out.splitlines()[0].startswith("protocol ours: 2 networks × 2 epochs, batch 256, lr 0.01")  # both models
+    assert out.splitlines()[2].split()[0] == "convnet_w32" and out.splitlines()[3].split()[0] == "mlp"
+    assert ev["protocol"] == "ours" and ev["protocol_overrides"] and ev["protocol_source"] is None
+    assert all(r["protocol"] == "ours" and r["batch_size"] == 256 for r in rows)
     assert "convnet_w32 against the whole data" in out and "mlp against" not in out
     assert f"wrote {pipeline['run'] / 'evaluation.json'}" in out
 

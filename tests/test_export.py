@@ -50,8 +50,10 @@ def saved(syn: SyntheticSet, tmp_path) -> SyntheticSet:
 
 
 def small_zca(spec=MNIST_SPEC) -> ZCA:
+    """A ZCA as datadistill fits one: on the pixels of normalised images (the normalisation undone)."""
     gen = torch.Generator().manual_seed(7)
-    return ZCA.fit(torch.randn(64, spec.channels, *spec.image_size, generator=gen), eps=0.1)
+    return ZCA.fit(torch.randn(64, spec.channels, *spec.image_size, generator=gen), eps=0.1,
+                   norm_mean=spec.mean, norm_std=spec.std)
 
 
 def run(*args):
@@ -115,7 +117,7 @@ def test_npz_round_trip_is_bit_exact(tmp_path, kind):
     assert back.learned_lr == syn.learned_lr and back.label_kind == syn.label_kind
     assert back.metadata["method"] == "dm" and back.metadata["seed"] == 3 and back.metadata["source_format"] == "npz"
     if kind == "zca":
-        assert back.zca is not None and back.zca.eps == syn.zca.eps
+        assert back.zca is not None and back.zca.metadata() == syn.zca.metadata() == meta["zca"]
         assert all(torch.equal(a, b) for a, b in zip(back.zca.tensors().values(), syn.zca.tensors().values()))
     else:
         assert back.zca is None
@@ -158,7 +160,8 @@ def test_image_folder_of_a_zca_set_holds_pixels_and_rewhitens_on_import(tmp_path
     zca = small_zca()
     syn = make_set(zca=zca)
     out = export_synthetic_set(syn, tmp_path / "folder", "imagefolder")
-    assert json.loads((out / "datadistill.json").read_text())["export"]["zca_undone"] == {"eps": 0.1}
+    assert json.loads((out / "datadistill.json").read_text())["export"]["zca_undone"] == {
+        "eps": 0.1, "normalisation": {"mean": list(MNIST_SPEC.mean), "std": list(MNIST_SPEC.std)}}
     plain = import_reference(out, MNIST_SPEC)
     assert plain.zca is None and (plain.pixels() - syn.pixels()).abs().max() <= HALF_LEVEL + 1e-4
     whitened = import_reference(out, MNIST_SPEC, zca=zca)

@@ -81,11 +81,13 @@ def test_tiny_registered_model(tmp_path, tiny_model):
 
 
 def test_zca_roundtrip(tmp_path):
-    zca = ZCA.fit(torch.randn(100, 1, *SIZE, generator=torch.Generator().manual_seed(7)), eps=0.05)
+    zca = ZCA.fit(torch.randn(100, 1, *SIZE, generator=torch.Generator().manual_seed(7)), eps=0.05,
+                  norm_mean=(0.5,), norm_std=(0.25,))
     path = save_model(build("convnet_w32"), tmp_path / "z.safetensors", model="convnet_w32", zca=zca, **KW)
     _, meta, loaded = load_model(path)
-    assert meta["zca"] == {"eps": 0.05}
+    assert meta["zca"] == {"eps": 0.05, "normalisation": {"mean": [0.5], "std": [0.25]}}
     assert loaded.eps == 0.05 and loaded.shape == (1, 8, 8)
+    assert torch.equal(loaded.whiten(inputs()), zca.whiten(inputs()))
     for name in ("mean", "transform", "inverse"):
         assert torch.equal(getattr(loaded, name), getattr(zca, name)), name
 

@@ -136,7 +136,7 @@ def test_distill_in_a_terminal_ends_with_its_summary(fake_run, tmp_path):
     assert any(BAR.search(f) and "evaluation network 1/1" in f for f in shown), shown  # then the evaluation's
     assert any(f.startswith("evaluation network 1 of 1: test accuracy") for f in shown), shown  # -v: INFO
     summary = [i for i, f in enumerate(shown) if f.startswith("distilled mnist with dm")]
-    assert len(summary) == 1 and shown[summary[0] + 1].startswith("test accuracy (convnet_w32, 1 models, 2 epochs)")
+    assert len(summary) == 1 and shown[summary[0] + 1].startswith("test accuracy (convnet_w32, 1 models, 2 epochs, protocol ours)")
     assert shown[summary[0] + 2].startswith("wrote ") and len(shown) == summary[0] + 3, shown[summary[0]:]
     assert not re.search(r"iteration \d+ loss", text)
     log = (out / "distill.log").read_text()
@@ -150,7 +150,7 @@ def test_no_bar_when_output_is_not_a_terminal(fake_run):
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert not BAR.search(result.output) and "network 1/2" not in result.output
     assert result.stderr == ""  # default verbosity: no INFO line either
-    assert result.stdout.splitlines()[1].split()[0] == "convnet_w32"
+    assert result.stdout.splitlines()[2].split()[0] == "convnet_w32"
 
 
 def test_distill_stdout_ends_with_the_summary(fake_run, tmp_path):

@@ -87,16 +87,26 @@ def mtt_config(model: str, experts_dir: Path, zca_eps: float | None) -> DistillC
 def test_mtt_zca_must_match_the_experts(experts, tiny_dataset, tiny_model, tmp_path):
     with pytest.raises(ConfigError, match="ZCA"):
         distill(mtt_config(tiny_model, experts, 0.1), dataset=tiny_dataset)
-    white, _ = whiten_dataset(tiny_dataset, 0.1)
+    white, zca = whiten_dataset(tiny_dataset, 0.1)
     zca_experts = train_experts(white, tmp_path / "zca_experts",
                                 expert_settings(tiny_model, num_experts=1, epochs=2, zca_eps=0.1), CPU)
     with pytest.raises(ConfigError, match="ZCA"):
         distill(mtt_config(tiny_model, zca_experts, None), dataset=tiny_dataset)
     with pytest.raises(ConfigError, match="ZCA"):
         distill(mtt_config(tiny_model, zca_experts, 0.2), dataset=tiny_dataset)
+    manifest = json.loads((zca_experts / "experts.json").read_text())
+    assert manifest["preprocessing"]["zca_fitted_on"] == "pixels"
     result = distill(mtt_config(tiny_model, zca_experts, 0.1), dataset=tiny_dataset)
     syn = result.synthetic_set
     assert syn.zca is not None and syn.zca.eps == 0.1
+    spec = tiny_dataset.spec  # the set's ZCA is the experts': fitted on the pixels
+    assert syn.zca.metadata() == {"eps": 0.1, "normalisation": {"mean": list(spec.mean), "std": list(spec.std)}}
+    assert torch.equal(syn.zca.transform, zca.transform)
+    # experts of before #21 (ZCA fitted on the normalised images): refused, with what to do
+    del manifest["preprocessing"]["zca_fitted_on"]
+    (zca_experts / "experts.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match="fitted on normalised images.*retrain"):
+        distill(mtt_config(tiny_model, zca_experts, 0.1), dataset=tiny_dataset)
     assert syn.labels.dtype == torch.int64 and isinstance(syn.learned_lr, float)
 
 

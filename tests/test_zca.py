@@ -8,11 +8,14 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from datadistill.data import LabelledImages
+from kornia.enhance import ZCAWhitening
+
+from datadistill.data import DatasetSpec, LabelledImages, SplitDataset
 from datadistill.errors import ConfigError, SyntheticSetFileError
 from datadistill.evaluation import EvalSettings, evaluate_synthetic_set, protocol
 from datadistill.io import SyntheticSet, load_synthetic_set, save_grid, save_synthetic_set
 from datadistill.preprocess import ZCA
+from datadistill.preprocess.dataset import fit_zca, whiten_dataset
 from helpers import TINY_MODEL
 
 META = {"dataset": "tiny", "channels": 1, "image_size": [28, 28], "class_names": ["zero", "one", "two"],
@@ -160,6 +163,99 @@ def test_tensors_and_from_tensors():
         ZCA.from_tensors({**t, "zca_transform": torch.zeros(8, 7)}, 0.1, (2, 2, 2))
     with pytest.raises(SyntheticSetFileError, match="eps"):
         ZCA.from_tensors(t, 0.0, (2, 2, 2))
+
+
+# --- on pixels, as MTT/DATM: the reference's kornia ZCAWhitening -------------------------------------
+
+PIX_MEAN, PIX_STD = (0.49, 0.48, 0.45), (0.2, 0.21, 0.19)
+
+
+def pixel_images(n: int, seed: int = 0) -> torch.Tensor:
+    """n images (3, 4, 4) of correlated pixels in [0, 1] (D = 48 < n: a full-rank covariance)."""
+    return (correlated(n, shape=(3, 4, 4), seed=seed) / 20 + 0.35).clamp(0, 1)
+
+
+def normalise(pixels: torch.Tensor) -> torch.Tensor:
+    view = (1, -1, 1, 1)
+    return (pixels - torch.tensor(PIX_MEAN).view(view)) / torch.tensor(PIX_STD).view(view)
+
+
+def test_matches_kornia_zca_whitening_on_raw_pixels():
+    """No normalisation: ours is kornia's ZCAWhitening(eps, compute_inv=True) fitted on the same images."""
+    pixels, other = pixel_images(300), pixel_images(20, seed=1)
+    ref = ZCAWhitening(eps=0.1, compute_inv=True).fit(pixels)
+    zca = ZCA.fit(pixels, eps=0.1)
+    for x in (pixels, other):
+        assert torch.allclose(zca.whiten(x), ref(x), atol=1e-5)
+        assert torch.allclose(zca.unwhiten(ref(x)), ref.inverse_transform(ref(x)), atol=1e-5)
+        assert torch.allclose(zca.unwhiten(zca.whiten(x)), x, atol=1e-5)
+
+
+def test_fit_with_normalisation_whitens_the_pixels():
+    """MTT/DATM drop Normalize with --zca: given normalised images and the normalisation, the whitened
+    images are kornia's ZCAWhitening(eps) fitted on and applied to the pixels; unwhiten gives back the
+    normalised images. Fitting on the normalised images themselves (before #21) is another whitening."""
+    pixels, other = pixel_images(300), pixel_images(20, seed=2)
+    ref = ZCAWhitening(eps=0.1, compute_inv=True).fit(pixels)
+    zca = ZCA.fit(normalise(pixels), eps=0.1, norm_mean=PIX_MEAN, norm_std=PIX_STD)
+    assert zca.norm_mean == PIX_MEAN and zca.norm_std == PIX_STD
+    assert torch.allclose(zca.mean, pixels.reshape(300, -1).mean(0, keepdim=True), atol=1e-6)
+    for x in (pixels, other):
+        assert torch.allclose(zca.whiten(normalise(x)), ref(x), atol=1e-5)
+        assert torch.allclose(zca.unwhiten(ref(x)), normalise(x), atol=1e-4)
+    old = ZCA.fit(normalise(pixels), eps=0.1)  # the pre-#21 fit: eps 0.1 on pixels / σ
+    assert not torch.allclose(old.whiten(normalise(pixels)), ref(pixels), atol=1e-2)
+
+
+def test_whiten_dataset_fits_on_the_pixels_of_the_training_set():
+    spec = DatasetSpec(name="px", channels=3, image_size=(4, 4), class_names=("a", "b"), mean=PIX_MEAN,
+                       std=PIX_STD, dsa_strategy="none")
+    train, test = pixel_images(300), pixel_images(30, seed=3)
+    data = SplitDataset(spec, LabelledImages(normalise(train), torch.arange(300) % 2),
+                        LabelledImages(normalise(test), torch.arange(30) % 2))
+    white, zca = whiten_dataset(data, 0.1)
+    ref = ZCAWhitening(eps=0.1, compute_inv=True).fit(train)
+    assert torch.allclose(white.train.images, ref(train), atol=1e-5)
+    assert torch.allclose(white.test.images, ref(test), atol=1e-5)
+    assert zca.metadata() == {"eps": 0.1, "normalisation": {"mean": list(PIX_MEAN), "std": list(PIX_STD)}}
+    assert fit_zca(data, 0.1).metadata() == zca.metadata()
+
+
+@pytest.mark.parametrize("mean, std", [((0.5,), None), ((0.5, 0.5), (0.2, 0.2)), ((0.5,) * 3, (0.2, 0.0, 0.2)),
+                                       ((0.5, float("nan"), 0.5), (0.2,) * 3)])
+def test_fit_rejects_a_bad_normalisation(mean, std):
+    with pytest.raises(ConfigError, match="normalisation"):
+        ZCA.fit(pixel_images(10), norm_mean=mean, norm_std=std)
+
+
+def test_normalisation_survives_the_file_and_old_files_read_as_written(tmp_path):
+    zca = ZCA.fit(normalise(pixel_images(100)), eps=0.1, norm_mean=PIX_MEAN, norm_std=PIX_STD)
+    meta = {**META, "channels": 3, "image_size": [4, 4], "mean": list(PIX_MEAN), "std": list(PIX_STD)}
+    x = normalise(pixel_images(6, seed=4))
+    syn = SyntheticSet(zca.whiten(x), torch.tensor([0, 0, 1, 1, 2, 2]), None, meta, zca)
+    back = load_synthetic_set(save_synthetic_set(syn, tmp_path / "s.safetensors"))
+    assert back.metadata["zca"] == zca.metadata() and back.zca.norm_std == PIX_STD
+    assert torch.equal(back.zca.whiten(x), zca.whiten(x)) and torch.allclose(back.unwhitened(), x, atol=1e-4)
+    # a file of before #21: metadata zca {"eps"} only, matrices acting on the normalised images
+    tensors = {"images": syn.images.contiguous(), "labels": syn.labels, **zca.tensors()}
+    file_meta = {**meta, "format": "datadistill.synthetic_set", "format_version": 1, "label_kind": "hard"}
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata={"datadistill": json.dumps(
+        {**file_meta, "zca": {"eps": 0.1}})})
+    old = load_synthetic_set(tmp_path / "old.safetensors")
+    assert old.zca.norm_mean is None and old.metadata["zca"] == {"eps": 0.1}
+    assert torch.allclose(old.zca.whiten(x), linear(x, zca), atol=1e-5)
+    for bad in ({"eps": 0.1, "normalisation": {"mean": [0.5]}}, {"eps": 0.1, "normalisation": {"mean": [0.5] * 3,
+                                                                                              "std": [0.0] * 3}},
+                {"eps": 0.1, "other": 1}):
+        save_file(tensors, str(tmp_path / "bad.safetensors"), metadata={"datadistill": json.dumps(
+            {**file_meta, "zca": bad})})
+        with pytest.raises(SyntheticSetFileError, match="bad.safetensors.*(normalisation|zca)"):
+            load_synthetic_set(tmp_path / "bad.safetensors")
+
+
+def linear(x: torch.Tensor, zca: ZCA) -> torch.Tensor:
+    """(x - zca.mean) @ zca.transform on the flattened images: the stored matrices applied as they are."""
+    return ((x.reshape(len(x), -1) - zca.mean) @ zca.transform).reshape(x.shape)
 
 
 # --- the synthetic-set file ------------------------------------------------------------------------

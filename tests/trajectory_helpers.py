@@ -53,7 +53,7 @@ def files_under(root: Path) -> list[str]:
 
 def snapshot(d) -> dict:
     return {"tensors": [t.detach().clone() for t in d.learned_tensors()],
-            "ema": None if getattr(d, "ema", None) is None else d.ema.clone(),
+            "ema": None if getattr(d, "ema", None) is None else [t.clone() for t in d.ema],
             "optimisers": [copy.deepcopy(o.state_dict()) for o in d.optimisers()]}
 
 
@@ -78,5 +78,5 @@ def assert_same_state(now: dict, before: dict) -> None:
         assert torch.equal(x, y)
     assert (now["ema"] is None) == (before["ema"] is None)
     if now["ema"] is not None:
-        assert torch.equal(now["ema"], before["ema"])
+        assert_nested_equal(now["ema"], before["ema"])
     assert_nested_equal(now["optimisers"], before["optimisers"])

@@ -19,6 +19,11 @@ from datadistill.settings import (STREAM_MODES, SettingsBase, check_fields, coer
 TRACKERS = ("tensorboard", "mlflow", "wandb", "csv")
 """The experiment trackers of ``log_to`` (``--log-to``)."""
 
+EVAL_PROTOCOLS = ("ours", "paper")
+"""The evaluation protocols of ``eval_protocol`` (``--eval-protocol``): ``ours``, one fixed protocol
+for every method (``num_eval``, ``eval_epochs``, ``eval_lr``, ``eval_batch``, ``dsa_strategy``); ``paper``,
+the method's own (:mod:`datadistill.evaluation.paper`)."""
+
 
 @dataclass
 class DistillConfig(SettingsBase):
@@ -46,6 +51,11 @@ class DistillConfig(SettingsBase):
         eval_batch: mini-batch size of the evaluation.
         eval_model: model for evaluation; None = ``model``.
         eval_init: also evaluate the initial set under the same protocol (reported as ``init_accuracy_*``).
+        eval_protocol: :data:`EVAL_PROTOCOLS`: ``ours`` evaluates with ``num_eval``, ``eval_epochs``,
+            ``eval_lr``, ``eval_batch`` and ``dsa_strategy``; ``paper`` with the method's paper protocol
+            (:mod:`datadistill.evaluation.paper`: networks, epochs, batch, lr, augmentation), which
+            then must not be given (``num_eval`` 0 still skips the evaluation). Left out of
+            :meth:`as_dict` when ``ours``, so that the fingerprints of runs written before it existed hold.
         select_every: keep the best iterate: every this many iterations (and at the end) train
             ``select_num_eval`` networks for ``select_epochs`` epochs on the set and score them on a
             validation split of ``val_size`` images carved from the training set (never the test
@@ -53,7 +63,8 @@ class DistillConfig(SettingsBase):
         val_size, select_num_eval, select_epochs: see ``select_every``.
         seed: seeds sampling, network initialisation and evaluation.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        zca_eps: ZCA-whiten the real set (fitted on the training images, kornia's eps) before
+        zca_eps: ZCA-whiten the real set (kornia's ZCA with this eps, fitted on the pixels of the
+            training images with the mean/std normalisation undone, as MTT/DATM/PAD) before
             distilling; the ZCA is saved in the synthetic-set file and applied to the test set at
             evaluation. None = no ZCA (MTT uses 0.1 on CIFAR).
         data_root: where datasets live; None = ``$DATADISTILL_DATA`` or the user cache.
@@ -96,6 +107,7 @@ class DistillConfig(SettingsBase):
     eval_batch: int = 256
     eval_model: str | None = None
     eval_init: bool = False
+    eval_protocol: str = "ours"
     select_every: int = 0
     val_size: int = 5000
     select_num_eval: int = 1
@@ -148,14 +160,23 @@ class DistillConfig(SettingsBase):
         ]
 
     def validate(self) -> None:
+        if self.eval_protocol not in EVAL_PROTOCOLS:
+            raise ConfigError(f"eval_protocol = {self.eval_protocol!r} is invalid: expected one of "
+                              f"{', '.join(EVAL_PROTOCOLS)}")
+        if self.eval_protocol == "paper":
+            defaults = {f.name: f.default for f in dataclasses.fields(self)}
+            check_eval_protocol_keys({k: getattr(self, k) for k in PAPER_PROTOCOL_FIELDS
+                                      if getattr(self, k) != defaults[k]} | {"eval_protocol": "paper"})
         names = [self.log_to] if isinstance(self.log_to, str) else self.log_to
         if not isinstance(names, (list, tuple)) or any(name not in TRACKERS for name in names):
             raise ConfigError(f"log_to = {self.log_to!r} is invalid: expected a list of {', '.join(TRACKERS)}")
         self.log_to = list(dict.fromkeys(names))
 
     def as_dict(self) -> dict[str, Any]:
-        """The settings that define the result (the checkpoint and tracker fields left out: class docstring)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.run_control_fields}
+        """The settings that define the result (the checkpoint and tracker fields left out, and
+        ``eval_protocol`` when it is ``ours``: class docstring)."""
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in self.run_control_fields and not (k == "eval_protocol" and v == "ours")}
 
     @classmethod
     def source_values(cls, source: Any) -> tuple[dict[str, Any], str]:
@@ -163,9 +184,41 @@ class DistillConfig(SettingsBase):
             return dataclasses.asdict(source), ""
         return super().source_values(source)
 
+    @classmethod
+    def build(cls, source: Any = None, overrides: dict[str, Any] | None = None) -> "DistillConfig":
+        """:meth:`SettingsBase.build`; with ``eval_protocol: paper``, an evaluation setting given in
+        ``overrides`` (the flags) is refused even at its default value (:func:`check_eval_protocol_keys`):
+        ``--num-eval 3`` would otherwise be silently replaced by the paper's count. (A file's values
+        are refused only when they differ from the defaults, so that a run's own ``config.yaml`` reruns.)"""
+        config = super().build(source, overrides)
+        if config.eval_protocol == "paper":
+            check_eval_protocol_keys({**{k: v for k, v in (overrides or {}).items() if v is not None},
+                                      "eval_protocol": "paper"})
+        return config
+
     @property
     def resolved_eval_model(self) -> str:
         return self.eval_model or self.model
+
+
+PAPER_PROTOCOL_FIELDS = ("num_eval", "eval_epochs", "eval_lr", "eval_batch")
+"""The settings of ``eval_protocol: ours`` that a paper protocol sets itself."""
+
+
+def check_eval_protocol_keys(values: dict[str, Any]) -> None:
+    """Refuse settings ``values`` (a run's, as given) that combine ``eval_protocol: paper`` with one of
+    :data:`PAPER_PROTOCOL_FIELDS` (``num_eval`` 0 is accepted: it skips the evaluation).
+
+    Raises:
+        ConfigError: naming the field, its value and what to do instead.
+    """
+    if values.get("eval_protocol") != "paper":
+        return
+    for name in PAPER_PROTOCOL_FIELDS:
+        if values.get(name) is not None and not (name == "num_eval" and values[name] == 0):
+            raise ConfigError(f"{name} = {values[name]!r} cannot be combined with eval_protocol = paper, which takes "
+                              f"it from the method's paper protocol: leave {name} out, or use eval_protocol: ours "
+                              "(num_eval 0 still skips the evaluation)")
 
 
 def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
@@ -184,5 +237,6 @@ def build_config(file: str | os.PathLike | None = None, overrides: dict[str, Any
     return DistillConfig.build(file, overrides)
 
 
-__all__ = ["STREAM_MODES", "TRACKERS", "DistillConfig", "build_config", "check_fields", "coerce",
+__all__ = ["EVAL_PROTOCOLS", "PAPER_PROTOCOL_FIELDS", "STREAM_MODES", "TRACKERS", "DistillConfig", "build_config",
+           "check_eval_protocol_keys", "check_fields", "coerce",
            "load_yaml_config", "read_yaml_mapping", "refuse_unknown"]

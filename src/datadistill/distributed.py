@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import datetime
 import os
+import pickle
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -29,7 +29,6 @@ import torch.distributed as dist
 from datadistill.errors import ConfigError
 
 T = TypeVar("T")
-_SOLO: ContextVar[bool] = ContextVar("datadistill_solo", default=False)
 
 TIMEOUT = datetime.timedelta(seconds=float(os.environ.get("DATADISTILL_DIST_TIMEOUT", "1800")))
 """Collective timeout (seconds from ``DATADISTILL_DIST_TIMEOUT``, default 1,800 s): long enough for
@@ -75,11 +74,26 @@ def launched() -> bool:
     return _env_int("WORLD_SIZE", 1) > 1
 
 
+_SOLO: list[bool] = []  # the stack of solo() scopes
+
+
+@contextmanager
+def solo() -> Iterator[None]:
+    """Inside, this process is a world of its own (rank 0 of 1): no collective, and it writes its own
+    files. For a unit of work one rank runs alone (a ``compare`` cell, a NAS candidate) whose code is
+    otherwise distributed-aware (``distill`` shards classes when the world has several ranks)."""
+    _SOLO.append(True)
+    try:
+        yield
+    finally:
+        _SOLO.pop()
+
+
 def world() -> World:
     """The current :class:`World`: the one-process world inside :func:`solo`, else from the process
     group once initialised, else from torchrun's environment variables, else the one-process world."""
-    if _SOLO.get():
-        return World(0, 1, _env_int("LOCAL_RANK", 0))
+    if _SOLO:
+        return World(0, 1, _env_int("LOCAL_RANK", 0))  # its GPU stays the rank's
     if dist.is_available() and dist.is_initialized():
         return World(dist.get_rank(), dist.get_world_size(), _env_int("LOCAL_RANK", 0))
     return World(_env_int("RANK", 0), _env_int("WORLD_SIZE", 1), _env_int("LOCAL_RANK", 0))
@@ -89,8 +103,8 @@ def init(device: torch.device | None = None) -> World:
     """Join the process group when launched by torchrun (idempotent; a no-op in one process).
 
     Args:
-        device: the device this run computes on; CUDA selects NCCL and ``cuda:LOCAL_RANK``,
-            anything else gloo.
+        device: the device this run computes on; CUDA selects ``cuda:LOCAL_RANK`` and NCCL for
+            CUDA tensors (gloo still carries CPU tensors and objects), anything else gloo.
 
     Returns:
         The :class:`World`.
@@ -104,14 +118,23 @@ def init(device: torch.device | None = None) -> World:
     if not dist.is_available():
         raise ConfigError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
     w = world()
-    backend = "gloo"
+    backend = "gloo"  # CPU tensors and Python objects go through gloo in every case
     if device is not None and device.type == "cuda":
         if w.local_rank >= torch.cuda.device_count():
             raise ConfigError(f"LOCAL_RANK {w.local_rank} has no GPU: {torch.cuda.device_count()} visible; "
                               f"start at most {torch.cuda.device_count()} processes per node")
         torch.cuda.set_device(w.local_rank)
-        backend = "nccl"
-    dist.init_process_group(backend=backend, timeout=TIMEOUT)
+        backend = "cpu:gloo,cuda:nccl"
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if restart is None:
+        dist.init_process_group(backend=backend, timeout=TIMEOUT)
+    else:
+        # torchrun's workers share the agent's store across restarts (--max-restarts), and the keys of
+        # the earlier attempt (the dead ranks' addresses) stay in it: a restarted group would connect to
+        # them. A prefix per attempt keeps each attempt's group apart.
+        store, rank, size = next(dist.rendezvous("env://", timeout=TIMEOUT))
+        dist.init_process_group(backend=backend, store=dist.PrefixStore(f"datadistill/attempt_{restart}", store),
+                                rank=rank, world_size=size, timeout=TIMEOUT)
     return world()
 
 
@@ -184,16 +207,74 @@ def run_owned(n: int, fn: Callable[[int], T]) -> list[T]:
     return [merged[i] for i in range(n)]
 
 
-@contextmanager
-def solo() -> Iterator[None]:
-    """Run the enclosed code as a world of one (:func:`world` is rank 0 of 1, collectives are
-    no-ops): how a unit of :func:`run_units` runs its nested work (an evaluation, a distillation)
-    alone, writing its own files. CUDA stays the GPU of ``LOCAL_RANK``."""
-    token = _SOLO.set(True)
+def gather_rows(rows: torch.Tensor, counts: Sequence[int]) -> torch.Tensor:
+    """Every rank's block of rows, concatenated in rank order: ``rows`` is this rank's (counts[rank],
+    …) block; the result (sum(counts), …) is the same on every rank, bit for bit (no arithmetic:
+    all_gather of blocks padded to the longest). Works on CPU (gloo) and CUDA (NCCL) tensors.
+
+    Raises:
+        ValueError: ``rows`` does not have ``counts[rank]`` rows.
+    """
+    w = world()
+    if rows.shape[0] != counts[w.rank]:
+        raise ValueError(f"rank {w.rank} holds {rows.shape[0]} rows, expected {counts[w.rank]}")
+    if not w.distributed:
+        return rows
+    longest = max(counts)
+    padded = rows.new_zeros((longest, *rows.shape[1:]))
+    padded[: rows.shape[0]] = rows
+    parts = [torch.empty_like(padded) for _ in range(w.world_size)]
+    dist.all_gather(parts, padded.contiguous())
+    return torch.cat([p[:c] for p, c in zip(parts, counts)])
+
+
+def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
+    """The sum of ``value`` over the ranks (a new tensor; ``value`` itself in one process). The order
+    of the additions differs from a one-process sum, so results agree within float rounding."""
+    if not world().distributed:
+        return value
+    out = value.detach().clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out
+
+
+def any_rank(*flags: bool) -> list[bool]:
+    """For each flag, whether it is true on any rank (one all-reduce): how the ranks agree on a
+    decision only some of them can see (a clock, a signal), so that all take the same branch."""
+    if not world().distributed:
+        return [bool(f) for f in flags]
+    t = torch.tensor([int(bool(f)) for f in flags], dtype=torch.int64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in t.tolist()]
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """``exc`` if it survives pickling, else a RuntimeError with its type and message."""
     try:
-        yield
-    finally:
-        _SOLO.reset(token)
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:  # noqa: BLE001 - any exception type may refuse to pickle
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+
+
+def on_main(fn: Callable[[], T]) -> T:
+    """``fn()`` run on rank 0 only; its result (picklable) on every rank, or its exception raised on
+    every rank: a check or a read that only the main process does (an output folder, a checkpoint)
+    ends all ranks with the same message instead of leaving the others waiting."""
+    w = world()
+    if not w.distributed:
+        return fn()
+    box: list[Any] = [None]
+    if w.is_main:
+        try:
+            box = [(True, fn())]
+        except Exception as exc:  # noqa: BLE001 - sent to every rank, re-raised below
+            box = [(False, _portable(exc))]
+    dist.broadcast_object_list(box, src=0)
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return value
 
 
 def shutdown() -> None:
@@ -202,5 +283,6 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
-__all__ = ["TIMEOUT", "World", "all_gather_objects", "balanced_blocks", "barrier", "broadcast_object", "init",
-           "launched", "local_device", "owned", "run_owned", "shutdown", "solo", "world"]
+__all__ = ["TIMEOUT", "World", "all_gather_objects", "all_reduce_sum", "any_rank", "balanced_blocks", "barrier",
+           "broadcast_object", "gather_rows", "init", "launched", "local_device", "on_main", "owned", "run_owned",
+           "shutdown", "solo", "world"]

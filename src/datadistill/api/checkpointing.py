@@ -15,6 +15,12 @@ fingerprint (:func:`datadistill.record.fingerprint`) and the package version.
 
 Resuming (:meth:`RunCheckpoint.prepare`): the same settings (but :data:`RESUME_INDEPENDENT`) and
 the same package version, else one refusal listing what differs; nothing is overwritten.
+
+In a distributed run (torchrun, :mod:`datadistill.distributed`) rank 0 reads the checkpoint and sends
+it to every rank (so the other machines need not see the folder), rank 0 alone writes it, and the
+ranks agree after every step on whether a checkpoint is due or a signal arrived (on any rank), so that
+all of them write (gather the state) and stop at the same step. A rank that dies mid-run leaves the
+last complete checkpoint; ``torchrun --max-restarts N`` starts every rank again and they resume from it.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from datadistill import distributed
 from datadistill._version import __version__
 from datadistill.config import DistillConfig
 from datadistill.errors import CheckpointError, RunInterrupted
@@ -197,9 +204,19 @@ class RunCheckpoint:
         """
         if self._prepared:
             return self.loaded
+        loaded = distributed.on_main(self._read)  # rank 0 reads; every rank resumes from what it read
+        if loaded is not None:
+            self.written_iteration = int(loaded.state["iteration"])
+            if self.log_records is not None:
+                self.log_records[:0] = [str(line) for line in loaded.state.get("log") or []]
+        self.loaded = loaded
+        self._prepared = True
+        return loaded
+
+    def _read(self) -> LoadedCheckpoint | None:
+        """The checkpoint to resume from after the checks of :meth:`prepare` (None: start afresh)."""
         if self.restart:
             remove_checkpoint(self.folder)
-            self._prepared = True
             return None
         loaded = load_checkpoint(self.folder)
         if loaded is not None:
@@ -218,11 +235,6 @@ class RunCheckpoint:
                 self.say(f"the checkpoint {problem}: falling back to the previous checkpoint {loaded.path}")
             done = "; the optimisation had finished" if state.get("loop_done") else ""
             self.say(f"resuming from iteration {state['iteration']} (checkpoint of {state.get('written_at')}{done})")
-            self.written_iteration = int(state["iteration"])
-            if self.log_records is not None:
-                self.log_records[:0] = [str(line) for line in state.get("log") or []]
-        self.loaded = loaded
-        self._prepared = True
         return loaded
 
     # -- writing ---------------------------------------------------------------------------------
@@ -231,7 +243,9 @@ class RunCheckpoint:
         self._state_fn = state_fn
 
     def write(self, loop_done: bool = False) -> Path:
-        """Write the bound run state now (atomically; the previous checkpoint stays until it is complete)."""
+        """Write the bound run state now (atomically; the previous checkpoint stays until it is complete).
+        In a distributed run every rank calls it at the same step (the state is gathered) and rank 0
+        writes."""
         if self._state_fn is None:
             raise RuntimeError("bind() the run's state first")
         state = self._state_fn(loop_done)
@@ -240,7 +254,7 @@ class RunCheckpoint:
         state.update(format=RUN_FORMAT, package_version=__version__, settings=self.settings,
                      fingerprint=fingerprint(self.settings, RESUME_INDEPENDENT),
                      written_at=datetime.now().astimezone().isoformat(sep=" ", timespec="seconds"))
-        write_checkpoint(self.folder, state)
+        distributed.on_main(lambda: write_checkpoint(self.folder, state))
         self.written_iteration = int(state["iteration"])
         self._last_write = self.clock()
         return self.folder
@@ -252,19 +266,21 @@ class RunCheckpoint:
         return bool(self.seconds) and self.clock() - self._last_write >= self.seconds
 
     def after_step(self, iteration: int, metrics: dict[str, float] | None = None) -> None:
-        """The loop's callback: a checkpoint when due; after a signal, a checkpoint and RunInterrupted."""
-        if self._pending is not None:
-            signum, self._pending = self._pending, None
+        """The loop's callback: a checkpoint when due; after a signal, a checkpoint and RunInterrupted
+        (the ranks of a distributed run decide together: a signal or a due time on any rank counts)."""
+        signalled, due = distributed.any_rank(self._pending is not None, self.periodic and self.due(iteration))
+        if signalled:
+            signum, self._pending = self._pending or signal.SIGTERM, None
             self.write()
             raise RunInterrupted(self._stopped(signum, f"after iteration {iteration}"), EXIT_STATUS[signum])
-        if self.periodic and self.due(iteration):
+        if due:
             self.write()
 
     def loop_finished(self, resumed_done: bool) -> None:
         """After the loop: a checkpoint marked finished (unless periodic checkpoints are off, or the run
         resumed from such a one), so a kill during the evaluation does not redo the distillation."""
-        if self._pending is not None:  # a signal after the last step: stop before the evaluation
-            signum, self._pending = self._pending, None
+        if distributed.any_rank(self._pending is not None)[0]:  # a signal after the last step: stop before the evaluation
+            signum, self._pending = self._pending or signal.SIGTERM, None
             self.write(loop_done=True)
             raise RunInterrupted(self._stopped(signum, "after the optimisation"), EXIT_STATUS[signum])
         if self.periodic and not resumed_done and self._state_fn is not None:

@@ -1,5 +1,11 @@
 """The distillation pipeline: ``distill`` (dataset → method → synthetic set → evaluation),
-``evaluate_file`` and ``run_distill`` (which writes the output folder)."""
+``evaluate_file`` and ``run_distill`` (which writes the output folder).
+
+Under torchrun every rank runs the same pipeline (:func:`join_world` joins the process group): a
+class-sharded method splits its classes over the ranks (:mod:`datadistill.methods.sharding`), every
+rank holds the whole synthetic set after each step, and rank 0 alone writes the output folder and the
+checkpoint (:mod:`datadistill.api.checkpointing`); a refusal on rank 0 (an output folder, a tracker)
+ends every rank with its message (:func:`datadistill.distributed.on_main`)."""
 
 from __future__ import annotations
 
@@ -16,16 +22,20 @@ from typing import Any
 import torch
 import yaml
 
+from datadistill import distributed
 from datadistill._version import __version__
+from datadistill.api.datasets import class_counts, imbalance_line, spec_line
 from datadistill.api.checkpointing import CHECKPOINT_DIR, RunCheckpoint, RunProgress, resolve_run
 from datadistill.api.tracking import RunTracking, SetCallback
 from datadistill.augment import DSA
 from datadistill.config import DistillConfig
 from datadistill.data import DatasetSpec, LabelledImages, RealSet, SplitDataset, load_dataset, load_dataset_of
 from datadistill.evaluation import EvalParts, EvalProgress, EvalResult, EvalSettings, evaluate_synthetic_set
+from datadistill.evaluation.paper import eval_settings_for, paper_method, run_eval_settings
 from datadistill.evaluation.parts import PARTS_FOLDER
 from datadistill.fsutil import atomic_write_text, check_output_folder
 from datadistill.io import SyntheticSet, load_synthetic_set, save_grid, save_synthetic_set, synthetic_set_metadata
+from datadistill.io.tracking import check_trackers
 from datadistill.methods import Distiller
 from datadistill.models import MODELS
 from datadistill.runtime import make_generator, seed_everything, select_device
@@ -74,13 +84,14 @@ class DistillResult:
     class_counts: dict[str, list[int]] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, Any]:
-        """The ``metrics.json`` content (accuracies in percent, times in seconds)."""
+        """``metrics.json`` (percent, seconds); ``num_eval`` and ``eval_*``: what the evaluation used."""
         cfg = self.config
         out: dict[str, Any] = {
             "method": cfg.method, "dataset": cfg.dataset, "ipc": cfg.ipc, "init": cfg.init, "model": cfg.model,
             "iterations": self.iterations_run,
             "iterations_requested": cfg.iterations, "max_seconds": cfg.max_seconds, "seed": cfg.seed, "distill_seconds": self.distill_seconds,
             "eval_seconds": self.eval_seconds, "num_eval": cfg.num_eval, "eval_epochs": cfg.eval_epochs,
+            "eval_protocol": cfg.eval_protocol,
             "eval_model": cfg.resolved_eval_model, "final_loss": self.loss_history[-1][1] if self.loss_history else None,
             "loss_history": self.loss_history, "package_version": __version__,
             "skipped_iterations": self.skipped_iterations, "learned_lr": self.synthetic_set.learned_lr,
@@ -91,7 +102,8 @@ class DistillResult:
         if self.evaluation:
             ev = self.evaluation
             out.update(accuracy_mean=ev.mean, accuracy_std=ev.std, accuracies=ev.accuracies,
-                       train_accuracies=ev.train_accuracies)
+                       train_accuracies=ev.train_accuracies, eval_protocol=ev.protocol, num_eval=len(ev.accuracies),
+                       eval_epochs=ev.epochs, eval_batch=ev.batch_size, eval_lr=ev.lr, eval_augmentation=ev.augmentation)
             if ev.per_class_accuracies:
                 bal = ev.as_dict()
                 out.update({k: bal[k] for k in ("balanced_accuracy_mean", "balanced_accuracy_std",
@@ -117,48 +129,18 @@ def load_dataset_for(config: DistillConfig) -> SplitDataset:
                         num_workers=config.num_workers)
 
 
-def class_counts(data: SplitDataset) -> dict[str, list[int]]:
-    """Real images per class in each split, ``{"train": [...], "test": [...]}``."""
-    k = data.spec.num_classes
-    return {name: torch.bincount(split.labels.cpu(), minlength=k)[:k].tolist()
-            for name, split in (("train", data.train), ("test", data.test))}
-
-
-def imbalance_line(spec: DatasetSpec, counts: Sequence[int]) -> str:
-    """``"train images per class: HP 1545, SSA 630 (imbalance 2.45:1)"`` (the largest over the smallest class)."""
-    shown = ", ".join(f"{n} {c}" for n, c in zip(spec.class_names[:10], counts[:10]))
-    more = f", … ({len(counts)} classes)" if len(counts) > 10 else ""
-    ratio = max(counts) / max(min(counts), 1)
-    return f"train images per class: {shown}{more} (imbalance {ratio:.2f}:1)"
-
-
-def spec_line(data: SplitDataset) -> str:
-    spec = data.spec
-    how = "streamed from files" if data.train.streamed else "in memory"
-    return (f"{spec.name}: {len(data.train)} train / {len(data.test)} test images of "
-            f"{spec.channels}×{spec.image_size[0]}×{spec.image_size[1]}, {spec.num_classes} classes, {how}; "
-            f"mean {tuple(round(m, 4) for m in spec.mean)}, std {tuple(round(s, 4) for s in spec.std)}")
-
-
-def dataset_info(name: str, data_root: str | None = None, **options) -> dict[str, Any]:
-    """What ``datadistill data info`` prints: sizes, classes, images per class, imbalance, mean/std and
-    the training set's float32 size in bytes (``options``: image_size, stream, num_workers)."""
-    import math
-
-    data = load_dataset(name, data_root, **options)
-    counts = class_counts(data)
-    spec = data.spec
-    return {"dataset": spec.name, "channels": spec.channels, "image_size": list(spec.image_size),
-            "class_names": list(spec.class_names), "class_counts": counts, "mean": list(spec.mean),
-            "std": list(spec.std), "streamed": bool(data.train.streamed),
-            "train_bytes": len(data.train) * math.prod(data.train.image_shape) * 4,
-            "summary": spec_line(data), "imbalance": imbalance_line(spec, counts["train"])}
-
-
 def eval_settings(config: DistillConfig, spec: DatasetSpec) -> EvalSettings:
-    return EvalSettings(model=config.resolved_eval_model, num_eval=max(config.num_eval, 1),
-                        epochs=config.eval_epochs, lr=config.eval_lr, batch_size=config.eval_batch,
-                        dsa_strategy=config.dsa_strategy or spec.dsa_strategy)
+    """A run's evaluation (:func:`datadistill.evaluation.paper.run_eval_settings`)."""
+    return run_eval_settings(config, spec.name, config.dsa_strategy or spec.dsa_strategy)
+
+
+def join_world(config: DistillConfig) -> torch.device:
+    """The run's device (CUDA: this process's ``LOCAL_RANK`` GPU under torchrun), after joining the
+    process group when launched by torchrun (:func:`datadistill.distributed.init`; a no-op in one
+    process, and when already joined)."""
+    device = distributed.local_device(select_device(config.device))
+    distributed.init(device)
+    return device
 
 
 def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), dataset: SplitDataset | None = None,
@@ -196,15 +178,14 @@ def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), datas
     cls, run, config, method_cfg = resolve_run(config)
     MODELS.get(config.model)
     MODELS.get(config.resolved_eval_model)
+    if config.eval_protocol == "paper" and evaluate and config.num_eval > 0:  # refuse a method without one now
+        paper_method("paper", config.method)
+    device = join_world(config)
     loaded = checkpoint.prepare() if checkpoint is not None else None
-    device = select_device(config.device)
-    from datadistill.preprocess import ZCA
-
     data = dataset or load_dataset_for(config)
-    from datadistill.preprocess.dataset import check_zca_possible
+    from datadistill.preprocess.dataset import fit_zca
 
-    check_zca_possible(data, config.zca_eps)
-    zca = ZCA.fit(data.train.images, eps=config.zca_eps) if config.zca_eps is not None else None
+    zca = fit_zca(data, config.zca_eps) if config.zca_eps is not None else None  # on pixels, as MTT/DATM
     counts = class_counts(data)
     log.info("%s: %s", spec_line(data), imbalance_line(data.spec, counts["train"]))
     spec = data.spec
@@ -258,7 +239,8 @@ def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), datas
         skipped[0] += int(metrics.get("skipped", 0))
         if it in wanted:
             snapshots[it] = current(it)
-        if validation is not None and (it % config.select_every == 0 or it == config.iterations or out_of_time()):
+        if validation is not None and (it % config.select_every == 0 or it == config.iterations
+                                       or distributed.any_rank(out_of_time())[0]):  # the ranks agree
             candidate = current(it)
             with torch.random.fork_rng():  # selection must not change the distillation's random stream
                 score = evaluate_synthetic_set(candidate, validation, select_settings, device, seed=config.seed).mean
@@ -309,23 +291,24 @@ def distill(config: DistillConfig, callbacks: Sequence[StepCallback] = (), datas
 
 
 def evaluate_file(path: str | os.PathLike, settings: EvalSettings | None = None, *, data_root: str | None = None,
-                  device: str = "auto", seed: int = 0, **overrides) -> EvalResult:
+                  device: str = "auto", seed: int = 0, protocol: str = "ours", **overrides) -> EvalResult:
     """Evaluate a saved synthetic set on its dataset's real test set.
 
-    ``overrides`` (model, num_eval, epochs, lr, batch_size, dsa_strategy) replace the defaults of
-    :class:`EvalSettings`; the DSA strategy defaults to the dataset's.
+    Without ``settings``: ``protocol``'s (:func:`datadistill.evaluation.paper.eval_settings_for`), with
+    ``overrides`` (model, num_eval, epochs, lr, batch_size, dsa_strategy, …) replacing its values.
 
     Raises:
         SyntheticSetFileError: missing, corrupt or foreign file.
         DatasetNotFoundError / UnknownNameError: the set's dataset is not available.
-        ConfigError: the set does not fit the dataset (channels, image size).
+        ConfigError: the set does not fit the dataset (channels, image size); a bad ``protocol``.
     """
     syn = load_synthetic_set(path)
     data = load_dataset_of(syn.metadata, data_root)
     if settings is None:
-        if overrides.get("dsa_strategy") is None:
-            overrides["dsa_strategy"] = data.spec.dsa_strategy
-        settings = EvalSettings(**{k: v for k, v in overrides.items() if v is not None})
+        model = overrides.pop("model", None) or "convnet"
+        method = paper_method(protocol, syn.metadata.get("method")) if protocol != "ours" else None
+        settings = eval_settings_for(protocol, method=method, dataset=data.spec.name, model=model,
+                                     dsa_strategy=data.spec.dsa_strategy, overrides=overrides)
     MODELS.get(settings.model)
     return evaluate_synthetic_set(syn, data.test, settings, select_device(device), seed=seed)
 
@@ -350,8 +333,11 @@ def run_distill(config: DistillConfig, out_dir: str | os.PathLike, callbacks: Se
     The evaluation records each finished network in ``out_dir/evaluation_parts/`` (a rerun trains
     only the missing ones); the folder is removed once ``metrics.json`` is written.
     """
-    out = check_output_folder(out_dir)
-    tracking = RunTracking(config, out)  # a tracker's missing package is refused here, before any work
+    join_world(config)
+    out = distributed.on_main(lambda: check_output_folder(out_dir))
+    distributed.on_main(lambda: check_trackers(config.log_to))  # a missing package is refused here, before any work
+    main = distributed.world().is_main  # rank 0 alone logs to the trackers and writes the files
+    tracking = RunTracking(config if main else dataclasses.replace(config, log_to=[]), out)
     checkpoint = RunCheckpoint.for_run(config, out / CHECKPOINT_DIR, restart=restart, notify=notify)
     with checkpoint.guard(), tracking:
         return _run_distill(config, out, callbacks, checkpoint, tracking, on_eval)
@@ -380,15 +366,20 @@ def _run_distill(config: DistillConfig, out, callbacks: Sequence[StepCallback], 
     finally:
         log.removeHandler(handler)
         log.setLevel(previous_level)
-    out.mkdir(parents=True, exist_ok=True)
-    syn, init = result.synthetic_set, result.initial_set
-    save_synthetic_set(syn, out / "synthetic.safetensors")
-    save_grid(init.images, init.hard_labels, syn.metadata["mean"], syn.metadata["std"], out / "init.png", zca=init.zca)
-    save_grid(syn.images, syn.hard_labels, syn.metadata["mean"], syn.metadata["std"], out / "synthetic.png", zca=syn.zca)
-    atomic_write_text(out / "metrics.json", json.dumps(result.metrics(), indent=2) + "\n")
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(syn.metadata["config"], sort_keys=True))
-    atomic_write_text(out / "distill.log", "\n".join(records) + "\n")
-    EvalParts(out / PARTS_FOLDER).remove()  # the evaluation is in metrics.json now
-    checkpoint.remove(keep_newest=config.keep_checkpoint)
-    tracking.finish(result)  # the evaluation, the final grid and the files to the trackers (log_to)
+    def write_outputs() -> None:  # rank 0 (every rank holds the same result)
+        out.mkdir(parents=True, exist_ok=True)
+        syn, init = result.synthetic_set, result.initial_set
+        save_synthetic_set(syn, out / "synthetic.safetensors")
+        save_grid(init.images, init.hard_labels, syn.metadata["mean"], syn.metadata["std"], out / "init.png",
+                  zca=init.zca)
+        save_grid(syn.images, syn.hard_labels, syn.metadata["mean"], syn.metadata["std"], out / "synthetic.png",
+                  zca=syn.zca)
+        atomic_write_text(out / "metrics.json", json.dumps(result.metrics(), indent=2) + "\n")
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(syn.metadata["config"], sort_keys=True))
+        atomic_write_text(out / "distill.log", "\n".join(records) + "\n")
+        EvalParts(out / PARTS_FOLDER).remove()  # the evaluation is in metrics.json now
+        checkpoint.remove(keep_newest=config.keep_checkpoint)
+        tracking.finish(result)  # the evaluation, the final grid and the files to the trackers (log_to)
+
+    distributed.on_main(write_outputs)  # the other ranks wait for the files, or end with rank 0's error
     return result

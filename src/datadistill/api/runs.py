@@ -16,6 +16,7 @@ from datadistill._version import __version__
 from datadistill.data import LabelledImages, load_dataset, load_dataset_of
 from datadistill.distributed import world
 from datadistill.evaluation import EvalSettings
+from datadistill.evaluation.paper import PAPER_PROTOCOLS, PROTOCOL_KEYS, eval_settings_for, paper_method
 from datadistill.fsutil import atomic_write_text, check_output_folder, check_writable_file
 from datadistill.io import SyntheticSet, load_synthetic_set, save_synthetic_set
 from datadistill.models import MODELS
@@ -99,7 +100,9 @@ def run_baseline(dataset: str, out_dir: str | os.PathLike, *, device: str = "aut
                  progress=None, image_size: int | None = None, stream: str = "auto", num_workers: int = 2,
                  **settings):
     """Train one network on the whole real training set (``datadistill baseline``) and write
-    ``out_dir/baseline.json`` (accuracy %, training seconds, FLOPs, per-epoch curve).
+    ``out_dir/baseline.json`` (accuracy %, training seconds, FLOPs, per-epoch curve) and the network,
+    ``out_dir/model.safetensors`` (``datadistill test-model`` tests it; the teacher of ``evaluate
+    --scores``).
 
     ``settings`` are :class:`~datadistill.evaluation.baseline.BaselineSettings` fields (None values ignored).
 
@@ -109,41 +112,38 @@ def run_baseline(dataset: str, out_dir: str | os.PathLike, *, device: str = "aut
     Raises:
         ConfigError / UnknownNameError / DatasetNotFoundError: bad setting, model or dataset.
     """
+    from datadistill.api.ranking import BASELINE_MODEL
     from datadistill.evaluation.baseline import BaselineSettings, train_whole_data
+    from datadistill.io.model_file import save_model
 
     values = settings_from(BaselineSettings, {k: v for k, v in settings.items() if v is not None}, what="baseline")
     MODELS.get(values.model)
     out = check_output_folder(out_dir)
     data = load_dataset(dataset, data_root, image_size=image_size, stream=stream, num_workers=num_workers)
-    result = train_whole_data(data, values, select_device(device), progress)
+    trained = []
+    result = train_whole_data(data, values, select_device(device), progress, on_model=trained.append)
     out.mkdir(parents=True, exist_ok=True)
+    spec = data.spec
+    save_model(trained[0], out / BASELINE_MODEL, model=values.model, channels=spec.channels,
+               num_classes=spec.num_classes, image_size=spec.image_size, dataset=spec.name, mean=spec.mean,
+               std=spec.std, extra={"baseline": True, "seed": values.seed, "epochs": result.epochs,
+                                    "accuracy": result.accuracy})
     atomic_write_text(out / "baseline.json", json.dumps({**result.as_dict(), "package_version": __version__},
                                                         indent=2) + "\n")
     return result
 
 
 def _read_baseline(path: str | os.PathLike) -> dict[str, Any]:
-    from datadistill.errors import ConfigError
+    from datadistill.api.ranking import read_baseline
 
-    p = Path(path)
-    if p.is_dir():
-        p = p / "baseline.json"
-    if not p.is_file():
-        raise ConfigError(f"baseline file {p} does not exist: expected a baseline.json written by `datadistill baseline`")
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"baseline file {p} is not valid JSON ({exc})") from None
-    need = ("dataset", "model", "accuracy", "train_seconds", "train_flops")
-    if not isinstance(data, dict) or any(k not in data for k in need):
-        raise ConfigError(f"baseline file {p} is not a datadistill baseline: expected the keys {', '.join(need)}")
-    return data
+    return {k: v for k, v in read_baseline(path).items() if k != "folder"}
 
 
 def run_evaluate(path: str | os.PathLike, models: Sequence[str] = ("convnet",), *, out: str | os.PathLike | None = None,
                  baselines: Sequence[str | os.PathLike] = (), save_models: str | os.PathLike | None = None,
                  data_root: str | None = None, device: str = "auto", seed: int = 0, progress=None, on_epoch=None,
-                 log_to: Sequence[str] = (), **overrides):
+                 log_to: Sequence[str] = (), scores=None, teacher: str | os.PathLike | None = None, on_plan=None,
+                 on_score=None, protocol: str = "ours", **overrides):
     """Evaluate a saved synthetic set on one or more architectures (``datadistill evaluate``).
 
     Args:
@@ -161,8 +161,23 @@ def run_evaluate(path: str | os.PathLike, models: Sequence[str] = ("convnet",), 
         log_to: experiment trackers (``tensorboard``, ``mlflow``, ``wandb``, ``csv``) the results, the
             settings, the set's grid and the files of ``out`` are logged to, under ``out``
             (:func:`datadistill.api.tracking.track_evaluation`).
-        overrides: :class:`~datadistill.evaluation.EvalSettings` fields (None = default; the DSA
-            strategy defaults to the dataset's).
+        scores: a :class:`~datadistill.evaluation.ranking_protocol.RankingSettings`: also compute the
+            DD-Ranking scores (HLR, IOR, LRS, ARS) on the first model (:mod:`datadistill.api.ranking`),
+            written under ``ranking_scores`` in the result. Acc(real, hard) comes from the baseline of
+            that model among ``baselines``; a ``baselines`` folder that holds no ``baseline.json`` yet
+            is where it is trained (once) and kept. None: no scores.
+        teacher: the scores' teacher network file (soft-label mode); default: the baseline's
+            ``model.safetensors`` when it exists.
+        on_plan: called with one line saying how many networks the scores train, before any work.
+        on_score: called with a :class:`~datadistill.evaluation.ranking_protocol.RankingStep` after
+            each network of the scores.
+        protocol: ``ours`` (the same for every method), ``paper`` (the set's method's own) or
+            ``paper:<method>`` (:mod:`datadistill.evaluation.paper`); recorded in ``evaluation.json``
+            (``protocol``; ``protocol_overrides``: the protocol's settings given in ``overrides``;
+            ``protocol_source``: a paper protocol's official files).
+        overrides: :class:`~datadistill.evaluation.EvalSettings` fields replacing the protocol's
+            (None = the protocol's; the DSA strategy of ``ours`` and of the DSA-based paper
+            protocols is the dataset's).
 
     Returns:
         The :class:`~datadistill.evaluation.suite.CrossArchResult`.
@@ -178,22 +193,49 @@ def run_evaluate(path: str | os.PathLike, models: Sequence[str] = ("convnet",), 
     from datadistill.io.tracking import check_trackers
 
     check_trackers(log_to)  # before any work: a tracker's missing package, trackers without a folder
-    if log_to and out is None:
-        from datadistill.errors import ConfigError
+    from datadistill.errors import ConfigError
 
+    if log_to and out is None:
         raise ConfigError("the trackers write under the output folder: give --out DIR with --log-to")
+    from datadistill.api import ranking as rk
+
     syn = load_synthetic_set(path)
-    base = [_read_baseline(b) for b in baselines]
+    method = paper_method(protocol, syn.metadata.get("method")) if protocol != "ours" else None
+    base, new_baseline = rk.split_baselines(baselines, scores is not None)
     for target in (out, save_models):
         if target is not None:
             check_output_folder(target)
     for name in models:
         MODELS.get(name)
     data = load_dataset_of(syn.metadata, data_root)
-    if overrides.get("dsa_strategy") is None:
-        overrides["dsa_strategy"] = data.spec.dsa_strategy
-    settings = EvalSettings(**{"model": models[0] if models else "convnet",
-                               **{k: v for k, v in overrides.items() if v is not None}})
+    given = {k: v for k, v in overrides.items() if v is not None}
+
+    def settings_for(model: str) -> EvalSettings:
+        return eval_settings_for(protocol, method=method, dataset=data.spec.name, model=model,
+                                 dsa_strategy=data.spec.dsa_strategy, overrides=given)
+
+    settings = settings_for(models[0] if models else "convnet")
+    if scores is not None:  # before any network is trained: the baseline, the teacher, the plan
+        score_base = rk.scores_baseline(base, settings.model, syn.metadata.get("dataset"))
+        if score_base is None and new_baseline is None:
+            raise ConfigError(f"--scores needs a whole-data baseline of {settings.model} (Acc(real, hard)): give "
+                              "--baseline DIR, a folder of `datadistill baseline --model "
+                              f"{settings.model}`, or a new folder where it is trained and kept")
+        teacher_file = rk.teacher_path(teacher, score_base)
+        # a baseline trained now saves its network: the teacher
+        plan = rk.plan_scores(syn, settings, scores, has_teacher=teacher_file is not None or score_base is None,
+                              data=data, seed=seed)
+        teacher_file = rk.load_teacher(teacher_file, syn) if teacher_file is not None else None  # checked now
+        if on_plan is not None:
+            on_plan(rk.describe_plan(plan, scores, settings, extra=settings.num_eval * len(set(models)),
+                                     baseline=score_base is None))
+        if score_base is None:
+            score_base = rk.train_scores_baseline(syn.metadata["dataset"], new_baseline, settings.model,
+                                                  data_root=data_root, device=device,
+                                                  image_size=data.spec.image_size[0])
+            base.append(score_base)
+            teacher_file = rk.load_teacher(rk.teacher_path(teacher, score_base), syn)
+    base = [{k: v for k, v in b.items() if k != "folder"} for b in base]
     on_model, keep = None, None
     if save_models is not None:
         from datadistill.io.model_file import save_model
@@ -205,7 +247,7 @@ def run_evaluate(path: str | os.PathLike, models: Sequence[str] = ("convnet",), 
             save_model(net, folder / f"{model}_{k}.safetensors", model=model, channels=spec.channels,
                        num_classes=spec.num_classes, image_size=spec.image_size, dataset=spec.name, mean=spec.mean,
                        std=spec.std, zca=syn.zca,
-                       extra={"synthetic_set": str(path), "seed": seed + k, "epochs": settings.epochs})
+                       extra={"synthetic_set": str(path), "seed": seed + k, "epochs": settings_for(model).epochs})
 
         def keep(model: str, k: int) -> bool:  # a network is reused only with its saved file
             return (Path(save_models) / f"{model}_{k}.safetensors").is_file()
@@ -219,8 +261,13 @@ def run_evaluate(path: str | os.PathLike, models: Sequence[str] = ("convnet",), 
 
     result = evaluate_architectures(syn, data.test, models, settings, select_device(device), seed=seed,
                                     baselines=base, progress=report, on_model=on_model, parts=parts,
-                                    on_epoch=on_epoch)
-    result.metadata["file"] = str(path)
+                                    on_epoch=on_epoch, settings_for=settings_for)
+    result.metadata.update(file=str(path), protocol_overrides=sorted(k for k in given if k in PROTOCOL_KEYS),
+                           protocol_source=PAPER_PROTOCOLS[method].source if method else None)
+    if scores is not None:
+        ranked = rk.run_ranking(syn, data, settings, scores, baseline=score_base, teacher=teacher_file,
+                                device=select_device(device), seed=seed, progress=on_score)
+        result.metadata["ranking_scores"] = ranked.as_dict()
     if out is not None and world().is_main:  # every rank has the result; rank 0 writes
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)
@@ -281,7 +328,7 @@ def run_import(path: str | os.PathLike, dataset: str, out: str | os.PathLike, *,
             fits the ZCA).
         experiment: which experiment of a VICO file.
         zca_eps: the run used ZCA with this eps (MTT: 0.1 on CIFAR); the ZCA is refitted on the
-            real training set (kornia, as the reference code) and stored with the set. MTT files hold
+            pixels of the real training set (kornia, as the reference code) and stored with the set. MTT files hold
             whitened images; an image folder's or Hugging Face dataset's images are whitened with it.
 
     Raises:
@@ -289,11 +336,11 @@ def run_import(path: str | os.PathLike, dataset: str, out: str | os.PathLike, *,
         ConfigError: ``out`` cannot be written (checked first).
     """
     from datadistill.io.importers import import_reference
-    from datadistill.preprocess import ZCA
+    from datadistill.preprocess.dataset import fit_zca
 
     check_writable_file(out, "output file")
     data = load_dataset(dataset, data_root)
-    zca = ZCA.fit(data.train.images, eps=zca_eps) if zca_eps is not None else None
+    zca = fit_zca(data, zca_eps) if zca_eps is not None else None
     syn = import_reference(path, data.spec, experiment=experiment, zca=zca)
     save_synthetic_set(syn, out)
     return syn

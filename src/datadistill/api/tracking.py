@@ -136,8 +136,9 @@ def track_evaluation(names: Sequence[str], out: str | Path, params: Mapping[str,
                      syn: SyntheticSet, files: Sequence[str | Path] = ()) -> None:
     """Log an evaluation (``datadistill evaluate --log-to``) at step 0: ``params``, per architecture
     ``eval/<model>/accuracy_mean``, ``…/accuracy_std``, ``…/accuracy_<k>``, ``…/train_accuracy_mean``
-    (and the balanced accuracy and the cost against a baseline when there are some), the set's grid
-    and ``files`` as artefacts."""
+    (and the balanced accuracy, the cost against a baseline and the mean DD-Ranking scores
+    ``eval/<model>/<labels>_labels/{hlr,ior,lrs,ars}_mean`` when there are some), the set's grid and
+    ``files`` as artefacts."""
     if not names:
         return
     metrics: dict[str, float] = {}
@@ -153,6 +154,10 @@ def track_evaluation(names: Sequence[str], out: str | Path, params: Mapping[str,
         for key in ("accuracy_gap", "time_speedup", "flops_ratio"):
             if cost.get(key) is not None:
                 metrics[f"eval/{cost['model']}/{key}"] = cost[key]
+    ranked = evaluation.get("ranking_scores") or {}
+    for mode, scores in (ranked.get("scores") or {}).items():  # evaluate --scores: fractions
+        for key in ("hlr", "ior", "lrs", "ars"):
+            metrics[f"eval/{ranked['model']}/{mode}_labels/{key}_mean"] = scores[f"{key}_mean"]
     out = Path(out)
     trackers = open_trackers(names, out, run_name=out.name)
     try:

@@ -13,6 +13,7 @@ Images are (G, n, C, H, W): G groups (e.g. classes) of n images, normalised per 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -87,6 +88,17 @@ class DSATransform:
     @property
     def num_groups(self) -> int:
         return int(self.op_index.numel())
+
+    def subset(self, groups: slice | Sequence[int]) -> "DSATransform":
+        """The same draws for ``groups`` only (a slice, or indices in the order given): applied to those
+        groups' images it gives exactly what the whole transform gives them (every op acts on each
+        group alone). A class-sharded run's ranks draw for every class and apply their own classes'
+        part (:mod:`datadistill.methods.sharding`); data-parallel trajectory matching splits one
+        augmented mini-batch across ranks (:mod:`datadistill.methods.data_parallel`)."""
+        index = groups if isinstance(groups, slice) else torch.as_tensor(list(groups), dtype=torch.long,
+                                                                           device=self.op_index.device)
+        return DSATransform(self.op_index[index], self.ops, {k: v[index] for k, v in self.draws.items()},
+                            self.params)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Augment ``x`` of shape (G, n, C, H, W) (or (G, C, H, W), one image per group).

@@ -1,41 +1,95 @@
-"""The ``datadistill`` command group, its error handling (one ``error:`` line, exit status 2) and the
-flag helpers the command modules share."""
+"""The ``datadistill`` command group, its error handling (one ``error:`` line, exit status 2), the
+process group of a distributed run (every command joins it under torchrun, :class:`_Command`) and
+the flag helpers the command modules share."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 
 import click
 
+from datadistill import distributed
 from datadistill._version import __version__
 from datadistill.errors import DatadistillError, RunInterrupted
 
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
+#: the commands every rank of a distributed run takes part in (issue #20); under torchrun any other
+#: command runs on rank 0 alone while the other ranks leave at once
+DISTRIBUTED_COMMANDS = frozenset({"distill", "evaluate", "experts", "scores", "compare", "nas", "continual",
+                                  "federated"})
+
+
+def error_prefix() -> str:
+    """``error:``, or ``error (rank R of N):`` in a process of a distributed run."""
+    w = distributed.world()
+    return f"error (rank {w.rank} of {w.world_size}):" if w.distributed else "error:"
+
+
+class _Command(click.Command):
+    """A command that, under torchrun, joins the process group with its ``--device`` (when it has none or
+    leaves it to its config: CUDA if this rank has a GPU; CUDA gets NCCL with gloo beside it) before
+    it runs and leaves it after; the ranks other than 0 print nothing on stdout, and run the command
+    only if it is one of :data:`DISTRIBUTED_COMMANDS`."""
+
+    def invoke(self, ctx: click.Context):
+        if not distributed.launched():
+            return super().invoke(ctx)
+        import torch
+
+        from datadistill.runtime import select_device
+
+        name = ctx.params.get("device")
+        if name is None:  # no flag, or the command's config decides: this rank's GPU when it has one
+            name = "cuda" if distributed.world().local_rank < torch.cuda.device_count() else "cpu"
+        w = distributed.init(distributed.local_device(select_device(name)))
+        if not w.is_main and self.name not in DISTRIBUTED_COMMANDS:
+            distributed.shutdown()
+            return None
+        with open(os.devnull, "w") as devnull, \
+                contextlib.redirect_stdout(devnull) if not w.is_main else contextlib.nullcontext():
+            result = super().invoke(ctx)
+        distributed.shutdown()  # after a success only: after an error the process exits (torchrun ends the rest)
+        return result
+
 
 class _Group(click.Group):
     """Turns every DatadistillError and click usage error into one line on stderr and exit status 2, and
-    a run stopped by SIGINT / SIGTERM (RunInterrupted) into its message and exit status 130 / 143."""
+    a run stopped by SIGINT / SIGTERM (RunInterrupted) into its message and exit status 130 / 143. In a
+    distributed run the line names the rank (:func:`error_prefix`); another exception is named with its
+    rank, then shown with its traceback."""
 
-    def main(self, *args, **kwargs):
+    command_class = _Command
+    group_class = type  # sub-groups (``data``) are of this class, their commands :class:`_Command`s
+    argv: list[str] = []
+
+    def main(self, args=None, *rest, **kwargs):
+        self.argv = list(sys.argv[1:] if args is None else args)  # --nproc passes them on
         kwargs["standalone_mode"] = False
         try:
-            code = super().main(*args, **kwargs)
+            code = super().main(args, *rest, **kwargs)
         except DatadistillError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"{error_prefix()} {exc}", err=True)
             sys.exit(2)
-        except RunInterrupted as exc:  # SIGINT / SIGTERM: the message says how to resume
-            click.echo(str(exc), err=True)
+        except RunInterrupted as exc:  # SIGINT / SIGTERM: the message says how to resume (all ranks stop alike)
+            if distributed.world().is_main:
+                click.echo(str(exc), err=True)
             sys.exit(exc.exit_status)
         except _NO_ARGS_IS_HELP as exc:  # bare `datadistill`: show the help, as click does
             click.echo(exc.format_message(), err=True)
             sys.exit(2)
         except click.ClickException as exc:
-            click.echo(f"error: {exc.format_message()}", err=True)
+            click.echo(f"{error_prefix()} {exc.format_message()}", err=True)
             sys.exit(exc.exit_code if exc.exit_code else 2)
         except click.exceptions.Abort:
-            click.echo("error: aborted", err=True)
+            click.echo(f"{error_prefix()} aborted", err=True)
             sys.exit(1)
+        except Exception as exc:
+            if distributed.world().distributed:  # torchrun's agent then ends the other ranks
+                click.echo(f"{error_prefix()} {type(exc).__name__}: {exc}", err=True)
+            raise
         sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -72,15 +126,24 @@ def init_help() -> str:
 @click.version_option(__version__, prog_name="datadistill")
 @click.option("-v", "--verbose", count=True, help="Log what runs to stderr (INFO; -vv: DEBUG).")
 @click.option("--quiet", is_flag=True, help="No progress bars; only warnings and errors on stderr.")
-def main(verbose: int, quiet: bool) -> None:
+@click.option("--nproc", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Run the command in N processes on this machine (torchrun's launcher; gloo on the CPU, NCCL "
+                   "on CUDA, one GPU each), e.g. `datadistill --nproc 2 distill ...`. Several machines: torchrun.")
+def main(verbose: int, quiet: bool, nproc: int | None) -> None:
     """datadistill: learn small synthetic training sets (dataset distillation) and evaluate them.
 
     Long commands show progress bars on stderr when it is a terminal (off with --quiet); results are
-    printed to stdout at the end."""
+    printed to stdout at the end. Under torchrun (`torchrun --nproc-per-node N -m datadistill ...`) or
+    with --nproc, rank 0 prints and writes the files."""
     from datadistill.cli.progress import setup_logging
     from datadistill.runtime import tune_cpu_allocator
 
-    click.get_current_context().call_on_close(setup_logging(verbose, quiet))
+    ctx = click.get_current_context()
+    if nproc is not None:
+        from datadistill.cli.launch import launch, without_nproc
+
+        ctx.exit(launch(nproc, without_nproc(ctx.find_root().command.argv, ctx.invoked_subcommand)))
+    ctx.call_on_close(setup_logging(verbose, quiet))
     tune_cpu_allocator()
 
 def models_list(value: str) -> list[str]:

@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 
 from datadistill.cli.base import data_options, fmt_ratio, init_help, main, models_list, parse_method_args
-from datadistill.config import TRACKERS
+from datadistill.cli.ranking import score_options
+from datadistill.config import EVAL_PROTOCOLS, TRACKERS
 
 
 @main.command()
@@ -21,7 +22,7 @@ from datadistill.config import TRACKERS
               "Default: real.")
 @click.option("--iterations", type=click.INT, help="Optimisation steps (outer iterations for dc, dsa, cafe). Default: 1000.")
 @click.option("--max-seconds", type=click.FLOAT, help="Wall-clock budget of the optimisation; stops early when spent. Default: none.")
-@click.option("--batch-real", type=click.INT, help="Real images per class per step. Default: the method's (64 for dm/datadam, 256 for dc/dsa/cafe).")
+@click.option("--batch-real", type=click.INT, help="Real images per class per step. Default: the method's (256 for dm as main_DM.py, 64 for datadam, 256 for dc/dsa/cafe).")
 @click.option("--lr-img", type=click.FLOAT, help="Learning rate of the synthetic images. Default: the method's (1 for dm/datadam, 0.1 for dc/dsa/cafe).")
 @click.option("--model", help="Model used to distil (and evaluate). Default: convnet.")
 @click.option("--eval-model", help="Model used to evaluate. Default: --model.")
@@ -29,6 +30,9 @@ from datadistill.config import TRACKERS
 @click.option("--num-eval", type=click.INT, help="Networks trained to evaluate (0 skips). Default: 3.")
 @click.option("--eval-epochs", type=click.INT, help="Epochs per evaluation network. Default: 300.")
 @click.option("--eval-init/--no-eval-init", default=None, help="Also evaluate the initial set.")
+@click.option("--eval-protocol", type=click.Choice(EVAL_PROTOCOLS),
+              help="ours: --num-eval, --eval-epochs, --dsa-strategy (eval_lr, eval_batch in a config file); paper: the "
+                   "method's own networks, epochs, batch, lr and augmentation (docs/faithfulness.md). Default: ours.")
 @click.option("--select-every", type=click.INT,
               help="Keep the best iterate, scored every N iterations on a validation split of the training set. Default: 0 (off).")
 @click.option("--val-size", type=click.INT, help="Validation images carved from the training set for --select-every. Default: 5000.")
@@ -89,8 +93,8 @@ def distill(config_file, out, quiet, restart, method_args, mask_shallow, **flags
                f"in {m['distill_seconds']:.1f} s")
     if "accuracy_mean" in m:
         click.echo(f"test accuracy ({config.resolved_eval_model}, {len(m['accuracies'])} models, "
-                   f"{config.eval_epochs} epochs): {m['accuracy_mean']:.2f} ± {m['accuracy_std']:.2f} % "
-                   f"(evaluation {m['eval_seconds']:.1f} s)")
+                   f"{m['eval_epochs']} epochs, protocol {m['eval_protocol']}): {m['accuracy_mean']:.2f} ± "
+                   f"{m['accuracy_std']:.2f} % (evaluation {m['eval_seconds']:.1f} s)")
     if "selected_iteration" in m:
         click.echo(f"kept iteration {m['selected_iteration']} (best validation accuracy; test set not used to select)")
     if "init_accuracy_mean" in m:
@@ -107,19 +111,26 @@ def distill(config_file, out, quiet, restart, method_args, mask_shallow, **flags
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--models", "--model", "models", default="convnet", show_default=True,
               help="Comma-separated models to train on the set (cross-architecture), e.g. convnet,alexnet,vgg11,resnet18,lenet,mlp.")
-@click.option("--num-eval", type=int, default=3, show_default=True, help="Networks trained per model.")
-@click.option("--eval-epochs", type=int, default=300, show_default=True, help="Epochs per network.")
+@click.option("--protocol", default="ours", show_default=True,
+              help="Evaluation protocol: ours (the defaults below, the same for every method), paper (the set's "
+                   "method's own: networks, epochs, batch, lr, augmentation; docs/faithfulness.md) or paper:METHOD. "
+                   "The flags below override single settings of either.")
+@click.option("--num-eval", type=int, default=None, help="Networks trained per model. Default: 3 (ours).")
+@click.option("--eval-epochs", type=int, default=None, help="Epochs per network. Default: 300 (ours).")
 @click.option("--eval-lr", type=float, default=None,
               help="Initial lr; given, it replaces the set's learned lr. Default: the learned lr, else the model's default (0.01).")
-@click.option("--eval-batch", type=int, default=256, show_default=True, help="Mini-batch size.")
-@click.option("--dsa-strategy", default=None, help="DSA strategy (default: the dataset's).")
+@click.option("--eval-batch", type=int, default=None, help="Mini-batch size. Default: 256 (ours).")
+@click.option("--dsa-strategy", default=None,
+              help="Augmentation: a DSA strategy, dc:OPS for DC's (e.g. dc:crop_scale_rotate) or none. Default: the "
+                   "dataset's DSA strategy (ours).")
 @click.option("--vectorise/--no-vectorise", default=None,
               help="Train the networks of one model together (torch.vmap); BatchNorm models always run one by one. "
                    "Default: on CUDA only (slower than the sequential loop on CPU, docs/benchmarks.md).")
 @click.option("--curve-every", type=int, default=0, show_default=True,
               help="Record train/test accuracy every N epochs for learning curves (0 = off; needs --out).")
 @click.option("--baseline", "baselines", multiple=True, type=click.Path(),
-              help="baseline.json of `datadistill baseline` (repeatable): adds the cost table for its model.")
+              help="baseline.json of `datadistill baseline` (repeatable): adds the cost table for its model. With "
+                   "--scores also Acc(real, hard); a new folder: the baseline is trained there and kept.")
 @click.option("--save-models", type=click.Path(file_okay=False), default=None,
               help="Save every trained network here (`datadistill test-model` tests one).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
@@ -131,28 +142,43 @@ def distill(config_file, out, quiet, restart, method_args, mask_shallow, **flags
 @click.option("--device", default="auto", show_default=True)
 @click.option("--data-root", type=click.Path(file_okay=False), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def evaluate(file, models, num_eval, eval_epochs, eval_lr, eval_batch, dsa_strategy, vectorise, curve_every, baselines,
-             save_models, out, log_to, seed, device, data_root, as_json) -> None:
-    """Train fresh networks on a saved synthetic set and test them on the real test set."""
+@score_options
+def evaluate(file, models, protocol, num_eval, eval_epochs, eval_lr, eval_batch, dsa_strategy, vectorise, curve_every,
+             baselines, save_models, out, log_to, seed, device, data_root, as_json, scores, teacher, score_labels,
+             lr_grid, select_networks, select_epochs, val_size) -> None:
+    """Train fresh networks on a saved synthetic set and test them on the real test set.
+
+    With --scores, also the DD-Ranking scores of the set on the first model (HLR, IOR, LRS, ARS; the
+    lr chosen on a validation split of the training set, the test set read once per network)."""
     from datadistill.api import run_evaluate
     from datadistill.cli.progress import EvalBar
+    from datadistill.cli.ranking import ScoreBar, echo_scores, ranking_settings
 
     names = models_list(models)
     if curve_every and out is None:
         raise click.BadParameter("learning curves are written to --out: give --out DIR", param_hint="--curve-every")
-    bar = EvalBar(list(dict.fromkeys(names)), num_eval, eval_epochs)
+    if teacher is not None and not scores:
+        raise click.BadParameter("the teacher labels R for the scores: give --scores too", param_hint="--teacher")
+    ranking = ranking_settings(scores, lr_grid, eval_lr, labels=score_labels, select_networks=select_networks,
+                               select_epochs=select_epochs, val_size=val_size)
+    bar, score_bar = EvalBar(list(dict.fromkeys(names)), num_eval, eval_epochs), ScoreBar()
     try:
         result = run_evaluate(file, names, out=out, baselines=baselines, save_models=save_models, data_root=data_root,
-                              device=device, seed=seed, num_eval=num_eval, epochs=eval_epochs, lr=eval_lr,
-                              batch_size=eval_batch, dsa_strategy=dsa_strategy, use_learned_lr=eval_lr is None,
-                              vectorise=vectorise, curve_every=curve_every, on_epoch=lambda p: bar(p.model, p),
-                              log_to=log_to)
+                              device=device, seed=seed, protocol=protocol, num_eval=num_eval, epochs=eval_epochs,
+                              lr=eval_lr, batch_size=eval_batch, dsa_strategy=dsa_strategy,
+                              use_learned_lr=False if eval_lr is not None else None, vectorise=vectorise,
+                              curve_every=curve_every, on_epoch=lambda p: bar(p.model, p), log_to=log_to,
+                              scores=ranking, teacher=teacher, on_plan=lambda line: click.echo(line, err=True),
+                              on_score=score_bar)
     finally:
         bar.close()
+        score_bar.close()
     d = result.as_dict()
     if as_json:
         click.echo(json.dumps(d, indent=2))
         return
+    for line in protocol_lines(d):
+        click.echo(line)
     click.echo(f"{'model':<12} {'test accuracy %':>16} {'train accuracy %':>17} {'seconds':>9}  per-network test accuracies")
     for r in d["rows"]:
         click.echo(f"{r['model']:<12} {r['accuracy_mean']:>8.2f} ± {r['accuracy_std']:<5.2f} "
@@ -170,8 +196,28 @@ def evaluate(file, models, num_eval, eval_epochs, eval_lr, eval_batch, dsa_strat
                    f"{c['accuracy_gap']:.2f} points, training {fmt_ratio(c['time_speedup'])} faster "
                    f"({c['synthetic_seconds']:.1f} s vs {c['baseline_seconds']:.1f} s), "
                    f"{fmt_ratio(c['flops_ratio'])} fewer training FLOPs")
+    if d.get("ranking_scores"):
+        echo_scores(d["ranking_scores"])
     if out:
         click.echo(f"wrote {Path(out) / 'evaluation.json'}")
+
+
+def protocol_lines(d: dict) -> list[str]:
+    """The caption of `evaluate`'s table: per architecture (one line when they share it), the protocol
+    and what it trained with (networks, epochs, batch, lr, augmentation), and the settings given
+    instead of a paper protocol's."""
+    changed = ", ".join(d.get("protocol_overrides") or [])
+    lines: dict[str, list[str]] = {}
+    for r in d["rows"]:
+        lr = f"{r['lr']:g}" if r.get("lr") is not None else "?"
+        text = (f"{len(r['accuracies'])} networks × {r['epochs']} epochs, batch {r['batch_size']}, lr {lr} "
+                f"(÷10 at half), SGD momentum 0.9, weight decay 5e-4, augmentation {r['augmentation']}")
+        if changed and r["protocol"] != "ours":
+            text += f"; given instead of the protocol's: {changed}"
+        lines.setdefault(f"protocol {r['protocol']}{{}}: {text}", []).append(r["model"])
+    if len(lines) == 1:
+        return [next(iter(lines)).format("")]
+    return [line.format(f" ({', '.join(models)})") for line, models in lines.items()]
 
 
 @main.command("test-model")

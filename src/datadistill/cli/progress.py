@@ -12,7 +12,8 @@ The library reports progress through callbacks and never prints; the adapters he
 
 Console logging (:func:`setup_logging`, called by the ``datadistill`` group): records of the
 ``datadistill`` logger go to stderr, printed above the bars: warnings and errors by default and with
-``--quiet``, INFO with ``-v``, DEBUG with ``-vv``. Two child loggers are special:
+``--quiet``, INFO with ``-v``, DEBUG with ``-vv``; the ranks other than 0 of a distributed run show
+their errors only. Two child loggers are special:
 ``datadistill.notice`` (resuming, stopping: shown at every verbosity) and ``datadistill.run`` (a
 run's own record, e.g. ``distill.log``'s per-iteration losses: never shown here).
 """
@@ -45,6 +46,8 @@ class _Console(logging.Handler):
         name = record.name
         if name == RUN_LOG or name.startswith(RUN_LOG + "."):
             return False
+        if not main_process():  # the other ranks of a distributed run: their errors only
+            return record.levelno >= logging.ERROR
         return name == NOTICE or record.levelno >= self.shown
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -161,11 +164,13 @@ class EvalBar:
     training accuracy of the epoch and the last network's test accuracy. Call it ``(key, progress)``
     with an :class:`~datadistill.evaluation.EvalProgress`."""
 
-    def __init__(self, keys: Sequence[Hashable], num_eval: int, epochs: int, *, names: Mapping[Hashable, str] | None = None,
-                 quiet: bool = False, leave: bool = True) -> None:
-        self.keys, self.names, self.per_key = list(keys), dict(names or {}), num_eval * epochs
-        self.bar = Bar(len(self.keys) * self.per_key, self._name(self.keys[0]) if self.keys else "", "epoch",
-                       quiet=quiet, leave=leave)
+    def __init__(self, keys: Sequence[Hashable], num_eval: int | None, epochs: int | None, *,
+                 names: Mapping[Hashable, str] | None = None, quiet: bool = False, leave: bool = True) -> None:
+        # num_eval or epochs None (set by an evaluation protocol): sized at the first progress report
+        self.keys, self.names = list(keys), dict(names or {})
+        self.per_key = num_eval * epochs if num_eval is not None and epochs is not None else None
+        self.bar = Bar(len(self.keys) * self.per_key if self.per_key else None,
+                       self._name(self.keys[0]) if self.keys else "", "epoch", quiet=quiet, leave=leave)
         self.last_test: float | None = None
         self.key: Hashable | None = None
 
@@ -177,6 +182,9 @@ class EvalBar:
             self.keys.append(key)
         if key != self.key:
             self.key, self.last_test = key, None
+        if self.per_key is None:
+            self.per_key = p.num_eval * p.epochs
+            self.bar.total = len(self.keys) * self.per_key
         offset = self.keys.index(key) * self.per_key
         nets, k = p.networks, p.num_eval
         who = f"network {nets.start + 1}/{k}" if len(nets) == 1 else f"networks {nets.start + 1}–{nets.stop}/{k}"
@@ -209,7 +217,9 @@ class DistillProgress:
         self.label = label or f"{config.method} {config.dataset} ipc{config.ipc}"
         self.steps = Bar(distill_steps(config), self.label, "it", quiet=quiet, leave=leave)
         subjects = ["synthetic set"] + (["initial set"] if config.eval_init else [])
-        self.eval = EvalBar(subjects, max(config.num_eval, 1), config.eval_epochs, quiet=quiet, leave=leave,
+        ours = config.eval_protocol == "ours"  # a paper protocol's sizes are known at its first report
+        self.eval = EvalBar(subjects, max(config.num_eval, 1) if ours else None, config.eval_epochs if ours else None,
+                            quiet=quiet, leave=leave,
                             names={"synthetic set": f"{self.label} evaluation",
                                    "initial set": f"{self.label} initial set"})
 

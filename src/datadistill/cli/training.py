@@ -23,6 +23,10 @@ from datadistill.cli.base import data_options, load_mapping, main
 @click.option("--curriculum", "scores_file", type=click.Path(dir_okay=False),
               help="PAD: train on a difficulty-scheduled subset ranked by this scores file (`datadistill scores`).")
 @click.option("--seed", type=click.INT, help="Expert k uses seed + k. Default: 0.")
+@click.option("--optimizer", type=click.Choice(["sgd", "gsam"]),
+              help="sgd (MTT's buffer.py) or gsam (DATM/PAD's FTD experts: SGD wrapped in GSAM). Default: sgd.")
+@click.option("--rho", type=click.FLOAT, help="GSAM perturbation radius. Default: 0.01 (DATM/PAD).")
+@click.option("--alpha", type=click.FLOAT, help="GSAM surrogate-gap weight. Default: 0.3 (DATM/PAD).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--data-root", type=click.Path(file_okay=False), default=None)
 @data_options(defaults=False)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,8 +154,13 @@ class RealSet:
     def min_class_count(self) -> int:
         return min(self.class_counts)
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, n: int, generator: torch.Generator | None = None,
+               classes: Sequence[int] | None = None) -> torch.Tensor:
         """``n`` random images of every class without replacement, shape (num_classes, n, C, H, W).
+
+        ``classes``: read only these classes' images, (len(classes), n, C, H, W). The draws of every
+        class are made all the same, so ``generator`` moves exactly as for the whole set (the ranks
+        of a class-sharded run each read their own classes from one shared random stream).
 
         Raises:
             ConfigError: if ``n`` exceeds the smallest class.
@@ -165,7 +170,9 @@ class RealSet:
         idx = torch.stack([
             ids[torch.randperm(len(ids), generator=generator)[:n]] for ids in self.indices_by_class
         ])
-        return self.data.take(idx).view(self.num_classes, n, *self.data.image_shape)
+        if classes is not None:
+            idx = idx[list(classes)]
+        return self.data.take(idx).view(idx.shape[0], n, *self.data.image_shape)
 
     @property
     def images(self) -> torch.Tensor:

@@ -90,12 +90,14 @@ class BaselineResult:
 
 
 def train_whole_data(data: SplitDataset, settings: BaselineSettings, device: torch.device,
-                     progress=None) -> BaselineResult:
+                     progress=None, on_model=None) -> BaselineResult:
     """Train one ``settings.model`` on all of ``data.train`` and test it on ``data.test``.
 
     Args:
         data: the real dataset, images (N, C, H, W) float32 normalised, labels (N,) int64.
         progress: optional callable ``(epoch, test accuracy or None, train accuracy)`` after each epoch.
+        on_model: optional callable given the trained network (e.g. to save it: the teacher of the
+            DD-Ranking scores' soft-label mode).
 
     Raises:
         UnknownNameError: unknown model.
@@ -133,6 +135,8 @@ def train_whole_data(data: SplitDataset, settings: BaselineSettings, device: tor
     result = fit_network(net, train, recipe, make_generator(settings.seed), hooks)
     train_acc, seconds, lr = last["train_accuracy"], result.seconds, recipe.lr
     final = curve["test_accuracy"][-1] if settings.curve else accuracy(net, data.test, device)
+    if on_model is not None:
+        on_model(net)
     per_image = training_flops_per_image(net, shape)
     return BaselineResult(dataset=spec.name, model=settings.model, epochs=epochs, accuracy=final,
                           train_accuracy=train_acc, train_seconds=seconds,

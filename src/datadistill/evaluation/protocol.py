@@ -8,6 +8,9 @@ No test-set selection: the accuracy reported is the one after the last epoch (le
 asked for, are recorded for plotting only).
 A set stored with a ZCA whitening is trained on as it is and tested on the test set whitened
 with that same ZCA (MTT/DATM/PAD on CIFAR).
+These defaults are the protocol ``ours``, the same for every method; each method's paper protocol
+(:mod:`datadistill.evaluation.paper`) gives other values to the same settings (K, epochs, batch, lr,
+augmentation, DC's own included) and names itself in ``EvalSettings.protocol``.
 
 Each network trains with :func:`datadistill.training.fit_network` and the settings' recipe
 (:data:`EVAL_RECIPE` by default). The K networks of one architecture can be trained together
@@ -80,6 +83,9 @@ class EvalSettings:
             :func:`datadistill.models.build_model` (e.g. ``{"width": 64, "norm": "none"}`` for the
             ConvNet, ``{"width": 256, "depth": 3}`` for the MLP); empty = the registered model as is.
             Stored as a plain dict copy; the default evaluation lr stays the one of ``model``.
+        protocol: the name of the protocol these settings come from, recorded with the results:
+            ``ours`` (this fixed protocol) or ``paper:<method>`` (a method's own,
+            :mod:`datadistill.evaluation.paper`, which builds such settings).
     """
 
     model: str = "convnet"
@@ -89,6 +95,7 @@ class EvalSettings:
     vectorise: bool | None = None
     curve_every: int = 0
     model_args: dict[str, Any] = field(default_factory=dict, hash=False)
+    protocol: str = "ours"
 
     def __post_init__(self) -> None:
         if not isinstance(self.model_args, Mapping) or not all(isinstance(k, str) for k in self.model_args):
@@ -108,8 +115,12 @@ class EvalSettings:
         return self.recipe.lr if self.recipe.lr is not None else default_eval_lr(self.model)
 
     def as_dict(self) -> dict[str, Any]:
-        """The settings with the recipe's flat keys (``epochs``, ``lr``, …, ``dsa_strategy``)."""
-        return recipe_settings_dict(self)
+        """The settings with the recipe's flat keys (``epochs``, ``lr``, …, ``dsa_strategy``); ``protocol``
+        only when it is not ``ours`` (the keys and fingerprints of results recorded before it existed hold)."""
+        out = recipe_settings_dict(self)
+        if self.protocol == "ours":
+            del out["protocol"]
+        return out
 
 
 @dataclass
@@ -125,6 +136,8 @@ class EvalResult:
         train_seconds: wall time of training alone (no testing), all K networks.
         per_class_accuracies: per network, the test accuracy (percent) of each class (None for a
             class absent from the test set), index = label.
+        protocol, batch_size, augmentation: the protocol's name (``ours`` or ``paper:<method>``), the
+            mini-batch size and the augmentation (DSA or ``dc:…`` strategy) the networks trained with.
     """
 
     model: str
@@ -137,6 +150,9 @@ class EvalResult:
     train_seconds: float = 0.0
     epochs: int | None = None
     per_class_accuracies: list[list[float | None]] = field(default_factory=list)
+    protocol: str | None = None
+    batch_size: int | None = None
+    augmentation: str | None = None
 
     @property
     def mean(self) -> float:
@@ -166,8 +182,8 @@ class EvalResult:
                 "accuracies": self.accuracies, "train_accuracies": self.train_accuracies,
                 "train_accuracy_mean": statistics.fmean(self.train_accuracies) if self.train_accuracies else None,
                 "train_accuracy_std": train_std, "eval_seconds": self.seconds, "train_seconds": self.train_seconds,
-                "epochs": self.epochs, "lr": self.lr, "vectorised": self.vectorised,
-                **self._balanced_dict()}
+                "epochs": self.epochs, "lr": self.lr, "vectorised": self.vectorised, "protocol": self.protocol,
+                "batch_size": self.batch_size, "augmentation": self.augmentation, **self._balanced_dict()}
 
     def _balanced_dict(self) -> dict:
         if not self.per_class_accuracies:
@@ -209,7 +225,7 @@ def train_network(net: torch.nn.Module, images: torch.Tensor, targets: torch.Ten
     return net
 
 
-def _build(settings: EvalSettings, channels: int, num_classes: int, image_size: tuple[int, int]) -> nn.Module:
+def build_network(settings: EvalSettings, channels: int, num_classes: int, image_size: tuple[int, int]) -> nn.Module:
     """``settings.model`` built with ``settings.model_args``; a keyword its builder does not take is
     a ConfigError naming the model and the arguments."""
     try:
@@ -236,7 +252,7 @@ def evaluate_synthetic_set(syn: SyntheticSet, test: LabelledImages, settings: Ev
     their own device) before testing. An unwhitened test set would give chance accuracy.
 
     Args:
-        syn: the synthetic set (images normalised like ``test``, then whitened if ``syn.zca`` is set).
+        syn: the synthetic set (images normalised like ``test``, or in ``syn.zca``'s whitened space).
         test: the real test set, (N, C, H, W) float32 normalised (not whitened), labels (N,) int64.
         progress: optional callable ``(k, accuracy)`` after each network is tested (or reused).
         on_model: optional callable ``(k, trained network)`` (e.g. to save it); not called for a
@@ -261,5 +277,5 @@ def evaluate_synthetic_set(syn: SyntheticSet, test: LabelledImages, settings: Ev
                                     parts=parts, on_epoch=on_epoch)])[0]
 
 
-__all__ = ["EVAL_RECIPE", "EvalResult", "EvalProgress", "EvalSettings", "accuracy", "class_correct", "per_class_percent",
-           "can_vectorise", "evaluate_synthetic_set", "fit_networks_vectorised", "train_network"]
+__all__ = ["EVAL_RECIPE", "EvalResult", "EvalProgress", "EvalSettings", "accuracy", "build_network", "class_correct",
+           "per_class_percent", "can_vectorise", "evaluate_synthetic_set", "fit_networks_vectorised", "train_network"]

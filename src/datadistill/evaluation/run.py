@@ -72,7 +72,7 @@ class EvalRun:
         self.nets = []
         for k in range(settings.num_eval):
             torch.manual_seed(seed + k)
-            self.nets.append(protocol._build(settings, self.images.shape[1], classes,
+            self.nets.append(protocol.build_network(settings, self.images.shape[1], classes,
                                              tuple(self.images.shape[2:])).to(device))
         self.generators = [make_generator(seed + k) for k in range(settings.num_eval)]
         self.curve_at = protocol._curve_epochs(settings)
@@ -193,7 +193,9 @@ class EvalRun:
             self.setup_seconds + sum(p["seconds"] for p in parts),
             curves=[p["curve"] or dict(empty) for p in parts] if self.curve_at else [], lr=self.lr,
             vectorised=self.vectorised, train_seconds=sum(p["train_seconds"] for p in parts),
-            epochs=self.settings.recipe.epochs, per_class_accuracies=[p["per_class"] for p in parts])
+            epochs=self.settings.recipe.epochs, per_class_accuracies=[p["per_class"] for p in parts],
+            protocol=self.settings.protocol, batch_size=self.settings.recipe.batch_size,
+            augmentation=self.settings.recipe.augmentation)
 
 
 def run_evaluations(runs: Sequence[EvalRun]) -> list[protocol.EvalResult]:

@@ -102,7 +102,8 @@ def evaluate_architectures(syn: SyntheticSet, test: LabelledImages, models: Sequ
                            progress: Callable[[str, int, float], None] | None = None,
                            on_model: Callable[[str, int, nn.Module], None] | None = None,
                            parts: EvalParts | None = None,
-                           on_epoch: Callable[[EvalProgress], None] | None = None) -> CrossArchResult:
+                           on_epoch: Callable[[EvalProgress], None] | None = None,
+                           settings_for: Callable[[str], EvalSettings] | None = None) -> CrossArchResult:
     """Evaluate ``syn`` on every architecture in ``models`` with the same protocol ``settings``.
 
     Under torchrun the networks of every architecture are spread over the ranks together
@@ -126,6 +127,9 @@ def evaluate_architectures(syn: SyntheticSet, test: LabelledImages, models: Sequ
             (``<model>.json`` in its folder, :mod:`datadistill.evaluation.parts`).
         on_epoch: given an :class:`~datadistill.evaluation.progress.EvalProgress` (its ``model`` says
             which architecture) after every epoch and as each network finishes.
+        settings_for: the settings of each architecture, when they depend on it (a paper protocol:
+            DC's augmentation for ConvNet-BN, :mod:`datadistill.evaluation.paper`); default:
+            ``settings`` with its ``model`` replaced.
 
     Raises:
         UnknownNameError: an unknown model.
@@ -149,8 +153,11 @@ def evaluate_architectures(syn: SyntheticSet, test: LabelledImages, models: Sequ
     out = CrossArchResult([], baselines=by_model,
                           metadata={"dataset": dataset, "method": syn.metadata.get("method"),
                                     "class_names": list(syn.metadata.get("class_names") or []),
-                                    "ipc": syn.metadata.get("ipc"), "images": len(syn), "num_eval": settings.num_eval})
-    runs = [EvalRun(syn, test, dataclasses.replace(settings, model=name), device, seed,
+                                    "ipc": syn.metadata.get("ipc"), "images": len(syn), "num_eval": settings.num_eval,
+                                    "protocol": settings.protocol})
+    per_model = {name: settings_for(name) if settings_for is not None else dataclasses.replace(settings, model=name)
+                 for name in names}
+    runs = [EvalRun(syn, test, per_model[name], device, seed,
                     progress=(lambda k, a, n=name: progress(n, k, a)) if progress else None,
                     on_model=(lambda k, net, n=name: on_model(n, k, net)) if on_model else None, parts=parts,
                     on_epoch=on_epoch) for name in names]
@@ -158,7 +165,7 @@ def evaluate_architectures(syn: SyntheticSet, test: LabelledImages, models: Sequ
     for name in names:
         probe = build_model(name, shape[0], num_classes(syn.labels, syn.metadata), shape[1:])
         out.forward_flops[name] = forward_flops(probe, shape)
-        out.train_flops[name] = training_flops_per_image(probe, shape) * len(syn) * settings.recipe.epochs
+        out.train_flops[name] = training_flops_per_image(probe, shape) * len(syn) * per_model[name].recipe.epochs
     return out
 
 

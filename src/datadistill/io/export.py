@@ -10,8 +10,10 @@
   per image; ``npz`` and ``hf`` keep soft labels). ``torchvision.datasets.ImageFolder(OUT)`` reads
   it, with its own class order (sorted folder names), not necessarily the dataset's.
 * ``npz``: one uncompressed NumPy file ``OUT`` (its name must end in ``.npz``): ``images`` (N, C, H, W)
-  float32 as stored (normalised with the metadata's mean/std, then ZCA-whitened when the set holds a
-  ZCA), ``labels`` (N,) int64 or (N, K) float32 as stored, ``metadata`` (a 0-d unicode array: the
+  float32 as stored (normalised with the metadata's mean/std; with a ZCA, whitened instead:
+  ``(pixels - zca_mean) @ zca_transform`` on the flattened pixels ``x * std + mean`` when the metadata's
+  ``zca`` has a ``normalisation``, on the normalised images when it has none, the files of before
+  issue #21), ``labels`` (N,) int64 or (N, K) float32 as stored, ``metadata`` (a 0-d unicode array: the
   metadata JSON), ``learned_lr`` (0-d float64) when the set has one, and ``zca_mean`` (1, D),
   ``zca_transform``, ``zca_inverse`` (D, D) float32 when it holds a ZCA. ``numpy.load(OUT)`` reads
   it with no pickle; importing it back gives the set bit for bit.
@@ -25,9 +27,9 @@
 
 Every format carries the metadata of the file plus ``label_kind``, ``learned_lr`` and ``export``
 (``format``, ``images``: what the stored numbers are, ``package_version``, and ``zca_undone``:
-``{"eps": …}`` when the ZCA was undone). The output is written into a temporary sibling of ``OUT``
-and renamed into place: an interrupted export leaves nothing at ``OUT``. An existing ``OUT`` is
-refused, except an empty folder for the folder formats.
+the ZCA's metadata, ``{"eps": …, "normalisation": …}``, when the ZCA was undone). The output is
+written into a temporary sibling of ``OUT`` and renamed into place: an interrupted export leaves
+nothing at ``OUT``. An existing ``OUT`` is refused, except an empty folder for the folder formats.
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ EXPORT_FORMATS = ("imagefolder", "npz", "hf")
 METADATA_FILE = "datadistill.json"  # the metadata of an exported image folder
 HF_INSTALL = "pip install datadistill[hf]"
 IMAGES = {"imagefolder": "8-bit PNG pixels: pixel = value / 255, ZCA and normalisation undone, clamped to [0, 1]",
-          "npz": "as stored: float32 (pixel - mean) / std per channel, then ZCA-whitened when zca_* arrays are present",
+          "npz": "as stored: float32 (pixel - mean) / std per channel; with zca_* arrays, ZCA-whitened instead "
+                 "((pixels - zca_mean) @ zca_transform, on pixels when metadata zca has a normalisation)",
           "hf": "float32 (pixel - mean) / std per channel, never ZCA-whitened"}
 _UNSAFE = re.compile(r"[/\\\x00]")
 
@@ -110,9 +113,9 @@ def export_metadata(syn: SyntheticSet, fmt: str) -> dict[str, Any]:
     export: dict[str, Any] = {"format": fmt, "images": IMAGES[fmt], "package_version": __version__}
     if syn.zca is not None:
         if fmt == "npz":
-            meta["zca"] = {"eps": syn.zca.eps}
+            meta["zca"] = syn.zca.metadata()
         else:
-            export["zca_undone"] = {"eps": syn.zca.eps}
+            export["zca_undone"] = syn.zca.metadata()
     meta["export"] = export
     return meta
 

@@ -185,8 +185,8 @@ def import_npz(path: str | os.PathLike, spec: DatasetSpec, zca: ZCA | None = Non
         if not isinstance(meta.get("zca"), dict) or "eps" not in meta["zca"]:
             raise SyntheticSetFileError(f"{path}: zca arrays without metadata zca {{\"eps\": …}} (or the reverse)")
         with error_context(str(path)):
-            stored = ZCA.from_tensors({k: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("zca_")},
-                                      meta["zca"]["eps"], images.shape[1:])
+            stored = ZCA.from_metadata({k: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("zca_")},
+                                       meta["zca"], images.shape[1:])
     lr = arrays.get("learned_lr")
     if lr is not None:
         meta["learned_lr"] = float(lr.reshape(()))

@@ -7,14 +7,15 @@ Accepted files:
   ``torch.save({'data': data_save, 'accs_all_exps': accs_all_exps}, path)``, where ``data_save`` holds one
   ``[image_syn, label_syn]`` pair per experiment: images (N, C, H, W) float32 normalised with the
   dataset's mean/std, labels (N,) int64. ``accs_all_exps`` (accuracies, often numpy scalars) is ignored.
-* **MTT / DATM / PAD** run folders: ``images_best.pt`` (N, C, H, W) float32 normalised (and ZCA-whitened
-  when the run used ZCA), ``labels_best.pt`` ((N,) int64 hard labels in MTT, (N, K) float32 learned
-  soft-label logits in DATM/PAD) and the optional ``lr_best.pt`` (the learned lr: a 0-d or 1-element
-  tensor, or a Python number). DATM and PAD write these files into a ``Normal`` subfolder of the run
+* **MTT / DATM / PAD** run folders: ``images_best.pt`` (N, C, H, W) float32 normalised (or, when the
+  run used ZCA, whitened pixels, never normalised), ``labels_best.pt`` ((N,) int64 hard labels in MTT,
+  (N, K) float32 learned soft-label logits in DATM/PAD) and the optional ``lr_best.pt`` (the learned
+  lr: a 0-d or 1-element tensor, or a Python number). DATM and PAD write these files into a ``Normal`` subfolder of the run
   folder, which is looked into as well. The per-iteration files ``images_<it>.pt``/``labels_<it>.pt``/
   ``lr_<it>.pt`` (and DATM's ``ema_images_<it>.pt``/``ema_labels_<it>.pt``/``ema_lr_<it>.pt``) are
   imported by naming the images file. ``images_zca_<it>.pt`` holds the images of iteration ``<it>``
-  already mapped back out of the ZCA space; it pairs with ``labels_<it>.pt`` and is imported without ZCA.
+  mapped back out of the ZCA space, i.e. pixels (the reference drops ``Normalize`` with ``--zca``); it
+  pairs with ``labels_<it>.pt`` and is imported without ZCA, normalised with the dataset's mean/std.
 
 Every file is read with ``torch.load(path, map_location="cpu", weights_only=True)``: only tensors,
 containers, numbers and numeric numpy scalars/arrays are rebuilt; a file that needs any other Python
@@ -137,9 +138,10 @@ def import_mtt(path: str | os.PathLike, spec: DatasetSpec, zca: ZCA | None = Non
             paired with ``labels_<suffix>.pt`` and the optional ``lr_<suffix>.pt`` of the same folder
             (or of its ``Normal`` subfolder).
         spec: the dataset the set was distilled from.
-        zca: pass it when the run used ZCA (``--zca``): a ZCA fitted on the normalised real training
-            set, with the eps of the run (0.1 in MTT/DATM/PAD); it is stored in the set. None when the
-            run did not whiten.
+        zca: pass it when the run used ZCA (``--zca``): the ZCA of
+            :func:`datadistill.preprocess.dataset.fit_zca` (fitted on the pixels of the real training
+            set, as the reference code), with the eps of the run (0.1 in MTT/DATM/PAD); it is stored
+            in the set. None when the run did not whiten.
 
     Returns:
         A set with hard labels (MTT) or soft-label logits (DATM/PAD), the learned lr when a lr file
@@ -163,6 +165,9 @@ def import_mtt(path: str | os.PathLike, spec: DatasetSpec, zca: ZCA | None = Non
     if zca is not None and zca.shape != tuple(images.shape[1:]):
         raise SyntheticSetFileError(f"{images_path}: the ZCA was fitted on images of shape {zca.shape}, the "
                                     f"file holds images of shape {tuple(images.shape[1:])}")
+    if unwhitened:  # pixels (ZCA inverse of a run without Normalize): normalised like every set here
+        view = (1, -1, 1, 1)
+        images = (images - torch.tensor(spec.mean).view(view)) / torch.tensor(spec.std).view(view)
     with error_context(str(images_path)):
         return SyntheticSet(images, labels, lr, _metadata(spec, "imported:mtt", labels, images_path), zca).validate()
 

@@ -86,7 +86,7 @@ def save_model(net: nn.Module, path: str | os.PathLike, *, model: str, channels:
             raise ConfigError(f"cannot save the model: the ZCA was fitted on images of shape {zca.shape}, the "
                               f"model takes ({channels}, {image_size[0]}, {image_size[1]})")
         tensors.update(zca.tensors())
-        meta["zca"] = {"eps": zca.eps}
+        meta["zca"] = zca.metadata()
     return write_tensor_file(path, tensors, meta, FORMAT, FORMAT_VERSION)
 
 
@@ -134,10 +134,8 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any], ZCA 
                              f"({' '.join(str(exc).split())})") from exc
     zca = None
     if meta.get("zca") is not None:
-        if not isinstance(meta["zca"], dict) or "eps" not in meta["zca"]:
-            raise ModelFileError(f"{path}: metadata 'zca' is {meta['zca']!r}, expected {{\"eps\": float}}")
         try:
-            zca = ZCA.from_tensors(tensors, meta["zca"]["eps"], (channels, *image_size))
+            zca = ZCA.from_metadata(tensors, meta["zca"], (channels, *image_size))
         except DatadistillError as exc:
             raise ModelFileError(f"{path}: {exc}") from exc
     elif any(k in tensors for k in ZCA_KEYS):

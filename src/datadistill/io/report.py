@@ -246,6 +246,33 @@ def _cost(ev: Any) -> str:
     return out
 
 
+def _ranking_scores(ev: Any) -> str:
+    r = ev.get("ranking_scores") if isinstance(ev, Mapping) else None
+    if not isinstance(r, Mapping) or not isinstance(r.get("scores"), Mapping):
+        return ""
+    out = ("<h2>DD-Ranking scores</h2>\n" + note(
+        f"{r.get('model')}, K = {r.get('num_eval')} runs, accuracies as fractions; Acc(real, hard) = "
+        f"{fmt(r.get('real_hard_accuracy'), 4)} (whole-data baseline). HLR: lower is better; IOR, LRS, ARS: higher. "
+        "Each lr chosen on a validation split of the training set; the test set read once per network."))
+    rows = []
+    for mode, s in r["scores"].items():
+        if isinstance(s, Mapping):
+            own = " (own labels)" if mode == r.get("primary_mode") and len(r["scores"]) > 1 else ""
+            rows.append([f"{mode}{own}", *(f"{fmt(s.get(k + '_mean'), 4)} ± {fmt(s.get(k + '_std'), 4)}"
+                                          for k in ("hlr", "ior", "lrs", "ars"))])
+    out += table(["labels", "HLR", "IOR", "LRS", "ARS"], rows, numeric={1, 2, 3, 4}, cls="ranking")
+    lrs = r.get("lr") if isinstance(r.get("lr"), Mapping) else {}
+    accs = r.get("accuracies") if isinstance(r.get("accuracies"), Mapping) else {}
+    body = []
+    for name, a in accs.items():
+        lr = lrs.get(name) if isinstance(lrs.get(name), Mapping) else {}
+        how = "validation" if lr.get("source") == "grid" else value(lr.get("source"))
+        body.append([name, fmt(lr.get("chosen"), 4), how, fmt(mean_std(a)[0], 4), ", ".join(fmt(x, 4) for x in a or [])])
+    out += table(["protocol", "lr", "how chosen", "test accuracy (mean)", "per run"], body, numeric={1, 3},
+                 cls="ranking-accuracies")
+    return out
+
+
 def _others(run: Path) -> str:
     names = sorted(p.name for p in run.glob("*.png") if p.name not in _known_pngs() and not p.name.startswith("."))
     if not names:
@@ -321,7 +348,7 @@ def render_report(run_dir: str | os.PathLike) -> str:
         ev, ev_note = read_json(run / "evaluation.json")
         title = f"{m.get('method', '?')} on {m.get('dataset', '?')}, IPC {m.get('ipc', '?')}"
         sections = [_summary(m), _config(run), _grids(run), _loss(m), _evaluation(m, ev, ev_note), _curves(run),
-                    _cost(None if ev_note else ev), apps, _others(run), _log(run)]
+                    _cost(None if ev_note else ev), _ranking_scores(None if ev_note else ev), apps, _others(run), _log(run)]
     body = "\n\n".join(s for s in sections if s)
     total = body.count("<img ")
     return (
@@ -340,7 +367,8 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     Sections: title (method, dataset, IPC), summary, configuration (``config.yaml``, nested settings
     flattened as ``method_args.name``), initial and final grids, loss curve (``metrics.json``'s
     ``loss_history``), evaluation table (``metrics.json`` and ``evaluation.json``), learning curves
-    (``curves.json``), cost against the whole-data baseline (``evaluation.json``), other ``*.png``
+    (``curves.json``), cost against the whole-data baseline and the DD-Ranking scores with the accuracy and
+    lr of each protocol (``evaluation.json``, ``evaluate --scores``), other ``*.png``
     figures, and the log. A missing optional file leaves its section with a short note. A folder
     holding an experiment's results gets that experiment's registered section (its summary, figure
     and settings; :data:`REPORT_SECTIONS`).

@@ -1,19 +1,24 @@
 """The synthetic-set file: one ``.safetensors`` file with tensors and JSON metadata.
 
 Tensors:
-    ``images``: (N, C, H, W) float32, normalised with the dataset's mean/std, as trained.
+    ``images``: (N, C, H, W) float32, normalised with the dataset's mean/std (or ZCA-whitened), as trained.
     ``labels``: (N,) int64 hard labels, or (N, K) float32 soft labels (logits or probabilities as
         written by the method; ``metadata["label_kind"]`` says which).
     ``learned_lr`` (optional): () float32, the learning rate learned with the set (MTT family).
     ``zca_mean`` (1, D), ``zca_transform`` (D, D), ``zca_inverse`` (D, D) (optional, together), float32,
         D = C*H*W: the ZCA whitening fitted on the real training set (:class:`datadistill.preprocess.ZCA`).
-        When present, ``images`` are in whitened space: normalised, then whitened. The test set must be
-        whitened with ``zca_transform`` before evaluation, and ``zca_inverse`` maps images back for display.
+        When present, ``images`` are in whitened space: ``(pixels - zca_mean) @ zca_transform`` on the
+        flattened pixels, with metadata ``zca.normalisation`` the mean/std to undo first
+        (:meth:`ZCA.whiten <datadistill.preprocess.ZCA.whiten>` maps normalised images there; a file
+        of before issue #21 has no ``normalisation``: its matrices act on the normalised images). The
+        test set must be whitened the same way before evaluation, and ``zca_inverse`` maps images
+        back for display.
 
 Metadata (safetensors header ``__metadata__``, key ``datadistill``, a JSON object): ``format``,
 ``format_version``, ``dataset``, ``channels``, ``image_size``, ``class_names``, ``mean``, ``std``,
 ``method``, ``ipc``, ``config``, ``seed``, ``iterations``, ``package_version``, ``label_kind``, and
-``zca`` = ``{"eps": float}`` when (and only when) the ZCA tensors are stored. Every writer builds the
+``zca`` = ``{"eps": float, "normalisation": {"mean": [...], "std": [...]}}`` when (and only when) the ZCA
+tensors are stored (:meth:`ZCA.metadata <datadistill.preprocess.ZCA.metadata>`). Every writer builds the
 metadata with :func:`synthetic_set_metadata` (``distill``, the importers, the continual memories, the
 FedD3 union), so the dataset keys always come first and in the same order.
 """
@@ -59,8 +64,8 @@ class SyntheticSet:
     """A synthetic set with what is needed to evaluate and display it.
 
     Attributes:
-        images: (N, C, H, W) float32, normalised with ``metadata["mean"]``/``["std"]`` (then whitened
-            with ``zca`` when it is set).
+        images: (N, C, H, W) float32, normalised with ``metadata["mean"]``/``["std"]``, or, when
+            ``zca`` is set, in its whitened space (``zca.whiten`` of the normalised images).
         labels: (N,) int64 class indices, or (N, K) float32 soft labels.
         learned_lr: learning rate learned with the set (MTT family), else None.
         metadata: dataset, image shape, mean/std, method, config, seed, iterations, … (JSON-able).
@@ -176,10 +181,11 @@ class SyntheticSet:
 
         * ``image``: (C, H, W) float32 CPU tensor. ``normalised=True``: as stored and as datadistill
           trains on it, i.e. ``(pixel - mean) / std`` per channel (``metadata["mean"]``/``["std"]``),
-          then ZCA-whitened when the set holds a ZCA (test images must then be whitened the same way,
-          with ``self.zca.whiten``). ``normalised=False``: pixel intensities in [0, 1], the ZCA and
-          the normalisation undone, clamped to [0, 1] (:meth:`pixels`), the input
-          ``torchvision.transforms.v2`` expects for a float image (e.g. ``v2.Normalize`` of your own).
+          or ZCA-whitened when the set holds a ZCA (``self.zca.whiten`` of those; test images must
+          then be whitened the same way, with ``self.zca.whiten``). ``normalised=False``: pixel
+          intensities in [0, 1], the ZCA and the normalisation undone, clamped to [0, 1]
+          (:meth:`pixels`), the input ``torchvision.transforms.v2`` expects for a float image (e.g.
+          ``v2.Normalize`` of your own).
         * ``label``: hard labels, the class index as a Python ``int`` (``metadata["class_names"][label]``
           names it); soft labels, a (K,) float32 tensor as stored (``label_kind`` says logits or
           probabilities).
@@ -237,7 +243,7 @@ def save_synthetic_set(syn: SyntheticSet, path: str | os.PathLike) -> Path:
     meta.pop("zca", None)
     if syn.zca is not None:
         tensors.update(syn.zca.tensors())
-        meta["zca"] = {"eps": syn.zca.eps}
+        meta["zca"] = syn.zca.metadata()
     return write_tensor_file(path, tensors, meta, FORMAT, FORMAT_VERSION)
 
 
@@ -262,10 +268,8 @@ def load_synthetic_set(path: str | os.PathLike) -> SyntheticSet:
         syn = SyntheticSet(tensors["images"], tensors["labels"], None if lr is None else float(lr), meta)
         syn.validate()
     if meta.get("zca") is not None:
-        if not isinstance(meta["zca"], dict) or "eps" not in meta["zca"]:
-            raise SyntheticSetFileError(f"{path}: metadata 'zca' is {meta['zca']!r}, expected {{\"eps\": float}}")
         try:
-            syn.zca = ZCA.from_tensors(tensors, meta["zca"]["eps"], syn.images.shape[1:])
+            syn.zca = ZCA.from_metadata(tensors, meta["zca"], syn.images.shape[1:])
         except SyntheticSetFileError as exc:
             raise SyntheticSetFileError(f"{path}: {exc}") from exc
     return syn

@@ -29,9 +29,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from datadistill import distributed
 from datadistill.augment import DSA
 from datadistill.data import DatasetSpec, RealSet
 from datadistill.errors import ConfigError, NonFiniteLossError
+from datadistill.methods.sharding import ClassSharding
 from datadistill.registry import Registry
 from datadistill.settings import settings_from
 from datadistill.selection import SELECTIONS, FeatureSettings, select_coreset
@@ -77,7 +79,7 @@ class MethodConfig:
         return settings_from(cls, values, where=" for this method")
 
 
-class Distiller(ABC):
+class Distiller(ClassSharding, ABC):
     """Base class of dataset-distillation methods.
 
     Args:
@@ -101,6 +103,7 @@ class Distiller(ABC):
     needs_experts: ClassVar[bool] = False  # True when the method reads expert trajectories (MTT family)
     extra_inits: ClassVar[tuple[str, ...]] = ()  # inits this method accepts beyond INITS
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
+    sharded: ClassVar[bool] = False  # True: a distributed run splits the classes over the ranks
 
     # -- capabilities (asked by the layers above, without importing the method) -------------------
     @classmethod
@@ -156,6 +159,7 @@ class Distiller(ABC):
         self.iteration = 0
         self.images: torch.Tensor | None = None
         self.labels: torch.Tensor | None = None
+        self._setup_sharding()  # this rank's classes (all of them in one process): methods.sharding
 
     # -- synthetic set -------------------------------------------------------------------------
     def initialise(self, init: str = "real") -> None:
@@ -223,7 +227,8 @@ class Distiller(ABC):
             self.iteration += 1
             for cb in callbacks:
                 cb(self.iteration, metrics)
-            if max_seconds is not None and time.perf_counter() - start >= max_seconds:
+            # the ranks of a distributed run stop together, when any of them is out of time
+            if max_seconds is not None and distributed.any_rank(time.perf_counter() - start >= max_seconds)[0]:
                 break
         return self
 
@@ -265,28 +270,38 @@ class Distiller(ABC):
         self.load_optimiser_state(state.get("optimiser") or {})
 
     def optimiser_state(self) -> dict[str, Any]:
-        return self.optimiser.state_dict()
+        """The optimiser's state; in a sharded run its image-shaped buffers (momentum) gathered from the
+        ranks owning each class (:meth:`~datadistill.methods.sharding.ClassSharding.gathered_optimiser_state`)."""
+        return self.gathered_optimiser_state(self.optimiser.state_dict())
 
     def load_optimiser_state(self, state: dict[str, Any]) -> None:
         if state:
             self.optimiser.load_state_dict(state)
+            self.drop_others_buffers(self.optimiser)
 
     # -- batches -------------------------------------------------------------------------------
-    def sample_real(self, n: int) -> torch.Tensor:
-        """``n`` real images of every class (capped at the smallest class), (G, n, C, H, W) on the device."""
-        return self.real.sample(min(n, self.real.min_class_count), self.generator).to(self.device, non_blocking=True)
+    def sample_real(self, n: int, every_class: bool = False) -> torch.Tensor:
+        """``n`` real images of each of this rank's classes (capped at the smallest class), (G, n, C, H, W)
+        on the device; ``every_class``: of every class whatever the sharding. The generator moves the
+        same either way."""
+        classes = None if every_class or not self.sharding else self.own_classes
+        n = min(n, self.real.min_class_count)
+        return self.real.sample(n, self.generator, classes).to(self.device, non_blocking=True)
 
     def synthetic_by_class(self) -> torch.Tensor:
-        """The synthetic images as (G, ipc, C, H, W) (a view: gradients reach ``images``)."""
-        return self.images.view(self.spec.num_classes, self.ipc, *self.images.shape[1:])
+        """This rank's classes' synthetic images (every class in one process) as (G, ipc, C, H, W) (a
+        view: gradients reach ``images``)."""
+        return self.images[self.own_rows].view(len(self.own_classes), self.ipc, *self.images.shape[1:])
 
     def matching_batches(self, batch_real: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """A fresh real batch (G, B, C, H, W) and the synthetic set (G, ipc, C, H, W), both augmented by
-        one DSA draw per class (siamese: the same op and parameters for a class's real and synthetic
-        images) when DSA is enabled."""
+        """A fresh real batch (G, B, C, H, W) and the synthetic set (G, ipc, C, H, W) of this rank's G
+        classes, both augmented by one DSA draw per class (siamese: the same op and parameters for a
+        class's real and synthetic images) when DSA is enabled; the draws are made for every class."""
         real, syn = self.sample_real(batch_real), self.synthetic_by_class()
         if self.dsa.enabled:
             transform = self.dsa.sample(self.spec.num_classes, self.generator, self.device)
+            if self.sharding:
+                transform = transform.subset(self.own_classes)
             real, syn = transform(real), transform(syn)
         return real, syn
 

@@ -75,6 +75,8 @@ class BilevelDistiller(Distiller):
     """Base of DC/DSA and CAFE: fresh trainable networks, DSA on or off by method.
 
     Subclasses set ``uses_dsa``: DC and CAFE ignore the run's DSA strategy; DSA and CAFE+DSA use it.
+    Class-sharded in a distributed run (:mod:`~datadistill.methods.sharding`): a rank matches its own
+    classes, and trains the network on the whole set, gathered after every update.
 
     Checkpoint state: the base's (:meth:`Distiller.state_dict`). A step is one whole outer
     iteration: its network, that network's optimiser and the inner/outer loop position live and end
@@ -83,6 +85,7 @@ class BilevelDistiller(Distiller):
 
     config: BilevelConfig
     uses_dsa: bool = False
+    sharded = True
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -95,11 +98,20 @@ class BilevelDistiller(Distiller):
         net.train()
         return net, torch.optim.SGD(net.parameters(), lr=self.config.lr_net)
 
-    def update_images(self, loss: torch.Tensor) -> None:
-        self.check_finite(loss, self.iteration)
+    def update_images(self, loss: torch.Tensor) -> float:
+        """One SGD step of the images on ``loss`` (this rank's classes' terms), then the whole set on
+        every rank (:meth:`sync_images`). Returns the loss of every class.
+
+        Raises:
+            NonFiniteLossError: the loss of any class is NaN/inf (on every rank; nothing is updated).
+        """
+        total = self.global_loss(loss)
+        self.check_finite(total, self.iteration)
         self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
         self.optimiser.step()
+        self.sync_images()
+        return float(total)
 
     def train_network(self, net: nn.Module, optimiser: torch.optim.Optimizer, epochs: int) -> None:
         train_on_synthetic(net, optimiser, self.images, self.labels, epochs, self.config.batch_train, self.dsa,

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from datadistill import distributed
 from datadistill.errors import ConfigError
 from datadistill.methods.base import register_method
 from datadistill.methods.bilevel import (BN_IMAGES_PER_CLASS, BilevelConfig, BilevelDistiller, freeze_batchnorm,
@@ -132,6 +133,34 @@ def cafe_loss(real_feats: list[torch.Tensor], syn_feats: list[torch.Tensor], wei
     return align + mean_matching_loss(real_emb, syn_emb) + discrimination_weight * discrimination
 
 
+def sharded_discrimination(d: "CAFE", real_emb: torch.Tensor, syn_emb: torch.Tensor) -> torch.Tensor:
+    """CAFE's discrimination term Σ_{real x} CE(softmax(ψ(x) · C^T), y_x) split over the ranks of a
+    class-sharded run: the value is this rank's real images' share; the gradient reaching this rank's
+    synthetic images is the whole term's (through their class centres).
+
+    Each rank all-gathers the (G, D) centres C, differentiates its own real images' cross-entropy with
+    respect to every centre, and the ranks sum those (G, D) gradients (all-reduce); the returned
+    tensor's value is the local cross-entropy and its gradient is that summed gradient pushed through
+    this rank's own centres (the chain rule split at C).
+
+    Args:
+        d: the distiller (its class blocks).
+        real_emb: (G_own, B, D) embeddings of this rank's real images (no graph).
+        syn_emb: (G_own, n, D) embeddings of this rank's synthetic images (with the graph to them).
+    """
+    g, b = real_emb.shape[:2]
+    own = syn_emb.mean(dim=1)  # (G_own, D): this rank's centres
+    centres = distributed.gather_rows(own.detach().contiguous(), [len(c) for c in d.class_blocks])
+    centres.requires_grad_(True)
+    labels = torch.tensor(d.own_classes, device=real_emb.device).repeat_interleave(b)
+    with torch.enable_grad():
+        local = F.cross_entropy(real_emb.reshape(g * b, -1) @ centres.t(), labels, reduction="sum")
+        (grad,) = torch.autograd.grad(local, centres)
+    grad = distributed.all_reduce_sum(grad)[d.own_classes[0]: d.own_classes[-1] + 1]
+    pushed = (own * grad).sum()
+    return local.detach() + pushed - pushed.detach()
+
+
 @register_method("cafe")
 class CAFE(BilevelDistiller):
     """Layer-wise feature alignment with a discrimination term and a dynamic bi-level loop (CAFE
@@ -158,20 +187,27 @@ class CAFE(BilevelDistiller):
         return [f.reshape(g, n, -1) for f in layers]
 
     def matching_loss(self, net: nn.Module) -> torch.Tensor:
+        """:func:`cafe_loss` of a fresh real batch; in a class-sharded run the terms of this rank's
+        classes, with the discrimination term split at the class centres (:func:`sharded_discrimination`)."""
         real, syn = self.matching_batches(self.config.batch_real)
         with torch.no_grad():
             real_feats = self.layer_features(net, real)
         syn_feats = self.layer_features(net, syn)
-        return cafe_loss(real_feats, syn_feats, parse_weights(self.config.layer_weights),
-                         self.config.discrimination_weight)
+        weights, lam = parse_weights(self.config.layer_weights), self.config.discrimination_weight
+        if not self.sharding:
+            return cafe_loss(real_feats, syn_feats, weights, lam)
+        local = cafe_loss(real_feats, syn_feats, weights, 0.0)
+        return local + lam * sharded_discrimination(self, real_feats[0], syn_feats[0])
 
     @torch.no_grad()
     def watch_accuracy(self, net: nn.Module) -> float:
-        """θ's accuracy (fraction) on ``watch_batch`` fresh real images per class."""
+        """θ's accuracy (fraction) on ``watch_batch`` fresh real images per class (in a sharded run each
+        rank predicts its own classes' images and the correct counts are summed: exact)."""
         real = self.sample_real(self.config.watch_batch)
         g, n = real.shape[:2]
-        labels = torch.arange(g, device=self.device).repeat_interleave(n)
-        return float((net(real.flatten(0, 1)).argmax(dim=1) == labels).float().mean())
+        labels = torch.tensor(self.own_classes, device=self.device).repeat_interleave(n)
+        correct = self.global_count((net(real.flatten(0, 1)).argmax(dim=1) == labels).sum())
+        return float(torch.tensor(correct, dtype=torch.float32) / (self.spec.num_classes * n))
 
     def lr_halvings(self) -> int:
         """How many times lr_img has halved by this iteration (the milestones passed)."""
@@ -204,10 +240,8 @@ class CAFE(BilevelDistiller):
         total, updates, epochs = 0.0, 0, 0
         for _ in range(cfg.max_outer):
             if has_batchnorm(net):
-                freeze_batchnorm(net, self.sample_real(BN_IMAGES_PER_CLASS).flatten(0, 1))
-            loss = self.matching_loss(net)
-            self.update_images(loss)
-            total += float(loss.detach())
+                freeze_batchnorm(net, self.sample_real(BN_IMAGES_PER_CLASS, every_class=True).flatten(0, 1))
+            total += self.update_images(self.matching_loss(net))
             updates += 1
             if outer_stop.update(self.watch_accuracy(net)) or updates == cfg.max_outer:
                 break

@@ -137,11 +137,12 @@ class DC(BilevelDistiller):
         return 0 if self.device.type == "cpu" else max(1, 1024 // batch)
 
     def matching_loss(self, net: nn.Module) -> torch.Tensor:
-        """The summed gradient distance of all classes for a fresh real batch (one update's loss)."""
-        g = self.spec.num_classes
-        real, syn = self.matching_batches(self.config.batch_real)
-        real_labels = torch.arange(g, device=self.device).view(g, 1).expand(g, real.shape[1])
-        syn_labels = self.labels.view(g, self.ipc)
+        """The summed gradient distance of this rank's classes (all in one process) for a fresh real
+        batch (one update's loss)."""
+        real, syn = self.matching_batches(self.config.batch_real)  # this rank's classes (all in one process)
+        classes = torch.tensor(self.own_classes, device=self.device)
+        real_labels = classes.view(-1, 1).expand(len(classes), real.shape[1])
+        syn_labels = self.labels[self.own_rows].view(len(classes), self.ipc)
         chunk = self.real_chunk(real.shape[1])
         g_real = class_gradients(net, real.detach(), real_labels, batched=self.config.batched and chunk > 0,
                                  chunk=chunk)
@@ -155,10 +156,8 @@ class DC(BilevelDistiller):
         total = 0.0
         for ol in range(outer):
             if has_batchnorm(net):
-                freeze_batchnorm(net, self.sample_real(BN_IMAGES_PER_CLASS).flatten(0, 1))
-            loss = self.matching_loss(net)
-            self.update_images(loss)
-            total += float(loss.detach())
+                freeze_batchnorm(net, self.sample_real(BN_IMAGES_PER_CLASS, every_class=True).flatten(0, 1))
+            total += self.update_images(self.matching_loss(net))
             if ol == outer - 1:
                 break
             self.train_network(net, net_optimiser, inner)

@@ -50,12 +50,14 @@ class MatchingConfig(MethodConfig):
 
 
 class MatchingDistiller(Distiller):
-    """Base of DM and DataDAM. Subclasses implement :meth:`statistics` and :meth:`combine`.
+    """Base of DM and DataDAM. Subclasses implement :meth:`statistics` and :meth:`combine`. Class-sharded
+    in a distributed run (:mod:`~datadistill.methods.sharding`).
 
     Checkpoint state: the base's (:meth:`Distiller.state_dict`); each step's network is drawn fresh
     from torch's default generator, whose state the base saves."""
 
     config: MatchingConfig
+    sharded = True
 
     def fresh_network(self) -> nn.Module:
         """A randomly initialised, frozen network in train mode (weights from torch's default generator)."""
@@ -97,17 +99,19 @@ class MatchingDistiller(Distiller):
         return self.combine([t.new_zeros(()) if i < masked else t for i, t in enumerate(terms)])
 
     def step(self) -> dict[str, float]:
+        """One update of this rank's classes (every class in one process; :mod:`~datadistill.methods.sharding`)."""
         self.require_initialised()
-        g = self.spec.num_classes
         real, syn = self.matching_batches(self.config.batch_real)
-        batch = real.shape[1]
+        g, batch = real.shape[:2]
         net = self.fresh_network()
         if self.config.batched:
             loss = self.class_loss(net, real, syn, self._chunk_size(net, g * batch))
         else:
             loss = sum(self.class_loss(net, real[c:c + 1], syn[c:c + 1], batch) for c in range(g))
-        self.check_finite(loss, self.iteration)
+        total = self.global_loss(loss)
+        self.check_finite(total, self.iteration)
         self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
         self.optimiser.step()
-        return {"loss": float(loss.detach())}
+        self.sync_images()
+        return {"loss": float(total)}

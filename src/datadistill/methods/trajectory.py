@@ -16,6 +16,10 @@ ways to differentiate through the unroll give the same gradient:
   vector–Hessian product (reverse-mode with step-level checkpointing). Peak activation memory is
   that of one step, whatever ``syn_steps`` is.
 
+Under torchrun (several ranks) each student step's mini-batch is split across the ranks and its
+gradient all-reduced with autograd through it, in both memory modes; every rank holds the whole set
+and applies the same update (:mod:`datadistill.methods.data_parallel`: the design and its tolerance).
+
 The learned lr is kept positive and finite (projected onto [``lr_floor``, ∞) after each update), and a
 step whose loss or gradients are not finite is rolled back with a logged warning.
 """
@@ -34,8 +38,11 @@ from torch.func import functional_call
 
 from datadistill.augment.dsa import DSATransform
 from datadistill.config import check_fields
+from datadistill.distributed import world
 from datadistill.errors import ConfigError
 from datadistill.methods.base import Distiller, MethodConfig, register_method
+from datadistill.methods.data_parallel import (all_reduce_gradients, check_replicas_agree, shard_bounds,
+                                               sharded_student_step, warn_batch_statistics)
 from datadistill.methods.losses import shallow_mask, smallest_error_mask, trajectory_loss
 from datadistill.models import build_model
 from datadistill.training import classification_loss
@@ -152,6 +159,9 @@ class MTT(Distiller):
                               f"exceeds the {self.buffer.epochs} epochs of the experts in {config.experts}")
         self.lr: torch.Tensor | None = None
         self.skipped = 0
+        self.world = world()  # > 1 rank: each student step's mini-batch is split (methods/data_parallel.py)
+        self._replicas_checked = not self.world.distributed
+        warn_batch_statistics(self.net, self.world)
 
     # -- synthetic set -------------------------------------------------------------------------
     def initialise(self, init: str = "real") -> None:
@@ -201,6 +211,20 @@ class MTT(Distiller):
         x = images[idx]
         return (t(x) if t is not None else x), targets[idx]
 
+    def _student_step(self, params: list[torch.Tensor], images: torch.Tensor, idx: torch.Tensor,
+                      t: DSATransform | None, targets: torch.Tensor, lr: torch.Tensor,
+                      create_graph: bool) -> list[torch.Tensor]:
+        """One student step on mini-batch ``idx``: in one process :func:`student_step`; over several
+        ranks, this rank's block of ``idx`` (and of its DSA draw) through :func:`sharded_student_step`."""
+        if not self.world.distributed:
+            x, y = self._batch(images, idx, t, targets)
+            return student_step(self.net, self.names, params, x, y, lr, create_graph)
+        lo, hi = shard_bounds(len(idx), self.world)
+        x = y = None
+        if hi > lo:
+            x, y = self._batch(images, idx[lo:hi], t.subset(slice(lo, hi)) if t is not None else None, targets)
+        return sharded_student_step(self.net, self.names, params, x, y, lr, create_graph, len(idx))
+
     def matching_loss(self, student: list[torch.Tensor], start: list[torch.Tensor],
                       target: list[torch.Tensor]) -> torch.Tensor:
         s, a, b = (torch.cat([p.reshape(-1) for p in ps]) for ps in (student, start, target))
@@ -218,28 +242,26 @@ class MTT(Distiller):
         if self.config.memory == "unrolled":
             params = [p.clone().requires_grad_(True) for p in start]
             for idx, t in batches:
-                x, y = self._batch(self.images, idx, t, targets)
-                params = student_step(self.net, self.names, params, x, y, self.lr, create_graph=True)
+                params = self._student_step(params, self.images, idx, t, targets, self.lr, create_graph=True)
             loss = self.matching_loss(params, start, target)
             if torch.isfinite(loss):
-                loss.backward()
+                (loss / self.world.world_size).backward()  # the ranks' gradients sum to one loss's
             return loss.detach()
         # checkpointed: forward without a graph, keeping θ_0 … θ_{N-1}; then one step at a time backwards
         thetas = [[p.clone() for p in start]]
         for idx, t in batches:
             params = [p.detach().requires_grad_(True) for p in thetas[-1]]
-            x, y = self._batch(self.images.detach(), idx, t, targets.detach())
-            new = student_step(self.net, self.names, params, x, y, self.lr.detach(), create_graph=False)
+            new = self._student_step(params, self.images.detach(), idx, t, targets.detach(), self.lr.detach(),
+                                     create_graph=False)
             thetas.append([p.detach() for p in new])
         final = [p.requires_grad_(True) for p in thetas.pop()]
         loss = self.matching_loss(final, start, target)
         if not torch.isfinite(loss):
             return loss.detach()
-        adjoint = torch.autograd.grad(loss, final)
+        adjoint = torch.autograd.grad(loss / self.world.world_size, final)
         for (idx, t), theta in zip(reversed(batches), reversed(thetas)):
             params = [p.requires_grad_(True) for p in theta]
-            x, y = self._batch(self.images, idx, t, targets)
-            new = student_step(self.net, self.names, params, x, y, self.lr, create_graph=True)
+            new = self._student_step(params, self.images, idx, t, targets, self.lr, create_graph=True)
             torch.autograd.backward(new, adjoint, inputs=[*params, *self.learned_tensors()])
             adjoint = [p.grad for p in params]
         return loss.detach()
@@ -260,7 +282,12 @@ class MTT(Distiller):
         target = [p.to(self.device) for p in self.buffer.trajectories[expert][t + cfg.expert_epochs].values()]
         for opt in self.optimisers():
             opt.zero_grad(set_to_none=True)
+        if not self._replicas_checked:
+            check_replicas_agree(self.learned_tensors(), self.generator, self.world)
+            self._replicas_checked = True
         loss = self.backward(start, target)
+        if self.world.distributed and torch.isfinite(loss):  # the loss is the same on every rank
+            all_reduce_gradients(self.learned_tensors())
         metrics = {"loss": float(loss), "start_epoch": float(t), "lr": float(self.lr.detach()), "skipped": 0.0}
         if not self.update_allowed(loss):
             metrics["skipped"] = 1.0

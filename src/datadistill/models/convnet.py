@@ -32,10 +32,13 @@ class Features:
         activations: one tensor per block, the activation output before pooling,
             shape (N, width, H_b, W_b) float32.
         embedding: the flattened output of the last block (after pooling), shape (N, D) float32.
+        outputs: one tensor per block, its output as the next block receives it (after pooling),
+            (N, ...) float32; None when a model does not give them (DM ``layers=all`` needs them).
     """
 
     activations: list[torch.Tensor]
     embedding: torch.Tensor
+    outputs: list[torch.Tensor] | None = None
 
 
 class AvgPool2(nn.Module):
@@ -143,13 +146,15 @@ class ConvNet(nn.Module):
         self.classifier = nn.Linear(self.embedding_dim, num_classes)
 
     def features(self, x: torch.Tensor) -> Features:
-        """Per-block activations (pre-pooling) and the flattened embedding, for (N, C, H, W) input."""
-        activations = []
+        """Per-block activations (pre-pooling), outputs (pooled) and the flattened embedding, for
+        (N, C, H, W) input."""
+        activations, outputs = [], []
         for block in self.blocks:
             x = block(x)
             activations.append(x)
             x = self.pool(x)
-        return Features(activations=activations, embedding=x.flatten(1))
+            outputs.append(x)
+        return Features(activations=activations, embedding=x.flatten(1), outputs=outputs)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The flattened output of the last block, shape (N, embedding_dim)."""

@@ -38,13 +38,15 @@ class ResNet18(ResNet):
         return self.fc
 
     def features(self, x: torch.Tensor) -> Features:
-        """Activations after the stem and after each of the four stages, and the pooled embedding."""
+        """Activations after the stem and after each of the four stages (also the outputs: no pooling
+        between stages, ``maxpool`` is Identity), and the pooled embedding."""
         x = self.relu(self.bn1(self.conv1(x)))
         activations = [x]
         for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
             x = layer(x)
             activations.append(x)
-        return Features(activations=activations, embedding=torch.flatten(self.avgpool(x), 1))
+        return Features(activations=activations, embedding=torch.flatten(self.avgpool(x), 1),
+                        outputs=list(activations))
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The globally average-pooled output of the last stage, shape (N, 512)."""

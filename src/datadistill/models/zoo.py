@@ -79,8 +79,9 @@ class StagedNet(nn.Module):
     """A feed-forward network given as stages (each ending in its activation), one pooling per stage,
     a ``head`` from the last pooled map to the embedding, and a Linear ``classifier``.
 
-    ``features`` returns each stage's activation output before its pooling; 2-D activations (MLP
-    hidden layers) are reshaped to (N, D, 1, 1).
+    ``features`` returns each stage's activation output before its pooling (2-D activations, the MLP
+    hidden layers, reshaped to (N, D, 1, 1)) and its output after the pooling, as the next stage
+    receives it.
     """
 
     def __init__(self, stages: Sequence[nn.Module], pools: Sequence[nn.Module], head: nn.Module,
@@ -93,13 +94,15 @@ class StagedNet(nn.Module):
         self.classifier = nn.Linear(embedding_dim, num_classes)
 
     def features(self, x: torch.Tensor) -> Features:
-        """Per-stage activations (pre-pooling, 4-D) and the embedding, for (N, C, H, W) input."""
-        activations = []
+        """Per-stage activations (pre-pooling, 4-D), outputs (after pooling) and the embedding, for
+        (N, C, H, W) input."""
+        activations, outputs = [], []
         for stage, pool in zip(self.stages, self.pools):
             x = stage(x)
             activations.append(x if x.dim() == 4 else x[:, :, None, None])
             x = pool(x)
-        return Features(activations=activations, embedding=self.head(x))
+            outputs.append(x)
+        return Features(activations=activations, embedding=self.head(x), outputs=outputs)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The input of the classifier, shape (N, embedding_dim)."""

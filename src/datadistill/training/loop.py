@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from datadistill.augment import DSA
+from datadistill.augment import DSA, DCAugment, make_augmentation
 from datadistill.data.base import iter_batches
 from datadistill.errors import ConfigError
 from datadistill.training.recipe import TrainRecipe
@@ -36,17 +36,20 @@ def classification_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
 
 
 def train_epoch(net: nn.Module, optimiser: torch.optim.Optimizer, images, targets: torch.Tensor,
-                order: torch.Tensor, batch_size: int, dsa: DSA, generator: torch.Generator,
+                order: torch.Tensor, batch_size: int, dsa: DSA | DCAugment, generator: torch.Generator,
                 on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> None:
-    """One pass over ``images[order]`` in mini-batches of ``batch_size``: DSA on each batch (when
-    enabled; one op per batch, parameters per image), :func:`classification_loss`, one optimiser step.
+    """One pass over ``images[order]`` in mini-batches of ``batch_size``: the augmentation ``dsa`` on
+    each batch when enabled (DSA: one op per batch, parameters per image; DC's: one op and its
+    parameters per image), :func:`classification_loss`, one optimiser step.
+    An optimiser with ``set_closure`` (GSAM, :func:`datadistill.training.sam.make_gsam`) is given the
+    batch's loss closure and evaluates it twice per step (at θ and at the perturbed θ).
 
     Args:
         images: (N, C, H, W) float32, or a set with ``batches(order, batch_size)`` (a streamed real
             set, decoded by DataLoader workers); batches are moved to the network's device.
         targets: (N,) int64 labels or (N, K) soft-label logits, on the images' device.
         order: indices into ``images`` (a shuffled permutation or subset), on the images' device.
-        generator: CPU generator for the DSA draws.
+        generator: CPU generator for the augmentation's draws.
         on_batch: called ``(indices, logits)`` after the forward pass, before the update.
     """
     device = next(net.parameters()).device
@@ -55,6 +58,12 @@ def train_epoch(net: nn.Module, optimiser: torch.optim.Optimizer, images, target
         idx = idx.to(order.device)
         if dsa.enabled:
             x = dsa(x, generator)
+        if hasattr(optimiser, "set_closure"):  # GSAM: two forward/backward passes inside step()
+            optimiser.set_closure(classification_loss, x, targets[idx].to(device))
+            logits, _ = optimiser.step()
+            if on_batch is not None:
+                on_batch(idx, logits.detach())  # the logits of the first pass, before the update
+            continue
         logits = net(x)
         if on_batch is not None:
             on_batch(idx, logits)
@@ -121,12 +130,13 @@ def _unpack(data) -> tuple[object, torch.Tensor]:
 
 
 def fit_network(net: nn.Module, data, recipe: TrainRecipe, generator: torch.Generator,
-                hooks: Hooks | None = None, *, start_epoch: int = 0) -> FitState:
+                hooks: Hooks | None = None, *, start_epoch: int = 0,
+                optimiser: Callable[[nn.Module, TrainRecipe], torch.optim.Optimizer] | None = None) -> FitState:
     """Train ``net`` in place with ``recipe`` for epochs ``start_epoch … recipe.epochs − 1``.
 
     Each epoch: the lr of the recipe's schedule for that epoch, train mode, one shuffle of the
     epoch's indices (``torch.randperm`` from ``generator``), then :func:`train_epoch` over them in
-    mini-batches of ``recipe.batch_size`` with the recipe's DSA strategy (its draws from
+    mini-batches of ``recipe.batch_size`` with the recipe's augmentation (DSA or DC's; its draws from
     ``generator``), one SGD step per batch (fresh SGD optimiser, momentum and weight decay from the
     recipe).
 
@@ -140,6 +150,9 @@ def fit_network(net: nn.Module, data, recipe: TrainRecipe, generator: torch.Gene
         hooks: per-run, per-epoch and per-batch callbacks (:class:`Hooks`).
         start_epoch: the first epoch to run (resuming after ``start_epoch`` finished epochs: the lr
             schedule continues from there; restore the optimiser in ``hooks.on_start``).
+        optimiser: ``(net, recipe)`` → the optimiser (default :func:`make_optimiser`, SGD); e.g.
+            :func:`datadistill.training.sam.make_gsam` for DATM/PAD's experts. The schedule sets the
+            lr of its ``param_groups`` each epoch.
 
     Returns:
         The final :class:`FitState` (``net``, ``optimiser``, ``epoch`` = ``recipe.epochs``,
@@ -153,8 +166,9 @@ def fit_network(net: nn.Module, data, recipe: TrainRecipe, generator: torch.Gene
                           f"{recipe.augmentation!r}): fill them with TrainRecipe.resolved")
     hooks = hooks or Hooks()
     images, targets = _unpack(data)
-    dsa = DSA(recipe.augmentation)
-    state = FitState(net, make_optimiser(net.parameters(), recipe), generator, recipe, epoch=start_epoch)
+    dsa = make_augmentation(recipe.augmentation)
+    opt = make_optimiser(net.parameters(), recipe) if optimiser is None else optimiser(net, recipe)
+    state = FitState(net, opt, generator, recipe, epoch=start_epoch)
     if hooks.on_start is not None:
         hooks.on_start(state)
     on_batch = None

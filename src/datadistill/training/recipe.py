@@ -21,7 +21,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, get_type_hints
 
-from datadistill.augment import parse_strategy
+from datadistill.augment import make_augmentation
 from datadistill.errors import ConfigError
 
 SCHEDULES = ("step_half", "constant")
@@ -71,9 +71,10 @@ class TrainRecipe:
         momentum: SGD momentum, in [0, 1).
         weight_decay: SGD weight decay (L2 on every parameter), ≥ 0.
         schedule: the lr schedule, one of :data:`SCHEDULES`.
-        augmentation: the DSA strategy applied to every training batch (``"color_crop_…"``, see
-            :mod:`datadistill.augment`), ``"none"`` for none; None = the dataset's default strategy,
-            resolved by the caller.
+        augmentation: the augmentation of every training batch: a DSA strategy (``"color_crop_…"``),
+            DC's evaluation augmentation (``"dc:crop_scale_rotate"``, :mod:`datadistill.augment.dc`),
+            ``"none"`` for none (:func:`datadistill.augment.make_augmentation`); None = the dataset's
+            default DSA strategy, resolved by the caller.
 
     Raises:
         ConfigError: a value out of range; the message names the field and what is accepted.
@@ -96,13 +97,14 @@ class TrainRecipe:
             ("weight_decay", _real(self.weight_decay) and self.weight_decay >= 0, "a finite number ≥ 0"),
             ("schedule", self.schedule in SCHEDULES, "one of " + ", ".join(SCHEDULES)),
             ("augmentation", self.augmentation is None or isinstance(self.augmentation, str),
-             "a DSA strategy such as 'color_crop_cutout_scale_rotate', 'none', or unset"),
+             "a DSA strategy such as 'color_crop_cutout_scale_rotate', DC's such as 'dc:crop_scale_rotate', "
+             "'none', or unset"),
         ]
         for name, ok, expected in checks:
             if not ok:
                 raise ConfigError(f"{name} = {getattr(self, name)!r} is invalid: expected {expected}")
         if self.augmentation is not None:
-            parse_strategy(self.augmentation)  # ConfigError naming the unknown operation
+            make_augmentation(self.augmentation)  # ConfigError naming the unknown operation
 
     def lr_at(self, epoch: int) -> float:
         """The learning rate of 0-based ``epoch`` (:func:`lr_at` with this recipe's schedule)."""

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from datadistill.augment import DSA
+from datadistill.augment import make_augmentation
 from datadistill.errors import ConfigError
 from datadistill.models import has_batchnorm
 from datadistill.training.loop import classification_loss, make_optimiser
@@ -83,7 +83,7 @@ def fit_networks_vectorised(nets: list[nn.Module], images: torch.Tensor, targets
 
     forward = torch.vmap(one)
     opt = make_optimiser(list(params.values()), recipe)
-    dsa = DSA(recipe.augmentation)
+    dsa = make_augmentation(recipe.augmentation)
     n, k = images.shape[0], len(nets)
     seconds = 0.0
     for epoch in range(recipe.epochs):

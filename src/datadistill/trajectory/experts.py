@@ -8,8 +8,8 @@ each class (:class:`Curriculum`).
 
 On disk (``--out DIR``)::
 
-    DIR/experts.json                    settings, dataset, model, preprocessing (mean/std, ZCA eps)
-    DIR/zca.safetensors                 the ZCA fitted on the training set (only with ZCA)
+    DIR/experts.json                    settings, dataset, model, preprocessing (mean/std, ZCA eps and,
+                                        with ZCA, ``zca_fitted_on: "pixels"``)
     DIR/expert_000/epoch_000.safetensors   parameters θ*_0 (+ buffers), metadata, RNG state
     DIR/expert_000/epoch_001.safetensors   θ*_1 …
 
@@ -44,6 +44,7 @@ from datadistill.models import MODELS, build_model
 from datadistill.record import RunRecord
 from datadistill.runtime import make_generator
 from datadistill.training import FitState, Hooks, TrainRecipe, accuracy, fit_network, holds_recipe, recipe_settings_dict
+from datadistill.training.sam import GSAM_ALPHA, GSAM_RHO, OPTIMISERS, base_optimiser, make_gsam
 from datadistill.units import check_shared_folder, run_units
 
 log = logging.getLogger("datadistill")
@@ -136,6 +137,10 @@ class ExpertSettings:
         seed: expert k draws its initial weights and its data stream from ``seed + k``.
         zca_eps: ZCA-whiten the inputs (fitted on the training set) with this eps; None = no ZCA.
         curriculum: PAD's data schedule, or None (every epoch sees the whole training set).
+        optimizer: ``sgd`` (MTT's ``buffer.py``) or ``gsam`` (DATM's ``buffer_FTD.py`` and PAD's
+            ``buffer_CL.py``: SGD wrapped in GSAM, :func:`datadistill.training.sam.make_gsam`).
+        rho, alpha: GSAM's perturbation radius and surrogate-gap weight (the DATM/PAD READMEs' 0.01
+            and 0.3); ignored with ``sgd``.
     """
 
     model: str = "convnet"
@@ -144,18 +149,29 @@ class ExpertSettings:
     seed: int = 0
     zca_eps: float | None = None
     curriculum: Curriculum | None = None
+    optimizer: str = "sgd"
+    rho: float = GSAM_RHO
+    alpha: float = GSAM_ALPHA
 
     def __post_init__(self) -> None:
         MODELS.get(self.model)
-        checks = [("num_experts", self.num_experts >= 1, "an integer ≥ 1"),
+        checks = [("optimizer", self.optimizer in OPTIMISERS, f"one of {', '.join(OPTIMISERS)}"),
+                  ("rho", self.rho > 0, "a GSAM perturbation radius > 0 (DATM/PAD: 0.01)"),
+                  ("alpha", 0 <= self.alpha <= 1, "a GSAM weight in [0, 1] (DATM/PAD: 0.3)"),("num_experts", self.num_experts >= 1, "an integer ≥ 1"),
                   ("epochs", self.recipe.epochs >= 1, "an integer ≥ 1"),
                   ("lr", self.recipe.lr is not None, "a finite number > 0"),
                   ("zca_eps", self.zca_eps is None or self.zca_eps > 0, "a number > 0 (or unset: no ZCA)")]
         check_fields(self, checks)
 
     def as_dict(self) -> dict[str, Any]:
-        """The settings with the recipe's flat keys (as written in ``experts.json``)."""
-        return recipe_settings_dict(self)
+        """The settings with the recipe's flat keys (as written in ``experts.json``). With plain SGD
+        the GSAM keys are left out, so folders written before the optimiser choice existed (#21)
+        keep the same settings and still resume."""
+        out = recipe_settings_dict(self)
+        if self.optimizer == "sgd":
+            for key in ("optimizer", "rho", "alpha"):
+                out.pop(key)
+        return out
 
 
 def _epoch_path(root: Path, expert: int, epoch: int) -> Path:
@@ -175,7 +191,7 @@ def _save_epoch(path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, ge
     tensors = dict(net.state_dict())
     tensors[_RNG_KEY] = generator.get_state().clone()
     for name, p in net.named_parameters():
-        buf = opt.state.get(p, {}).get("momentum_buffer")
+        buf = base_optimiser(opt).state.get(p, {}).get("momentum_buffer")
         if buf is not None:
             tensors[_MOMENTUM_PREFIX + name] = buf
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -202,7 +218,7 @@ def _trajectory_hooks(root: Path, k: int, done: int, meta: dict[str, Any], test,
             state.net.load_state_dict(tensors)
             for name, p in state.net.named_parameters():
                 if name in momentum:
-                    state.optimiser.state[p]["momentum_buffer"] = momentum[name].to(device)
+                    base_optimiser(state.optimiser).state[p]["momentum_buffer"] = momentum[name].to(device)
         else:
             _save_epoch(_epoch_path(root, k, 0), state.net, state.optimiser, state.generator,
                         {**meta, "epoch": 0, "test_accuracy": None})
@@ -236,7 +252,8 @@ def train_experts(data: SplitDataset, out_dir: str | os.PathLike, settings: Expe
 
     Args:
         data: the dataset, images normalised per channel (and ZCA-whitened when ``settings.zca_eps``
-            is set: :func:`datadistill.preprocess.whiten_dataset` does both the whitening and the fit).
+            is set, by :func:`datadistill.preprocess.dataset.whiten_dataset`, whose ZCA is fitted on
+            the pixels as MTT's ``buffer.py``: the manifest records ``zca_fitted_on: "pixels"``).
         order_by_class: each class's training-set indices ranked easy → hard; required with a
             curriculum (from :meth:`DifficultyScores.order_by_class`).
         progress: called ``(expert, epoch, test accuracy %)`` after each epoch.
@@ -256,8 +273,7 @@ def train_experts(data: SplitDataset, out_dir: str | os.PathLike, settings: Expe
     spec = data.spec
     manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "dataset": spec.name, "model": settings.model,
                 "settings": settings.as_dict(), "channels": spec.channels, "image_size": list(spec.image_size),
-                "num_classes": spec.num_classes, "preprocessing": {"mean": list(spec.mean), "std": list(spec.std),
-                                                                     "zca_eps": settings.zca_eps},
+                "num_classes": spec.num_classes, "preprocessing": preprocessing(spec, settings.zca_eps),
                 "package_version": __version__}
     check_output_folder(root, "expert folder")
     # the run record refuses a folder of experts trained otherwise; the finished epochs are on disk
@@ -286,11 +302,26 @@ def train_experts(data: SplitDataset, out_dir: str | os.PathLike, settings: Expe
         meta = {"dataset": spec.name, "model": settings.model, "expert": k, "seed": settings.seed + k,
                 "preprocessing": manifest["preprocessing"]}
         hooks = _trajectory_hooks(root, k, done, meta, test, device, settings.curriculum, order_by_class, progress)
+        optimiser = None
+        if settings.optimizer == "gsam":
+            def optimiser(net: torch.nn.Module, recipe: TrainRecipe) -> torch.optim.Optimizer:
+                return make_gsam(net, recipe, settings.rho, settings.alpha)
         # epoch files 0 … done hold done epochs of training: continue with epoch done (0-based)
-        fit_network(net, train, recipe, generator, hooks, start_epoch=max(done, 0))
+        fit_network(net, train, recipe, generator, hooks, start_epoch=max(done, 0), optimiser=optimiser)
 
     run_units(settings.num_experts, train_one)
     return root
+
+
+def preprocessing(spec, zca_eps: float | None) -> dict[str, Any]:
+    """The ``preprocessing`` entry of ``experts.json``: the normalisation ``mean``/``std`` of ``spec``,
+    ``zca_eps``, and with ZCA ``zca_fitted_on: "pixels"`` (the ZCA of
+    :func:`~datadistill.preprocess.dataset.fit_zca`; folders written before issue #21 lack it: their
+    ZCA was fitted on the normalised images)."""
+    out: dict[str, Any] = {"mean": list(spec.mean), "std": list(spec.std), "zca_eps": zca_eps}
+    if zca_eps is not None:
+        out["zca_fitted_on"] = "pixels"
+    return out
 
 
 @dataclass
@@ -368,7 +399,9 @@ class ExpertBuffer:
 
     def check_compatible(self, dataset: str, model: str, zca_eps: float | None) -> None:
         """Raise ConfigError unless the experts were trained on ``dataset`` with ``model`` and the same
-        preprocessing (a ZCA mismatch gives 10 % accuracy in the reference code, §7)."""
+        preprocessing (a ZCA mismatch gives 10 % accuracy in the reference code, §7): the same ZCA
+        eps and, with ZCA, a ZCA fitted on the pixels (a folder written before issue #21 fitted it on
+        the normalised images: its experts saw other inputs and are refused)."""
         m = self.manifest
         if m.get("dataset") != dataset:
             raise ConfigError(f"experts in {self.root} were trained on {m.get('dataset')!r}, not {dataset!r}")
@@ -379,6 +412,12 @@ class ExpertBuffer:
         if theirs != zca_eps:
             raise ConfigError(f"experts in {self.root} used ZCA eps {theirs} but the run uses {zca_eps}: "
                               f"set zca_eps to {theirs} (null = no ZCA)")
+        fitted_on = (m.get("preprocessing") or {}).get("zca_fitted_on", "normalised images")
+        if zca_eps is not None and fitted_on != "pixels":
+            raise ConfigError(f"experts in {self.root} were trained on images whitened by a ZCA fitted on "
+                              f"{fitted_on} (datadistill before issue #21); the run fits it on the pixels, as "
+                              f"MTT/DATM: retrain them with `datadistill experts --zca-eps {zca_eps}` into a new "
+                              "folder")
 
 
 __all__ = ["Curriculum", "ExpertBuffer", "ExpertSettings", "train_experts"]

@@ -17,6 +17,8 @@ The grid comes from a YAML file (or a mapping)::
     ipc: [1, 10]
     init: [real]                   # default [real]; ignored by coreset methods (their init is their name)
     seeds: [0, 1]                  # default [0]
+    scores: true                   # optional: also the DD-Ranking scores of every cell (or a mapping of
+                                   # their settings: lr_grid, select_epochs, val_size, baseline, teacher …)
 
 Every cell's :class:`~datadistill.config.DistillConfig` is defaults ← ``base`` ← the method entry ←
 its ``by_ipc`` entry ← {method, ipc, init, seed} (``method_args`` are merged key by key), and every
@@ -31,14 +33,18 @@ interrupted grid still covers every method. Outputs in ``OUT`` (written atomical
 every cell; the plots at the end): ``results.csv`` / ``results.json`` (one row per cell),
 ``summary.csv`` / ``summary.json`` (per label, IPC and init, all seeds' evaluation networks pooled),
 ``results.md`` (accuracy and time tables), ``accuracy_vs_ipc.png``, ``accuracy_vs_time.png`` and
-``compare.yaml`` (the grid as read).
+``compare.yaml`` (the grid as read). With ``scores:``, each cell's set is also scored
+(:mod:`~datadistill.experiments.compare.scores`: ``ranking_scores.json`` in the cell's folder, the
+score columns of the CSV files, LRS and ARS tables in ``results.md``; the whole-data baselines under
+``OUT/baselines/``).
 
 Units: accuracies in percent, times in wall-clock seconds; std is the population std (as
 :class:`~datadistill.evaluation.EvalResult`).
 
 Modules: :mod:`~datadistill.experiments.compare.settings` (:class:`CompareSettings`, the cells),
-:mod:`~datadistill.experiments.compare.run` (:func:`run_compare`) and
-:mod:`~datadistill.experiments.compare.report` (tables and plots).
+:mod:`~datadistill.experiments.compare.run` (:func:`run_compare`),
+:mod:`~datadistill.experiments.compare.report` (tables and plots) and
+:mod:`~datadistill.experiments.compare.scores` (the cells' DD-Ranking scores).
 """
 from datadistill.experiments.compare.report import (CSV_COLUMNS, SUMMARY_COLUMNS, render_markdown, summarize,
                                                      write_plots, write_tables)

@@ -17,12 +17,16 @@ from datadistill.experiments.compare.settings import Cell, ComparePlan
 from datadistill.experiments.outputs import write_bundle
 from datadistill.experiments.tables import DASH, md_table, mean_std, render_csv
 
-CSV_COLUMNS = ("cell", "label", "method", "dataset", "ipc", "init", "seed", "model", "eval_model", "num_eval",
-               "eval_epochs", "iterations", "distill_seconds", "eval_seconds", "accuracy_mean", "accuracy_std",
+CSV_COLUMNS = ("cell", "label", "method", "dataset", "ipc", "init", "seed", "model", "eval_model", "eval_protocol",
+               "num_eval", "eval_epochs", "iterations", "distill_seconds", "eval_seconds", "accuracy_mean", "accuracy_std",
                "accuracies", "init_accuracy_mean", "status", "error")
-SUMMARY_COLUMNS = ("label", "method", "dataset", "ipc", "init", "eval_model", "eval_epochs", "n", "accuracy_mean",
+SUMMARY_COLUMNS = ("label", "method", "dataset", "ipc", "init", "eval_model", "eval_protocol", "eval_epochs", "n",
+                   "accuracy_mean",
                    "accuracy_std", "distill_seconds", "iterations", "seeds_done", "seeds_total",
                    "init_accuracy_mean", "init_accuracy_std")
+SCORE_COLUMNS = ("score_labels", "hlr_mean", "hlr_std", "ior_mean", "ior_std", "lrs_mean", "lrs_std", "ars_mean",
+                 "ars_std")
+"""The DD-Ranking score columns (fractions; the set's own label mode), present when the grid has ``scores:``."""
 
 
 def summarize(plan: ComparePlan, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -34,7 +38,7 @@ def summarize(plan: ComparePlan, rows: list[dict[str, Any]]) -> list[dict[str, A
 
     Returns:
         One row per group in table order: label, method, dataset, ipc, init, eval_model,
-        eval_epochs, n (evaluation networks pooled = seeds done × num_eval), accuracy_mean and
+        eval_protocol, eval_epochs, n (evaluation networks pooled = seeds done × num_eval), accuracy_mean and
         accuracy_std (percent, population std over the n accuracies; None when n is 0),
         distill_seconds and iterations (means over the seeds done), seeds_done, seeds_total,
         init_accuracy_mean / init_accuracy_std (pooled, when the initial sets were evaluated).
@@ -52,7 +56,8 @@ def summarize(plan: ComparePlan, rows: list[dict[str, Any]]) -> list[dict[str, A
         first = members[0]
         out.append({
             "label": label, "method": first["method"], "dataset": first["dataset"], "ipc": ipc, "init": init,
-            "eval_model": first["eval_model"], "eval_epochs": first["eval_epochs"], "n": len(accs),
+            "eval_model": first["eval_model"], "eval_protocol": first.get("eval_protocol", "ours"),
+            "eval_epochs": first["eval_epochs"], "n": len(accs),
             "accuracy_mean": statistics.fmean(accs) if accs else None,
             "accuracy_std": statistics.pstdev(accs) if accs else None,
             "distill_seconds": statistics.fmean(seconds) if seconds else None,
@@ -60,7 +65,20 @@ def summarize(plan: ComparePlan, rows: list[dict[str, Any]]) -> list[dict[str, A
             "seeds_done": len(done), "seeds_total": len(plan.seeds),
             "init_accuracy_mean": statistics.fmean(init_accs) if init_accs else None,
             "init_accuracy_std": statistics.pstdev(init_accs) if init_accs else None,
+            **_pooled_scores(done),
         })
+    return out
+
+
+def _pooled_scores(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The score columns of a group: every run of every seed pooled (mean, population std)."""
+    if not any("lrs_runs" in r for r in rows):
+        return {}
+    out: dict[str, Any] = {"score_labels": ",".join(dict.fromkeys(r["score_labels"] for r in rows if "lrs_runs" in r))}
+    for key in ("hlr", "ior", "lrs", "ars"):
+        runs = [v for r in rows for v in r.get(f"{key}_runs") or []]
+        out[f"{key}_mean"] = statistics.fmean(runs) if runs else None
+        out[f"{key}_std"] = statistics.pstdev(runs) if runs else None
     return out
 
 
@@ -127,9 +145,13 @@ def render_markdown(plan: ComparePlan, summary: list[dict[str, Any]]) -> str:
     n_seeds = len(plan.seeds)
     datasets = _describe({lb: c.dataset for lb, c in cfg.items()})
     models = _describe({lb: c.resolved_eval_model for lb, c in cfg.items()})
-    epochs = _describe({lb: c.eval_epochs for lb, c in cfg.items()})
-    num_eval = {lb: c.num_eval for lb, c in cfg.items()}
+    # a paper protocol's networks and epochs are known once a cell has run (its metrics), else the config's
+    ran = {g["label"]: g for g in summary if g["seeds_done"] and g["n"]}
+    epochs = _describe({lb: ran[lb]["eval_epochs"] if lb in ran else c.eval_epochs for lb, c in cfg.items()})
+    num_eval = {lb: ran[lb]["n"] // ran[lb]["seeds_done"] if lb in ran else c.num_eval for lb, c in cfg.items()}
     n = _describe({lb: n_seeds * k for lb, k in num_eval.items()})
+    protocols = _describe({lb: "paper (each method's own, docs/faithfulness.md)" if c.eval_protocol == "paper"
+                           else "ours (the same for every method)" for lb, c in cfg.items()})
     from datadistill.methods import METHODS
 
     coresets = [e.label for e in plan.entries if not METHODS.get(e.method).learns]
@@ -160,8 +182,15 @@ def render_markdown(plan: ComparePlan, summary: list[dict[str, Any]]) -> str:
              f"Test accuracy (%) on the real {datasets} test set: mean ± std over all evaluation networks of all "
              f"seeds pooled, n = seeds × num_eval = {n} per cell ({n_seeds} seed{'s' if n_seeds > 1 else ''}: "
              f"{', '.join(map(str, plan.seeds))}; population std). Evaluation model {models}, trained "
-             f"{epochs} epochs on the distilled set. {init_note}.", ""]
+             f"{epochs} epochs on the distilled set, protocol {protocols}. {init_note}.", ""]
     lines += table(accuracy)
+    if plan.scores is not None:
+        for key, title in (("lrs", "Label-robust score LRS"), ("ars", "Augmentation-robust score ARS")):
+            lines += ["", f"{title} (DD-Ranking, in [0, 1], higher is better; accuracies as fractions; mean ± std "
+                          "over K runs of all seeds, each with a fresh random subset R; the set's own label mode).",
+                      ""]
+            lines += table(lambda g, k=key: None if g.get(f"{k}_mean") is None else
+                           mean_std(g[f"{k}_mean"], g[f"{k}_std"], 4))
     lines += ["", f"Distillation time (s, wall clock, mean over seeds; iterations reached in parentheses; "
                   f"coreset methods: selection time).", ""]
     lines += table(seconds)
@@ -177,13 +206,17 @@ def write_tables(plan: ComparePlan, rows: list[dict[str, Any]], out_dir: str | o
     to ``out_dir`` (one bundle, each file atomically) from the cell rows so far.
 
     ``results.csv`` joins the accuracies with ``;``; its ``init_accuracy_mean`` column is present only
-    when some cell evaluated its initial set.
+    when some cell evaluated its initial set, its score columns (:data:`SCORE_COLUMNS`) only when the
+    grid has ``scores:``.
     """
     rows = plan.ordered(rows)
     summary = summarize(plan, rows)
     columns = CSV_COLUMNS if any("init_accuracy_mean" in r for r in rows) else tuple(
         c for c in CSV_COLUMNS if c != "init_accuracy_mean")
     sum_columns = SUMMARY_COLUMNS if any(g["init_accuracy_mean"] is not None for g in summary) else SUMMARY_COLUMNS[:-2]
+    if plan.scores is not None:  # before status and error
+        columns = (*columns[:-2], *SCORE_COLUMNS, *columns[-2:])
+        sum_columns = (*sum_columns, *SCORE_COLUMNS)
     write_bundle(out_dir, {"results.csv": render_csv(rows, columns), "results.json": rows,
                            "summary.csv": render_csv(summary, sum_columns), "summary.json": summary,
                            "results.md": render_markdown(plan, summary)})
@@ -212,4 +245,4 @@ def write_plots(plan: ComparePlan, summary: list[dict[str, Any]], out_dir: str |
     return written
 
 
-__all__ = ["CSV_COLUMNS", "SUMMARY_COLUMNS", "render_markdown", "summarize", "write_plots", "write_tables"]
+__all__ = ["CSV_COLUMNS", "SCORE_COLUMNS", "SUMMARY_COLUMNS", "render_markdown", "summarize", "write_plots", "write_tables"]

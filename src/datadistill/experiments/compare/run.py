@@ -17,6 +17,7 @@ import yaml
 
 from datadistill.errors import ConfigError, DatadistillError
 from datadistill.experiments.compare.report import summarize, write_plots, write_tables
+from datadistill.experiments.compare.scores import baseline_folder, cell_baseline, score_cell, score_fields
 from datadistill.experiments.compare.settings import Cell, CompareSettings, load_compare
 from datadistill.distributed import broadcast_object, world
 from datadistill.fsutil import atomic_write_text, check_output_folder
@@ -54,7 +55,8 @@ class CompareResult:
         return not self.failures
 
 
-def cell_row(cell: Cell, metrics: Mapping[str, Any] | None, status: str, error: str | None = None) -> dict[str, Any]:
+def cell_row(cell: Cell, metrics: Mapping[str, Any] | None, status: str, error: str | None = None,
+             scores: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """One results row: the cell's settings, and its ``metrics.json`` figures when it ran.
 
     Args:
@@ -62,25 +64,31 @@ def cell_row(cell: Cell, metrics: Mapping[str, Any] | None, status: str, error: 
         metrics: its ``metrics.json`` content (None for a failed cell).
         status: ``done`` (run now), ``reused`` (earlier results) or ``failed``.
         error: the failure's message.
+        scores: the cell's ranking scores (:func:`~datadistill.experiments.compare.scores.score_cell`), when
+            the grid asks for them.
 
     Returns:
-        A mapping with cell, label, method, dataset, ipc, init, seed, model, eval_model, num_eval,
-        eval_epochs, iterations (reached), distill_seconds, eval_seconds, accuracy_mean,
+        A mapping with cell, label, method, dataset, ipc, init, seed, model, eval_model, eval_protocol
+        (``ours`` or ``paper:<method>``), num_eval, eval_epochs (those the evaluation used when it
+        ran, else the config's), iterations (reached), distill_seconds, eval_seconds, accuracy_mean,
         accuracy_std, accuracies (percent; None without evaluation), init_accuracy_mean and
-        init_accuracies (only when the initial set was evaluated), status, error.
+        init_accuracies (only when the initial set was evaluated), the score columns
+        (:func:`~datadistill.experiments.compare.scores.score_fields`, only with scores), status, error.
     """
     c = cell.config
     m = metrics or {}
     row: dict[str, Any] = {
         "cell": cell.name, "label": cell.label, "method": c.method, "dataset": c.dataset, "ipc": c.ipc,
         "init": c.init, "seed": c.seed, "model": c.model, "eval_model": c.resolved_eval_model,
-        "num_eval": c.num_eval, "eval_epochs": c.eval_epochs, "iterations": m.get("iterations"),
+        "eval_protocol": m.get("eval_protocol", c.eval_protocol), "num_eval": m.get("num_eval", c.num_eval),
+        "eval_epochs": m.get("eval_epochs", c.eval_epochs), "iterations": m.get("iterations"),
         "distill_seconds": m.get("distill_seconds"), "eval_seconds": m.get("eval_seconds"),
         "accuracy_mean": m.get("accuracy_mean"), "accuracy_std": m.get("accuracy_std"),
         "accuracies": m.get("accuracies"),
     }
     if m.get("init_accuracy_mean") is not None:
         row.update(init_accuracy_mean=m["init_accuracy_mean"], init_accuracies=m.get("init_accuracies"))
+    row.update(score_fields(scores))
     row.update(status=status, error=error)
     return row
 
@@ -144,6 +152,7 @@ def run_compare(config: str | os.PathLike | Mapping[str, Any] | CompareSettings,
     cells = UnitFolders(out_dir / "cells", marker="cell.json", settings_key="config", result="metrics.json")
     finished = [cells.finished(cell.name, cell.config_dict()) if main else None for cell in plan.cells]
     finished = broadcast_object(finished)  # rank 0's reading of the folder decides for every rank
+    metrics_of = {cell.name: m for cell, m in zip(plan.cells, finished) if m is not None}
     rows: list[dict[str, Any]] = []
     todo = []
     for cell, metrics in zip(plan.cells, finished):
@@ -155,7 +164,7 @@ def run_compare(config: str | os.PathLike | Mapping[str, Any] | CompareSettings,
         else:
             todo.append(cell)
 
-    def run_cell(j: int) -> dict[str, Any]:  # on the rank that claimed it, alone (a unit of run_units)
+    def run_cell(j: int) -> tuple[dict[str, Any], dict[str, Any] | None]:  # on the rank that claimed it, alone
         cell = todo[j]
         notify(cell.name, "running")
         # no stale record while the folder changes; what an interrupted run of this cell left there (its
@@ -165,21 +174,70 @@ def run_compare(config: str | os.PathLike | Mapping[str, Any] | CompareSettings,
             api.run_distill(cell.config, cell_dir, **(run_options(cell) if run_options is not None else {}))
             metrics = json.loads((cell_dir / "metrics.json").read_text(encoding="utf-8"))
         except DatadistillError as exc:
-            return cell_row(cell, None, "failed", str(exc))
+            return cell_row(cell, None, "failed", str(exc)), None
         cells.mark_finished(cell.name, cell.config_dict(), cell=cell.name, label=cell.label)
-        return cell_row(cell, metrics, "done")
+        return cell_row(cell, metrics, "done"), metrics
 
-    def cell_done(j: int, row: dict[str, Any]) -> None:  # rank 0, as each cell ends on any rank
-        rows.append(row)
-        notify(row["cell"], row["status"])
+    def cell_done(j: int, result: tuple[dict[str, Any], dict[str, Any] | None]) -> None:  # rank 0, as cells end
+        rows.append(result[0])
+        notify(result[0]["cell"], result[0]["status"])
         write_tables(plan, rows, out_dir)  # after every cell run, so an interrupted grid is tabulated
 
-    run_units(len(todo), run_cell, on_result=cell_done)
+    for (row, metrics) in run_units(len(todo), run_cell, on_result=cell_done):
+        if metrics is not None:
+            metrics_of[row["cell"]] = metrics
     rows = broadcast_object(plan.ordered(rows))  # rank 0's rows (every cell's) on every rank
+    if plan.scores is not None:
+        rows = _with_scores(plan, rows, metrics_of, out_dir, run, notify)
     summary = summarize(plan, rows)
     if main:
         write_tables(plan, rows, out_dir)
         write_plots(plan, summary, out_dir)
     return CompareResult(out=out_dir, rows=rows, summary=summary)
+
+
+def _with_scores(plan: Any, rows: list[dict[str, Any]], metrics_of: Mapping[str, Mapping[str, Any]], out_dir: Path,
+                 compute: bool, notify: Progress) -> list[dict[str, Any]]:
+    """``rows`` with the ranking scores of every finished cell (:func:`score_cell`), computed as units
+    spread over the ranks: first each whole-data baseline the cells need (one unit per baseline
+    folder, so no two ranks train the same), then each cell's scores. A cell whose scores fail is
+    marked failed (``ranking scores: …``)."""
+    by_name = {cell.name: cell for cell in plan.cells}
+    scored = [i for i, r in enumerate(rows) if r["status"] in ("done", "reused")]
+    if compute:
+        folders: dict[str, str] = {}
+        for i in scored:
+            cell = by_name[rows[i]["cell"]]
+            folders.setdefault(str(baseline_folder(cell, plan.scores, out_dir)), cell.name)
+        needed = list(folders.values())
+
+        def ensure_baseline(j: int) -> None:
+            try:
+                cell_baseline(by_name[needed[j]], out_dir / "cells" / needed[j], plan.scores, out_dir)
+            except DatadistillError:  # each cell's scoring meets it again and records it in its row
+                pass
+
+        run_units(len(needed), ensure_baseline)
+
+    def score(j: int) -> dict[str, Any]:
+        cell, row = by_name[rows[scored[j]]["cell"]], rows[scored[j]]
+        metrics = metrics_of[cell.name]
+        try:
+            return cell_row(cell, metrics, row["status"], scores=score_cell(
+                cell, out_dir / "cells" / cell.name, plan.scores, out_dir, compute=compute))
+        except DatadistillError as exc:
+            return cell_row(cell, metrics, "failed", f"ranking scores: {exc}")
+
+    out = list(rows)
+
+    def scored_one(j: int, row: dict[str, Any]) -> None:  # rank 0
+        out[scored[j]] = row
+        if row["status"] == "failed":
+            notify(row["cell"], "failed")
+        write_tables(plan, out, out_dir)
+
+    for j, row in enumerate(run_units(len(scored), score, on_result=scored_one)):
+        out[scored[j]] = row
+    return out
 
 __all__ = ["CompareResult", "cell_row", "run_compare"]

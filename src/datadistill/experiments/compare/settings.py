@@ -74,6 +74,7 @@ class ComparePlan:
         ipcs, inits, seeds: the grid's lists, in config order.
         cells: every cell, in run order (seed, IPC, method entry, init).
         source: the grid as read (written to ``OUT/compare.yaml``).
+        scores: the DD-Ranking scores' settings (``scores:``; :func:`scores_settings`), None when off.
     """
 
     out: str | None
@@ -83,6 +84,7 @@ class ComparePlan:
     seeds: list[int]
     cells: list[Cell]
     source: dict[str, Any] = field(default_factory=dict)
+    scores: dict[str, Any] | None = None
 
     def ordered(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """``rows`` (with ``cell``) sorted in table order: method entry, IPC, init, seed."""
@@ -149,6 +151,8 @@ class CompareSettings(SettingsBase):
         methods: method names, or mappings with ``method``, optional ``label``, ``init``, ``by_ipc``
             and DistillConfig overrides.
         ipc, init, seeds: the grid's lists (init default ``[real]``, seeds default ``[0]``).
+        scores: ``false`` (default), ``true``, or a mapping of the DD-Ranking scores' settings
+            (:func:`scores_settings`): each cell's set is also scored (HLR, IOR, LRS, ARS).
 
     Raises:
         ConfigError: an unknown key (``unknown compare setting``), an out that is not a path, a bad
@@ -163,6 +167,7 @@ class CompareSettings(SettingsBase):
     ipc: Any = None
     init: Any = field(default_factory=lambda: ["real"])
     seeds: Any = field(default_factory=lambda: [0])
+    scores: Any = False
 
     def validate(self) -> None:
         from datadistill.methods import METHODS
@@ -176,6 +181,39 @@ class CompareSettings(SettingsBase):
         self.ipc = _int_list("ipc", self.ipc, 1)
         self.init = _str_list("init", self.init)
         self.seeds = _int_list("seeds", self.seeds, 0)
+        self.scores = scores_settings(self.scores)
+
+
+SCORE_PATHS = ("baseline", "teacher")
+
+
+def scores_settings(value: Any) -> dict[str, Any] | None:
+    """The ``scores:`` key of a compare config: ``false``/absent (None: no scores), ``true`` (the
+    defaults) or a mapping of :class:`~datadistill.evaluation.ranking_protocol.RankingSettings` fields
+    (``lr_grid``, ``select_networks``, ``select_epochs``, ``val_size``, ``labels``, ``lrs_weight``,
+    ``ars_weight``, ``use_learned_lr``) and ``baseline`` (a baseline folder, or a new folder where the
+    baseline of the evaluation model is trained; default ``OUT/baselines/<eval model>``) and
+    ``teacher`` (a model file; default the baseline's ``model.safetensors``).
+
+    Raises:
+        ConfigError: another value, an unknown key, or a setting out of range.
+    """
+    from datadistill.evaluation.ranking_protocol import RankingSettings
+
+    if value is None or value is False:
+        return None
+    if value is True:
+        value = {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"scores = {value!r} is invalid: expected true, false or a mapping of score settings")
+    fields = [f for f in RankingSettings.__dataclass_fields__]
+    refuse_unknown(list(value), sorted((*fields, *SCORE_PATHS)), where=" in scores")
+    for key in SCORE_PATHS:
+        if value.get(key) is not None and (not isinstance(value[key], (str, os.PathLike)) or not str(value[key])):
+            raise ConfigError(f"scores.{key} = {value[key]!r} is not a path")
+    with error_context("scores"):
+        RankingSettings(**{k: v for k, v in value.items() if k not in SCORE_PATHS})
+    return {k: (str(v) if k in SCORE_PATHS and v is not None else v) for k, v in value.items()}
 
 
 def _entry(raw: Any, k: int) -> MethodEntry:
@@ -279,10 +317,17 @@ def load_compare(source: str | os.PathLike | Mapping[str, Any] | CompareSettings
                         cell = Cell(name, e.label, None if e.fixed_init else init, DistillConfig(**values))
                         _check_cell(cell)
                     cells.append(cell)
+    if grid.scores is not None:
+        for cell in cells:
+            if cell.config.num_eval < 1:
+                raise ConfigError(f"cell {cell.name}: num_eval = {cell.config.num_eval}: the scores train K = num_eval "
+                                  "runs; expected num_eval ≥ 1 with scores")
     out = None if grid.out is None else str(grid.out)
     source = {"out": out, "base": grid.base, "methods": grid.methods, "ipc": grid.ipc, "init": grid.init,
               "seeds": grid.seeds}
+    if grid.scores is not None:
+        source["scores"] = grid.scores
     return ComparePlan(out=out, entries=entries, ipcs=grid.ipc, inits=grid.init, seeds=grid.seeds, cells=cells,
-                       source=source)
+                       source=source, scores=grid.scores)
 
-__all__ = ["CONFIG_KEYS", "Cell", "ComparePlan", "CompareSettings", "MethodEntry", "load_compare"]
+__all__ = ["CONFIG_KEYS", "Cell", "ComparePlan", "CompareSettings", "MethodEntry", "load_compare", "scores_settings"]
