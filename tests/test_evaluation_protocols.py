@@ -125,13 +125,17 @@ def _set(path, method):
 def fake_eval(monkeypatch):
     captured = []
 
-    def fake(syn, test, settings, device, seed=0, progress=None, on_model=None, parts=None, on_epoch=None):
-        captured.append(settings)
-        return EvalResult(settings.model, [50.0], [100.0], 0.0, epochs=settings.epochs, lr=settings.resolved_lr,
-                          protocol=settings.protocol, batch_size=settings.batch_size,
-                          augmentation=settings.dsa_strategy)
+    def fake(runs):  # the evaluations of every architecture (evaluation/run.py), trained at once
+        out = []
+        for r in runs:
+            settings = r.settings
+            captured.append(settings)
+            out.append(EvalResult(settings.model, [50.0], [100.0], 0.0, epochs=settings.epochs,
+                                  lr=settings.resolved_lr, protocol=settings.protocol, batch_size=settings.batch_size,
+                                  augmentation=settings.dsa_strategy))
+        return out
 
-    monkeypatch.setattr("datadistill.evaluation.suite.evaluate_synthetic_set", fake)
+    monkeypatch.setattr("datadistill.evaluation.suite.run_evaluations", fake)
     return captured
 
 
