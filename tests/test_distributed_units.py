@@ -1,8 +1,9 @@
 """Units of work spread over torch.distributed ranks (issue #20, items 4 and 5): two gloo processes on
 the CPU give the same evaluation, experts, scores, compare tables and NAS ranking as one process.
 
-One process group runs every scenario of tests/dist_helpers.py (starting processes costs seconds on a
-small machine); each test runs its scenario again here, at world size 1, and compares."""
+One process group (tests/dist_helpers.py) runs every scenario of tests/dist_scenarios_units.py (starting
+processes costs seconds on a small machine); each test runs its scenario again here, at world size 1,
+and compares."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from datadistill.distributed import solo, world
 from datadistill.errors import ConfigError
 from datadistill.experiments.workers import run_tasks
 from datadistill.units import run_units
-from dist_helpers import (all_scenarios, compare_scenario, evaluation_scenario, experts_scenario, fail, nas_scenario,
-                          run_ranks, scores_scenario, square)
+from dist_helpers import run_ranks
+from dist_scenarios_units import (all_scenarios, compare_scenario, evaluation_scenario, experts_scenario, fail,
+                                  nas_scenario, scores_scenario, square)
 from helpers import TINY_MODEL, write_fake_mnist
 
 SECONDS = {"eval_seconds", "train_seconds", "seconds_per_network", "distill_seconds", "seconds", "start_time",
