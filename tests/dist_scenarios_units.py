@@ -79,10 +79,11 @@ def fail(message: str) -> None:
     raise ValueError(message)
 
 
-def all_scenarios(folder: str, data_root: str) -> dict[str, Any]:
+def all_scenarios(folder: str, data_root: str, syn_path: str) -> dict[str, Any]:
     """Every scenario in turn (one process group for all: starting processes costs seconds)."""
     root = Path(folder)
     return {"units": units_scenario(folder), "failing": failing_scenario(),
+            "scores_baseline": scores_baseline_scenario(syn_path, data_root, str(root / "scores_baseline")),
             "unshared": unshared_scenario(str(root / "unshared")),
             "evaluation": evaluation_scenario(str(root / "evaluation")),
             "experts": experts_scenario(str(root / "experts")),
@@ -156,3 +157,35 @@ def nas_scenario(out: str) -> dict[str, Any]:
     result = run_nas(tiny_set(), space, out, dataset=make_tiny_dataset(), workers=0, num_eval=2, epochs=2,
                      batch_size=256, real_epochs=1, real_batch_size=16, val_size=15, seed=3, device="cpu")
     return {"rows": result.rows, "summary": result.summary}
+
+
+def random_set(data_root: str, out: str) -> str:
+    """A random IPC 1 set of the fake MNIST (``distill --method random``), for :func:`scores_baseline_scenario`."""
+    from datadistill.api import run_distill
+    from datadistill.config import DistillConfig
+
+    run_distill(DistillConfig(dataset="mnist", data_root=data_root, method="random", ipc=1, num_eval=0,
+                              model=TINY_MODEL, device="cpu"), out)
+    return str(Path(out) / "synthetic.safetensors")
+
+
+def scores_baseline_scenario(syn_path: str, data_root: str, folder: str) -> dict[str, Any]:
+    """``evaluate --scores`` with a new baseline folder (its whole-data baseline trained there, 1 epoch):
+    the scores, and how many times this rank trained the baseline."""
+    import datadistill.api.runs as runs
+    from datadistill.evaluation.ranking_protocol import RankingSettings
+
+    trained = []
+    real = runs.run_baseline
+
+    def counted(*args: Any, **kwargs: Any):
+        trained.append(1)
+        return real(*args, **{**kwargs, "epochs": 1})
+
+    runs.run_baseline = counted
+    try:
+        result = runs.run_evaluate(syn_path, [TINY_MODEL], baselines=[folder], data_root=data_root, device="cpu",
+                                   scores=RankingSettings(lr_grid=(0.01,), labels="hard"), num_eval=1, epochs=1)
+    finally:
+        runs.run_baseline = real
+    return {"scores": result.metadata["ranking_scores"], "trained": len(trained)}
