@@ -22,18 +22,14 @@ from datadistill.units import run_units
 from dist_helpers import run_ranks
 from dist_scenarios_units import (all_scenarios, compare_scenario, evaluation_scenario, experts_scenario, fail,
                                   nas_scenario, random_set, scores_baseline_scenario, scores_scenario, square)
-from helpers import TINY_MODEL, tiny_builder, write_fake_mnist
+from helpers import TINY_MODEL, tiny_builder, without_keys, write_fake_mnist
 
 SECONDS = {"eval_seconds", "train_seconds", "seconds_per_network", "distill_seconds", "seconds", "start_time",
            "end_time", "synthetic_train_seconds", "real_train_seconds"}
 
 
 def without_seconds(value):
-    if isinstance(value, dict):
-        return {k: without_seconds(v) for k, v in value.items() if k not in SECONDS}
-    if isinstance(value, list):
-        return [without_seconds(v) for v in value]
-    return value
+    return without_keys(value, SECONDS)
 
 
 @pytest.fixture(scope="module")
