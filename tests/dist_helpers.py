@@ -1,31 +1,35 @@
-"""Runs a function in W gloo processes on the CPU (as torchrun would start them: RANK, WORLD_SIZE,
-LOCAL_RANK, MASTER_ADDR/PORT set, then ``distributed.init``), and the scenarios of
-tests/test_distributed_units.py, each run the same way at world size 1 (in the test process) and 2."""
+"""The one harness of the multi-process tests (test_distributed_methods.py, test_distributed_units.py,
+test_trajectory_parallel.py): :func:`run_ranks` starts W gloo processes on the CPU as torchrun does
+and each joins the group through ``datadistill.distributed.init``.
+
+As under torchrun, this process plays the agent: it serves the group's TCP store (on a port the OS
+picks, so no free-port race) and each rank gets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``,
+``MASTER_ADDR``/``MASTER_PORT`` of that store, ``TORCHELASTIC_USE_AGENT_STORE=True`` (the ranks are
+the store's clients) and ``TORCHELASTIC_RESTART_COUNT=0`` (``init``'s torchrun path, its store
+prefix included). The ranks never outlive the call: past ``timeout`` they are killed, and when one
+fails the others are ended (torch.multiprocessing's ProcessContext) and its traceback raised here.
+The scenarios the worlds run are in tests/dist_scenarios_*.py (importable by the spawned processes).
+"""
 
 from __future__ import annotations
 
 import os
 import pickle
-import socket
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from helpers import TINY_MODEL, make_tiny_dataset, tiny_builder
+from helpers import TINY_MODEL, tiny_builder
 
 CPU = torch.device("cpu")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rank_main(rank: int, world_size: int, port: int, fn, args: tuple, out: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
-                      LOCAL_WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+                      LOCAL_WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+                      TORCHELASTIC_USE_AGENT_STORE="True", TORCHELASTIC_RESTART_COUNT="0")
     torch.set_num_threads(1)
     from datadistill import distributed
     from datadistill.models import MODELS
@@ -39,158 +43,43 @@ def _rank_main(rank: int, world_size: int, port: int, fn, args: tuple, out: str)
         distributed.shutdown()
 
 
-def run_ranks(world_size: int, fn, *args: Any, out: Path) -> list[Any]:
-    """``fn(*args)`` in ``world_size`` spawned processes of one gloo group; each rank's return value."""
+def run_ranks(world_size: int, fn, *args: Any, out: Path, timeout: float = 300.0) -> list[Any]:
+    """``fn(*args)`` (a module-level function) in ``world_size`` spawned processes of one gloo group;
+    each rank's return value (picklable), in rank order.
+
+    ``timeout``: seconds for the whole run; the ranks' collectives time out at half of it
+    (``DATADISTILL_DIST_TIMEOUT``), so a hung rank fails with its own error before the kill.
+
+    Raises:
+        torch.multiprocessing.ProcessRaisedException: a rank raised (its traceback in the message).
+        TimeoutError: the ranks ran past ``timeout`` (they were killed).
+    """
+    import torch.distributed as dist
     import torch.multiprocessing as mp
 
     out.mkdir(parents=True, exist_ok=True)
-    mp.start_processes(_rank_main, args=(world_size, free_port(), fn, args, str(out)), nprocs=world_size,
-                       join=True, start_method="spawn")
+    store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)  # the agent's store
+    env = {"OMP_NUM_THREADS": "1", "DATADISTILL_DIST_TIMEOUT": str(timeout / 2)}  # read as the ranks import
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        ranks = mp.start_processes(_rank_main, args=(world_size, store.port, fn, args, str(out)), nprocs=world_size,
+                                   join=False, start_method="spawn")
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    deadline = time.monotonic() + timeout
+    try:
+        while not ranks.join(timeout=min(5.0, max(0.0, deadline - time.monotonic())), grace_period=5):
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{world_size} ranks running {fn.__name__} for more than {timeout:.0f} s: killed")
+    finally:  # whatever happened here (a timeout, an interrupt), no rank is left running
+        for p in ranks.processes:
+            if p.is_alive():
+                p.kill()
+            p.join()
+        del store
     return [pickle.loads((out / f"rank{r}.pkl").read_bytes()) for r in range(world_size)]
-
-
-# --------------------------------------------------------------------------- scenarios
-
-def units_scenario(folder: str, n: int = 6) -> dict[str, Any]:
-    """run_units: the results on every rank, the units rank 0 was told about, the world inside a unit,
-    and whether two processes computed units at the same time (unit 0 waits, up to 60 s, for another
-    process to start unit 1)."""
-    import time
-
-    from datadistill.distributed import world
-    from datadistill.units import run_units
-
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    flag = Path(folder) / "unit1_started"
-
-    def unit(i: int) -> tuple[int, int, int, bool]:
-        if i == 1:
-            flag.write_text("1")
-        together = True
-        if i == 0:
-            start = time.monotonic()
-            while not flag.exists() and time.monotonic() - start < 60:
-                time.sleep(0.05)
-            together = flag.exists()
-        return i * i, os.getpid(), world().world_size, together
-
-    seen = []
-    out = run_units(n, unit, on_result=lambda i, r: seen.append(i))
-    return {"values": [v[0] for v in out], "pids": len({v[1] for v in out}), "inner_world": {v[2] for v in out},
-            "together": out[0][3], "seen": sorted(seen)}
-
-
-def failing_scenario() -> str:
-    """A unit raises: every rank raises it (returned here as its message)."""
-    from datadistill.units import run_units
-
-    def unit(i: int) -> int:
-        if i == 1:
-            raise ValueError("unit 1 cannot be computed")
-        return i
-
-    try:
-        run_units(3, unit)
-    except ValueError as exc:
-        return str(exc)
-    return "no error"
-
-
-def unshared_scenario(folder: str) -> str:
-    """Each rank names its own folder, as ranks on machines without a shared filesystem would see it."""
-    from datadistill.distributed import world
-    from datadistill.errors import ConfigError
-    from datadistill.units import check_shared_folder
-
-    try:
-        check_shared_folder(Path(folder) / f"rank{world().rank}", "expert folder")
-    except ConfigError as exc:
-        return str(exc)
-    return "no error"
-
-
-def square(x: int) -> int:
-    return x * x
-
-
-def fail(message: str) -> None:
-    raise ValueError(message)
-
-
-def all_scenarios(folder: str, data_root: str) -> dict[str, Any]:
-    """Every scenario in turn (one process group for all: starting processes costs seconds)."""
-    root = Path(folder)
-    return {"units": units_scenario(folder), "failing": failing_scenario(),
-            "unshared": unshared_scenario(str(root / "unshared")),
-            "evaluation": evaluation_scenario(str(root / "evaluation")),
-            "experts": experts_scenario(str(root / "experts")),
-            "scores": {s: scores_scenario(s) for s in ("el2n", "forgetting")},
-            "compare": compare_scenario(data_root, str(root / "compare")),
-            "nas": nas_scenario(str(root / "nas")),
-            "after": units_scenario(folder + "/after", 4)}  # the calls still line up after the failure
-
-
-def tiny_set(n_per_class: int = 2):
-    from datadistill.io import SyntheticSet
-
-    data = make_tiny_dataset()
-    k = data.spec.num_classes
-    gen = torch.Generator().manual_seed(7)
-    meta = {"dataset": "tiny", "num_classes": k, "channels": 1, "image_size": [28, 28]}
-    return SyntheticSet(torch.randn(k * n_per_class, 1, 28, 28, generator=gen),
-                        torch.arange(k).repeat_interleave(n_per_class), metadata=meta)
-
-
-def evaluation_scenario(folder: str) -> dict[str, Any]:
-    """Two architectures × 2 networks (4 networks), parts recorded, the trained networks kept (rank 0)."""
-    from datadistill.distributed import world
-    from datadistill.evaluation import EvalParts, EvalSettings
-    from datadistill.evaluation.suite import evaluate_architectures
-
-    data = make_tiny_dataset()
-    settings = EvalSettings(model=TINY_MODEL, num_eval=2, epochs=2, batch_size=8, vectorise=False)
-    saved: dict[str, dict[str, torch.Tensor]] = {}
-    reported: list[tuple[str, int, float]] = []
-    result = evaluate_architectures(
-        tiny_set(), data.test, [TINY_MODEL, "mlp"], settings, CPU, seed=3, parts=EvalParts(Path(folder) / "parts"),
-        progress=lambda m, k, a: reported.append((m, k, a)),
-        on_model=lambda m, k, net: saved.update({f"{m}_{k}": {n: t.clone() for n, t in net.state_dict().items()}}))
-    return {"rows": result.as_dict()["rows"], "saved": saved, "reported": sorted(reported), "rank": world().rank}
-
-
-def experts_scenario(folder: str) -> None:  # the files are the result
-    from datadistill.trajectory import ExpertSettings, train_experts
-
-    settings = ExpertSettings(model=TINY_MODEL, num_experts=3, epochs=2, batch_size=16, dsa_strategy="none")
-    train_experts(make_tiny_dataset(), folder, settings, CPU)
-    return None
-
-
-def scores_scenario(score: str) -> torch.Tensor:
-    from datadistill.selection.difficulty import ScoreSettings, compute_scores
-
-    data = make_tiny_dataset()
-    settings = ScoreSettings(model=TINY_MODEL, num_networks=3, epochs=1, batch_size=16)
-    return compute_scores(score, data.train, data.spec, settings, CPU).values
-
-
-def compare_grid(data_root: str) -> dict[str, Any]:
-    """4 cells (random and dm × seeds 0, 1) on the fake MNIST, tiny sizes."""
-    return {"base": {"dataset": "mnist", "data_root": data_root, "device": "cpu", "iterations": 2, "num_eval": 1,
-                     "eval_epochs": 1, "model": TINY_MODEL, "batch_real": 8},
-            "methods": ["random", "dm"], "ipc": [1], "seeds": [0, 1]}
-
-
-def compare_scenario(data_root: str, out: str) -> list[dict[str, Any]]:
-    from datadistill.experiments.compare import run_compare
-
-    return run_compare(compare_grid(data_root), out=out).rows
-
-
-def nas_scenario(out: str) -> dict[str, Any]:
-    from datadistill.experiments.nas import run_nas
-
-    space = {"family": "convnet", "depth": [1, 2], "width": 4, "norm": ["instancenorm", "batchnorm"]}
-    result = run_nas(tiny_set(), space, out, dataset=make_tiny_dataset(), workers=0, num_eval=2, epochs=2,
-                     batch_size=256, real_epochs=1, real_batch_size=16, val_size=15, seed=3, device="cpu")
-    return {"rows": result.rows, "summary": result.summary}

@@ -88,3 +88,29 @@ def manual_class_gradients(net, images, labels, create_graph=False):
         loss = F.cross_entropy(net(images[c]), labels[c])
         out.append(torch.autograd.grad(loss, list(net.parameters()), create_graph=create_graph))
     return [torch.stack(ts) for ts in zip(*out)]
+
+
+def without_keys(value, drop):
+    """``value`` (nested dicts and lists) without the dict entries whose key is in ``drop`` (a
+    container of keys, or a predicate on a key): the timings, which differ from run to run."""
+    dropped = drop if callable(drop) else drop.__contains__
+    if isinstance(value, dict):
+        return {k: without_keys(v, dropped) for k, v in value.items() if not dropped(k)}
+    if isinstance(value, list):
+        return [without_keys(v, dropped) for v in value]
+    return value
+
+
+def run_cli(*args):
+    """``datadistill ARGS`` in this process (click's CliRunner), each argument passed as ``str``."""
+    from click.testing import CliRunner
+
+    from datadistill.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def cli_ok(result):
+    """A :func:`run_cli` result that exited 0 (else the assertion shows its output and exception)."""
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result

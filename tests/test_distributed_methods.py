@@ -20,7 +20,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from distributed_helpers import RUNS, distil, run_world
+from dist_helpers import run_ranks
+from dist_scenarios_methods import RUNS, distil, run_jobs
 
 EXACT = ("dm", "datadam")
 IMAGE_ATOL = 1e-5
@@ -30,7 +31,7 @@ LOSS_RTOL = 1e-6
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     """Every job run once in a world of 2 (one spawn for the module: the start-up dominates)."""
-    return run_world(tmp_path_factory.mktemp("world2"), [*RUNS, "resumed_dm", "collectives"])
+    return run_ranks(2, run_jobs, [*RUNS, "resumed_dm", "collectives"], out=tmp_path_factory.mktemp("world2"))
 
 
 @pytest.fixture(scope="module")

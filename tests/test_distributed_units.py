@@ -1,8 +1,9 @@
 """Units of work spread over torch.distributed ranks (issue #20, items 4 and 5): two gloo processes on
 the CPU give the same evaluation, experts, scores, compare tables and NAS ranking as one process.
 
-One process group runs every scenario of tests/dist_helpers.py (starting processes costs seconds on a
-small machine); each test runs its scenario again here, at world size 1, and compares."""
+One process group (tests/dist_helpers.py) runs every scenario of tests/dist_scenarios_units.py (starting
+processes costs seconds on a small machine); each test runs its scenario again here, at world size 1,
+and compares."""
 
 from __future__ import annotations
 
@@ -16,31 +17,32 @@ from safetensors import safe_open
 from datadistill.distributed import solo, world
 from datadistill.errors import ConfigError
 from datadistill.experiments.workers import run_tasks
+from datadistill.models import MODELS
 from datadistill.units import run_units
-from dist_helpers import (all_scenarios, compare_scenario, evaluation_scenario, experts_scenario, fail, nas_scenario,
-                          run_ranks, scores_scenario, square)
-from helpers import TINY_MODEL, write_fake_mnist
+from dist_helpers import run_ranks
+from dist_scenarios_units import (all_scenarios, compare_scenario, evaluation_scenario, experts_scenario, fail,
+                                  nas_scenario, random_set, scores_baseline_scenario, scores_scenario, square)
+from helpers import TINY_MODEL, tiny_builder, without_keys, write_fake_mnist
 
 SECONDS = {"eval_seconds", "train_seconds", "seconds_per_network", "distill_seconds", "seconds", "start_time",
            "end_time", "synthetic_train_seconds", "real_train_seconds"}
 
 
 def without_seconds(value):
-    if isinstance(value, dict):
-        return {k: without_seconds(v) for k, v in value.items() if k not in SECONDS}
-    if isinstance(value, list):
-        return [without_seconds(v) for v in value]
-    return value
+    return without_keys(value, SECONDS)
 
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
-    """(scenario folder, data root, [rank 0's results, rank 1's])."""
+    """(scenario folder, data root, the random set's file, [rank 0's results, rank 1's])."""
     folder = tmp_path_factory.mktemp("world2")
     data_root = tmp_path_factory.mktemp("data")
     write_fake_mnist(data_root, n_train=100, n_test=50)
-    results = run_ranks(2, all_scenarios, str(folder), str(data_root), out=folder / "returned")
-    return folder, data_root, results
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setitem(MODELS._items, TINY_MODEL, tiny_builder)
+        syn_path = random_set(str(data_root), str(tmp_path_factory.mktemp("random_set")))
+    results = run_ranks(2, all_scenarios, str(folder), str(data_root), syn_path, out=folder / "returned")
+    return folder, data_root, syn_path, results
 
 
 def tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -56,7 +58,7 @@ def same_tensor_files(a: Path, b: Path) -> None:
 
 
 def test_units_are_shared_out_and_every_rank_gets_every_result(two_ranks):
-    _, _, (r0, r1) = two_ranks
+    _, _, _, (r0, r1) = two_ranks
     for key in ("units", "after"):
         n = len(r0[key]["values"])
         assert r0[key]["values"] == r1[key]["values"] == [i * i for i in range(n)]
@@ -66,12 +68,12 @@ def test_units_are_shared_out_and_every_rank_gets_every_result(two_ranks):
 
 
 def test_an_error_in_one_unit_is_raised_on_every_rank(two_ranks):
-    _, _, (r0, r1) = two_ranks
+    _, _, _, (r0, r1) = two_ranks
     assert r0["failing"] == r1["failing"] == "unit 1 cannot be computed"
 
 
 def test_a_folder_some_rank_does_not_see_is_refused_on_every_rank(two_ranks):
-    _, _, (r0, r1) = two_ranks
+    _, _, _, (r0, r1) = two_ranks
     for rank, message in enumerate((r0["unshared"], r1["unshared"])):  # each names the folder it was given
         assert message.startswith("expert folder ")
         assert f"rank{rank} is not shared: rank(s) 1 do not see the files rank 0 writes there" in message
@@ -98,7 +100,7 @@ def test_a_failing_task_in_a_worker_process_is_raised_here():
 
 
 def test_evaluation_of_4_networks_at_world_2_equals_world_1(two_ranks, tiny_model, tmp_path):
-    folder, _, (r0, r1) = two_ranks
+    folder, _, _, (r0, r1) = two_ranks
     one = evaluation_scenario(str(tmp_path))
     assert without_seconds(r0["evaluation"]["rows"]) == without_seconds(one["rows"])
     assert without_seconds(r1["evaluation"]["rows"]) == without_seconds(one["rows"])
@@ -114,7 +116,7 @@ def test_evaluation_of_4_networks_at_world_2_equals_world_1(two_ranks, tiny_mode
 
 
 def test_experts_at_world_2_equal_world_1(two_ranks, tiny_model, tmp_path):
-    folder, _, _ = two_ranks
+    folder, _, _, _ = two_ranks
     experts_scenario(str(tmp_path / "experts"))
     files = sorted(p.relative_to(tmp_path / "experts") for p in (tmp_path / "experts").rglob("*.safetensors"))
     assert len(files) == 3 * 3  # 3 experts × epochs 0 … 2
@@ -125,15 +127,31 @@ def test_experts_at_world_2_equal_world_1(two_ranks, tiny_model, tmp_path):
     assert not list((folder / "experts").glob(".datadistill-shared-*"))  # the shared-folder probe is removed
 
 
+def test_evaluate_scores_trains_its_new_baseline_once_and_every_rank_uses_it(two_ranks, tiny_model, tmp_path):
+    """``evaluate --scores`` with a folder holding no baseline yet: one rank trains it (as one unit),
+    every rank reads it, and the scores equal one process's."""
+    folder, data_root, syn_path, (r0, r1) = two_ranks
+    assert r0["scores_baseline"]["trained"] + r1["scores_baseline"]["trained"] == 1
+    assert {p.name for p in (folder / "scores_baseline").iterdir()} == {"baseline.json", "model.safetensors"}
+    one = scores_baseline_scenario(syn_path, str(data_root), str(tmp_path / "baseline"))
+    assert one["trained"] == 1
+    def same_folder(scores: dict, baseline: Path) -> dict:  # the baseline's folder (and teacher file) as one name
+        return json.loads(json.dumps(without_seconds(scores)).replace(str(baseline), "BASELINE"))
+
+    for r in (r0, r1):
+        assert same_folder(r["scores_baseline"]["scores"], folder / "scores_baseline") == \
+            same_folder(one["scores"], tmp_path / "baseline")
+
+
 def test_scores_at_world_2_equal_world_1(two_ranks, tiny_model):
-    _, _, (r0, r1) = two_ranks
+    _, _, _, (r0, r1) = two_ranks
     for score in ("el2n", "forgetting"):
         one = scores_scenario(score)
         assert torch.equal(r0["scores"][score], one) and torch.equal(r1["scores"][score], one)
 
 
 def test_compare_grid_of_4_cells_with_2_ranks_writes_the_same_tables(two_ranks, tiny_model, tmp_path):
-    folder, data_root, (r0, r1) = two_ranks
+    folder, data_root, _, (r0, r1) = two_ranks
     rows = compare_scenario(str(data_root), str(tmp_path))
     assert len(rows) == 4 and all(r["status"] == "done" for r in rows)
     assert without_seconds(r0["compare"]) == without_seconds(r1["compare"]) == without_seconds(rows)
@@ -148,7 +166,7 @@ def test_compare_grid_of_4_cells_with_2_ranks_writes_the_same_tables(two_ranks, 
 
 
 def test_nas_at_world_2_equals_world_1(two_ranks, tiny_model, tmp_path):
-    folder, _, (r0, r1) = two_ranks
+    folder, _, _, (r0, r1) = two_ranks
     one = nas_scenario(str(tmp_path))
     for r in (r0, r1):
         assert without_seconds(r["nas"]["rows"]) == without_seconds(one["rows"])

@@ -15,7 +15,7 @@ from datadistill.evaluation import EvalParts, EvalSettings, evaluate_synthetic_s
 from datadistill.evaluation import protocol
 from datadistill.evaluation.parts import PARTS_FOLDER, set_digest
 from datadistill.io import SyntheticSet, save_synthetic_set
-from helpers import TINY_MODEL
+from helpers import TINY_MODEL, without_keys
 
 CPU = torch.device("cpu")
 SECONDS = {"eval_seconds", "train_seconds", "seconds_per_network", "distill_seconds", "seconds"}
@@ -65,11 +65,7 @@ def same_numbers(a, b) -> None:
 
 
 def without_seconds(value):
-    if isinstance(value, dict):
-        return {k: without_seconds(v) for k, v in value.items() if k not in SECONDS}
-    if isinstance(value, list):
-        return [without_seconds(v) for v in value]
-    return value
+    return without_keys(value, SECONDS)
 
 
 def test_interrupted_after_one_of_three_networks_trains_only_the_other_two(tiny_dataset, tiny_model, tmp_path,

@@ -12,22 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
-from datadistill.cli import main
 from datadistill.evaluation.cost import forward_flops, training_flops_per_image
 from datadistill.io import load_synthetic_set
 from datadistill.models import build_model
-from helpers import assert_clean_failure, write_fake_mnist
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def ok(result):
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return result
+from helpers import assert_clean_failure, cli_ok, run_cli, write_fake_mnist
 
 
 # =========================================================================== CLI on a fake MNIST
@@ -44,12 +33,13 @@ def pipeline(fake, tmp_path_factory):
     root, _ = fake
     work = tmp_path_factory.mktemp("pipeline")
     run_dir, base_dir, models_dir = work / "run", work / "base", work / "models"
-    ok(run("distill", "--data-root", root, "--out", run_dir, "--quiet", "--method", "dm", "--ipc", "1",
-           "--iterations", "1", "--num-eval", "0", "--batch-real", "2", "--model", "convnet_w32"))
-    baseline = ok(run("-v", "baseline", "--data-root", root, "--epochs", "1", "--model", "convnet_w32", "--out", base_dir))
-    evaluate = ok(run("evaluate", run_dir / "synthetic.safetensors", "--data-root", root, "--models", "convnet_w32,mlp",
-                      "--num-eval", "2", "--eval-epochs", "2", "--baseline", base_dir, "--out", run_dir,
-                      "--curve-every", "1", "--save-models", models_dir))
+    cli_ok(run_cli("distill", "--data-root", root, "--out", run_dir, "--quiet", "--method", "dm", "--ipc", "1",
+                   "--iterations", "1", "--num-eval", "0", "--batch-real", "2", "--model", "convnet_w32"))
+    baseline = cli_ok(run_cli("-v", "baseline", "--data-root", root, "--epochs", "1", "--model", "convnet_w32",
+                              "--out", base_dir))
+    evaluate = cli_ok(run_cli("evaluate", run_dir / "synthetic.safetensors", "--data-root", root,
+                              "--models", "convnet_w32,mlp", "--num-eval", "2", "--eval-epochs", "2",
+                              "--baseline", base_dir, "--out", run_dir, "--curve-every", "1", "--save-models", models_dir))
     return {"root": root, "run": run_dir, "base": base_dir, "models": models_dir, "baseline_out": baseline.output,
             "evaluate_out": evaluate.stdout}
 
@@ -126,19 +116,21 @@ def test_cli_saved_models_and_test_model(pipeline, fake):
     rows = {r["model"]: r for r in json.loads((pipeline["run"] / "evaluation.json").read_text())["rows"]}
     counts = np.bincount(arrays["t10k-labels-idx1-ubyte"], minlength=10)
     for model, k in (("convnet_w32", 0), ("mlp", 1)):
-        result = ok(run("test-model", folder / f"{model}_{k}.safetensors", "--data-root", pipeline["root"], "--json"))
+        result = cli_ok(run_cli("test-model", folder / f"{model}_{k}.safetensors", "--data-root", pipeline["root"],
+                                "--json"))
         d = json.loads(result.stdout)
         assert d["model"] == model and d["dataset"] == "mnist" and d["test_images"] == 100
         assert d["accuracy"] == rows[model]["accuracies"][k]  # same network, same test set
         per_class = [d["per_class_accuracy"][str(i)] for i in range(10)]
         assert sum(a * n for a, n in zip(per_class, counts)) / counts.sum() == pytest.approx(d["accuracy"])
-    text = ok(run("test-model", folder / "mlp_0.safetensors", "--data-root", pipeline["root"])).stdout
+    text = cli_ok(run_cli("test-model", folder / "mlp_0.safetensors", "--data-root", pipeline["root"])).stdout
     assert f"accuracy {rows['mlp']['accuracies'][0]:.2f} %" in text
 
 
 def test_cli_no_vectorise_gives_the_same_accuracies(pipeline):
-    result = ok(run("evaluate", pipeline["run"] / "synthetic.safetensors", "--data-root", pipeline["root"],
-                    "--models", "convnet_w32,mlp", "--num-eval", "2", "--eval-epochs", "2", "--no-vectorise", "--json"))
+    result = cli_ok(run_cli("evaluate", pipeline["run"] / "synthetic.safetensors", "--data-root", pipeline["root"],
+                            "--models", "convnet_w32,mlp", "--num-eval", "2", "--eval-epochs", "2", "--no-vectorise",
+                            "--json"))
     d = json.loads(result.stdout)
     ev = json.loads((pipeline["run"] / "evaluation.json").read_text())
     assert [r["vectorised"] for r in d["rows"]] == [False, False]
@@ -150,7 +142,7 @@ def test_cli_no_vectorise_gives_the_same_accuracies(pipeline):
 
 
 def test_cli_report(pipeline):
-    result = ok(run("report", pipeline["run"]))
+    result = cli_ok(run_cli("report", pipeline["run"]))
     path = pipeline["run"] / "report.html"
     assert f"wrote {path}" in result.stdout
     html = path.read_text()
@@ -181,13 +173,13 @@ def test_cli_import_vico_and_evaluate(fake, tmp_path):
     src = tmp_path / "res_DM_MNIST_ConvNet_1ipc.pt"
     torch.save({"data": [[images, torch.arange(10)]], "accs_all_exps": {}}, src)
     out = tmp_path / "vico.safetensors"
-    result = ok(run("import", src, "--dataset", "mnist", "--data-root", root, "--out", out))
+    result = cli_ok(run_cli("import", src, "--dataset", "mnist", "--data-root", root, "--out", out))
     assert "imported 10 images (hard labels)" in result.stdout
     syn = load_synthetic_set(out)
     assert torch.equal(syn.images, images) and syn.labels.tolist() == list(range(10))
     assert syn.metadata["dataset"] == "mnist" and syn.metadata["method"] == "imported:vico" and syn.learned_lr is None
-    d = json.loads(ok(run("evaluate", out, "--data-root", root, "--models", "mlp", "--num-eval", "1",
-                          "--eval-epochs", "1", "--json")).stdout)
+    d = json.loads(cli_ok(run_cli("evaluate", out, "--data-root", root, "--models", "mlp", "--num-eval", "1",
+                                  "--eval-epochs", "1", "--json")).stdout)
     assert [r["model"] for r in d["rows"]] == ["mlp"] and d["method"] == "imported:vico" and d["images"] == 10
     assert d["rows"][0]["lr"] == 0.01
 
@@ -201,13 +193,13 @@ def test_cli_import_mtt_folder_and_evaluate(fake, tmp_path):
     torch.save(torch.arange(10).repeat(2), folder / "labels_best.pt")
     torch.save(torch.tensor(0.02), folder / "lr_best.pt")
     out = tmp_path / "mtt.safetensors"
-    result = ok(run("import", folder, "--dataset", "mnist", "--data-root", root, "--out", out))
+    result = cli_ok(run_cli("import", folder, "--dataset", "mnist", "--data-root", root, "--out", out))
     assert "learned lr 0.02" in result.stdout
     syn = load_synthetic_set(out)
     assert torch.equal(syn.images, images) and syn.learned_lr == pytest.approx(0.02)
     assert syn.metadata["ipc"] == 2
-    d = json.loads(ok(run("evaluate", out, "--data-root", root, "--models", "mlp", "--num-eval", "1",
-                          "--eval-epochs", "1", "--json")).stdout)
+    d = json.loads(cli_ok(run_cli("evaluate", out, "--data-root", root, "--models", "mlp", "--num-eval", "1",
+                                  "--eval-epochs", "1", "--json")).stdout)
     assert d["rows"][0]["lr"] == pytest.approx(0.02)  # trained with the learned lr
     assert d["rows"][0]["train_flops"] == training_flops_per_image(build_model("mlp", 1, 10, (28, 28)),
                                                                    (1, 28, 28)) * 20
@@ -219,7 +211,7 @@ def test_cli_import_refuses_pickled_objects(fake, tmp_path):
     src = tmp_path / "res_evil.pt"
     torch.save({"data": [[_Hostile(marker), torch.arange(10)]], "accs_all_exps": {}}, src)
     out = tmp_path / "evil.safetensors"
-    result = run("import", src, "--dataset", "mnist", "--data-root", root, "--out", out)
+    result = run_cli("import", src, "--dataset", "mnist", "--data-root", root, "--out", out)
     assert result.exit_code == 2
     assert_clean_failure(result, "res_evil.pt", "weights_only")
     assert not marker.exists() and not out.exists()
@@ -250,14 +242,14 @@ def test_cli_evaluate_errors(case, pipeline, tmp_path):
         "curve_without_out": (["--models", "mlp", "--curve-every", "1"], ["--curve-every", "--out"]),
     }[case]
     (tmp_path / "junk.json").write_text('{"accuracy": 1}')
-    result = run(*args, *extra)
+    result = run_cli(*args, *extra)
     assert result.exit_code == 2
     assert_clean_failure(result, *needles)
     assert not out.exists() and not saved.exists()
 
 
 def test_cli_test_model_missing_file(fake, tmp_path):
-    result = run("test-model", tmp_path / "missing.safetensors", "--data-root", fake[0])
+    result = run_cli("test-model", tmp_path / "missing.safetensors", "--data-root", fake[0])
     assert result.exit_code == 2
     assert_clean_failure(result, "missing.safetensors")
 
@@ -267,7 +259,7 @@ def test_cli_test_model_missing_file(fake, tmp_path):
                                             (["--dataset", "nosuchset"], ["nosuchset"])])
 def test_cli_baseline_errors(fake, tmp_path, flags, needles):
     out = tmp_path / "base"
-    result = run("baseline", "--data-root", fake[0], "--out", out, *flags)
+    result = run_cli("baseline", "--data-root", fake[0], "--out", out, *flags)
     assert result.exit_code == 2
     assert_clean_failure(result, *needles)
     assert not out.exists()

@@ -16,7 +16,7 @@ from datadistill.experiments.federated import fedd3 as fedd3_module
 from datadistill.experiments.federated import run_federated
 from datadistill.experiments.federated.resume import FederatedRecord
 from datadistill.io import load_synthetic_set
-from helpers import make_tiny_dataset
+from helpers import make_tiny_dataset, without_keys
 from test_federated import tiny_config
 
 SETTINGS = {"partition": "noniid:2", "rounds": 3, "client_fraction": 0.67, "server_num_eval": 2}
@@ -27,11 +27,7 @@ class Interrupted(Exception):
 
 
 def without_seconds(value):
-    if isinstance(value, dict):
-        return {k: without_seconds(v) for k, v in value.items() if "seconds" not in k}
-    if isinstance(value, list):
-        return [without_seconds(v) for v in value]
-    return value
+    return without_keys(value, lambda k: "seconds" in k)
 
 
 def count(monkeypatch, module, name) -> list:

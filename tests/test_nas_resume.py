@@ -12,7 +12,7 @@ from datadistill.errors import ConfigError
 from datadistill.experiments.nas import run as nas_run
 from datadistill.experiments.nas import run_nas
 from datadistill.io import save_synthetic_set
-from helpers import make_tiny_dataset
+from helpers import make_tiny_dataset, without_keys
 from test_nas import RUN_ARGS, TINY_SPACE, tiny_synthetic
 
 
@@ -21,11 +21,7 @@ class Interrupted(Exception):
 
 
 def without_seconds(value):
-    if isinstance(value, dict):
-        return {k: without_seconds(v) for k, v in value.items() if "seconds" not in k and "ratio" not in k}
-    if isinstance(value, list):
-        return [without_seconds(v) for v in value]
-    return value
+    return without_keys(value, lambda k: "seconds" in k or "ratio" in k)
 
 
 @pytest.fixture(scope="module")

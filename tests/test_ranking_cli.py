@@ -10,23 +10,12 @@ import json
 import pytest
 import torch
 import yaml
-from click.testing import CliRunner
 
-from datadistill.cli import main
 from datadistill.evaluation.ranking import augmentation_robust_score, label_robust_score
 from datadistill.io import load_synthetic_set, save_synthetic_set
-from helpers import assert_clean_failure, write_fake_mnist
+from helpers import assert_clean_failure, cli_ok, run_cli, write_fake_mnist
 
 FAST = ("--models", "convnet_w32", "--num-eval", "2", "--eval-epochs", "1", "--lr-grid", "0.01,0.05")
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def ok(result):
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -35,20 +24,20 @@ def made(tmp_path_factory):
     work = tmp_path_factory.mktemp("ranking")
     root = work / "data"
     write_fake_mnist(root)
-    ok(run("distill", "--data-root", root, "--out", work / "run", "--quiet", "--method", "random", "--ipc", "1",
-           "--num-eval", "0", "--model", "convnet_w32"))
+    cli_ok(run_cli("distill", "--data-root", root, "--out", work / "run", "--quiet", "--method", "random", "--ipc", "1",
+                   "--num-eval", "0", "--model", "convnet_w32"))
     syn = load_synthetic_set(work / "run" / "synthetic.safetensors")
     soft = dataclasses.replace(syn, labels=3.0 * torch.nn.functional.one_hot(syn.labels, 10).float(), learned_lr=0.02)
     save_synthetic_set(soft, work / "soft.safetensors")
-    ok(run("baseline", "--data-root", root, "--epochs", "1", "--model", "convnet_w32", "--out", work / "base"))
+    cli_ok(run_cli("baseline", "--data-root", root, "--epochs", "1", "--model", "convnet_w32", "--out", work / "base"))
     return {"root": root, "work": work, "hard": work / "run" / "synthetic.safetensors",
             "soft": work / "soft.safetensors", "base": work / "base"}
 
 
 def test_evaluate_scores_writes_every_accuracy_and_the_scores(made):
     out = made["work"] / "eval_hard"
-    result = ok(run("evaluate", made["hard"], "--data-root", made["root"], *FAST, "--scores", "--baseline",
-                    made["base"], "--out", out))
+    result = cli_ok(run_cli("evaluate", made["hard"], "--data-root", made["root"], *FAST, "--scores", "--baseline",
+                            made["base"], "--out", out))
     assert (made["base"] / "model.safetensors").is_file()  # the baseline keeps its network: the teacher
     r = json.loads((out / "evaluation.json").read_text())["ranking_scores"]
     assert r["modes"] == ["hard"] and r["accuracy_unit"] == "fraction" and r["num_eval"] == 2
@@ -68,17 +57,17 @@ def test_evaluate_scores_writes_every_accuracy_and_the_scores(made):
     planned = next(line for line in result.stderr.splitlines() if "network trainings" in line)
     assert f"{r['trainings'] + 2} network trainings" in planned
     assert "DD-Ranking scores" in result.stdout and "R/hard/no_aug" in result.stdout
-    ok(run("report", out.parent / "run"))  # a run folder without evaluation.json: no section
+    cli_ok(run_cli("report", out.parent / "run"))  # a run folder without evaluation.json: no section
     (made["work"] / "run" / "evaluation.json").write_text((out / "evaluation.json").read_text())
     html = (made["work"] / "run" / "report.html")
-    ok(run("report", made["work"] / "run"))
+    cli_ok(run_cli("report", made["work"] / "run"))
     assert "DD-Ranking scores" in html.read_text() and "R/hard/no_aug" in html.read_text()
 
 
 def test_a_soft_label_set_is_also_scored_with_the_teachers_soft_labels(made):
     out = made["work"] / "eval_soft"
-    ok(run("evaluate", made["soft"], "--data-root", made["root"], *FAST, "--scores", "--baseline", made["base"],
-           "--out", out))
+    cli_ok(run_cli("evaluate", made["soft"], "--data-root", made["root"], *FAST, "--scores", "--baseline", made["base"],
+                   "--out", out))
     r = json.loads((out / "evaluation.json").read_text())["ranking_scores"]
     assert r["modes"] == ["hard", "soft"] and r["primary_mode"] == "soft"
     assert r["teacher"]["file"] == str(made["base"] / "model.safetensors")
@@ -89,8 +78,8 @@ def test_a_soft_label_set_is_also_scored_with_the_teachers_soft_labels(made):
 
 def test_scores_train_and_keep_a_missing_baseline(made):
     new = made["work"] / "new_base"
-    ok(run("evaluate", made["hard"], "--data-root", made["root"], *FAST, "--scores", "--baseline", new,
-           "--score-labels", "hard", "--lr-grid", "0.01"))
+    cli_ok(run_cli("evaluate", made["hard"], "--data-root", made["root"], *FAST, "--scores", "--baseline", new,
+                   "--score-labels", "hard", "--lr-grid", "0.01"))
     assert (new / "baseline.json").is_file() and (new / "model.safetensors").is_file()
 
 
@@ -108,7 +97,7 @@ def test_scores_refusals(case, made, tmp_path):
         "val_too_big": (("--scores", "--baseline", made["base"], "--val-size", "200"), ("lower val_size",)),
         "foreign_teacher": (("--scores", "--baseline", made["base"], "--teacher", made["hard"]), ("teacher",)),
     }[case]
-    assert_clean_failure(run(*common, *args), *needles)
+    assert_clean_failure(run_cli(*common, *args), *needles)
     assert not out.exists()
 
 
@@ -119,7 +108,7 @@ def test_compare_with_scores_writes_the_columns(made):
               "methods": ["random"], "ipc": [1], "seeds": [0], "scores": True}
     path = made["work"] / "cmp.yaml"
     path.write_text(yaml.safe_dump(config))
-    ok(run("compare", "--config", path))
+    cli_ok(run_cli("compare", "--config", path))
     header, row = (out / "results.csv").read_text().splitlines()[:2]
     values = dict(zip(header.split(","), row.split(",")))
     assert 0 <= float(values["lrs_mean"]) <= 1 and 0 <= float(values["ars_mean"]) <= 1
@@ -129,7 +118,7 @@ def test_compare_with_scores_writes_the_columns(made):
     assert (out / "baselines" / "convnet_w32" / "baseline.json").is_file()
     stored = out / "cells" / "random_ipc1_random_seed0" / "ranking_scores.json"
     before = stored.stat().st_mtime_ns
-    ok(run("compare", "--config", path))  # a rerun reuses the cell and its scores
+    cli_ok(run_cli("compare", "--config", path))  # a rerun reuses the cell and its scores
     assert stored.stat().st_mtime_ns == before
     assert (out / "results.csv").read_text().splitlines()[1].split(",")[header.split(",").index("lrs_mean")] == \
         values["lrs_mean"]

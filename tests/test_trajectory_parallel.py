@@ -12,91 +12,19 @@ the set after three iterations rtol 1e-4, atol 1e-4 (float32 sums in another ord
 
 from __future__ import annotations
 
-import datetime
-from pathlib import Path
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from datadistill.distributed import World
-from datadistill.errors import ConfigError
 from datadistill.methods.data_parallel import shard_bounds
 from datadistill.models import MODELS
 from datadistill.trajectory import train_experts
+from dist_helpers import run_ranks
+from dist_scenarios_trajectory import ITERATIONS, SCENARIOS, rank_scenarios, run_scenario
 from helpers import DSA_ON, TINY_MODEL, make_tiny_dataset, tiny_builder
-from trajectory_helpers import CPU, distiller, expert_settings
+from trajectory_helpers import CPU, expert_settings
 
-ITERATIONS = 3
 WORLD = 2
-# name: (method, distiller overrides); ipc 2 × 3 classes = 6 synthetic images, syn_steps 3
-SCENARIOS = {
-    "mtt_unrolled": ("mtt", {"memory": "unrolled", "batch_syn": 4, "dsa": DSA_ON}),
-    "mtt_checkpointed": ("mtt", {"memory": "checkpointed", "batch_syn": 4, "dsa": DSA_ON}),
-    "mtt_uneven_unrolled": ("mtt", {"memory": "unrolled", "batch_syn": 5}),
-    "mtt_empty_shard_unrolled": ("mtt", {"memory": "unrolled", "batch_syn": 1}),
-    "mtt_empty_shard_checkpointed": ("mtt", {"memory": "checkpointed", "batch_syn": 1}),
-    "datm_soft_labels_unrolled": ("datm", {"memory": "unrolled", "batch_syn": 4, "dsa": DSA_ON}),
-    "datm_soft_labels_uneven_checkpointed": ("datm", {"memory": "checkpointed", "batch_syn": 5}),
-    "pad_loss_mask_whole_set": ("pad", {"memory": "checkpointed", "batch_syn": 0, "mask_mode": "loss"}),
-}
-DATM_EXTRA = {"loss_threshold": 0, "ema_decay": 0.5}
-
-
-ALL_REDUCED: list[int] = []  # sizes (elements) of the all-reduces of a rank, recorded by _counting
-
-
-def _counting(all_reduce):
-    def wrapper(tensor, *args, **kwargs):
-        ALL_REDUCED.append(tensor.numel())
-        return all_reduce(tensor, *args, **kwargs)
-    return wrapper
-
-
-def run_scenario(name: str, experts_dir: Path, seed: int = 3) -> dict:
-    """ITERATIONS steps of a scenario: every iteration's gradients, the final learned tensors and
-    output, the batch size of every network forward during the steps, and (several ranks) the sizes
-    of every iteration's all-reduces."""
-    method, extra = SCENARIOS[name]
-    extra = {**extra, **(DATM_EXTRA if method != "mtt" else {}), "syn_steps": 3}
-    d = distiller(method, make_tiny_dataset(), experts_dir, seed=seed, **extra)
-    d.initialise("real")
-    sizes: list[int] = []
-    d.net.register_forward_pre_hook(lambda module, args: sizes.append(int(args[0].shape[0])))
-    grads, losses, comm = [], [], []
-    for it in range(ITERATIONS):
-        d.iteration = it
-        ALL_REDUCED.clear()
-        metrics = d.step()
-        comm.append(list(ALL_REDUCED))
-        assert metrics["skipped"] == 0
-        losses.append(metrics["loss"])
-        grads.append([p.grad.detach().clone() for p in d.learned_tensors()])
-    images, labels, lr = d.output()
-    return {"grads": grads, "losses": torch.tensor(losses), "sizes": torch.tensor(sizes, dtype=torch.long),
-            "final": [p.detach().clone() for p in d.learned_tensors()], "comm": torch.tensor(comm, dtype=torch.long),
-            "params": torch.tensor(sum(p.numel() for p in d.net.parameters())),
-            "output": [images.clone(), labels.clone(), torch.tensor(lr)]}
-
-
-def _worker(rank: int, store: str, experts_dir: str, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD,
-                            timeout=datetime.timedelta(seconds=60))
-    MODELS._items[TINY_MODEL] = tiny_builder
-    dist.all_reduce = _counting(dist.all_reduce)  # torch.distributed.nn's all-reduce calls it too
-    try:
-        for name in SCENARIOS:
-            torch.save(run_scenario(name, Path(experts_dir)), Path(out_dir) / f"{name}.rank{rank}.pt")
-        try:  # rank 1 seeded differently: refused by every rank before any step
-            run_scenario("mtt_unrolled", Path(experts_dir), seed=3 + rank)
-            message = ""
-        except ConfigError as exc:
-            message = str(exc)
-        (Path(out_dir) / f"refused.rank{rank}.txt").write_text(message, encoding="utf-8")
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.fixture(scope="module")
@@ -107,13 +35,9 @@ def runs(tmp_path_factory) -> dict:
         monkeypatch.setitem(MODELS._items, TINY_MODEL, tiny_builder)
         experts_dir = train_experts(make_tiny_dataset(), root / "experts", expert_settings(TINY_MODEL), CPU)
         single = {name: run_scenario(name, experts_dir) for name in SCENARIOS}
-    out = root / "ranks"
-    out.mkdir()
-    mp.spawn(_worker, args=(str(root / "store"), str(experts_dir), str(out)), nprocs=WORLD, join=True)
-    ranks = {name: [torch.load(out / f"{name}.rank{r}.pt", weights_only=True) for r in range(WORLD)]
-             for name in SCENARIOS}
-    refused = [(out / f"refused.rank{r}.txt").read_text(encoding="utf-8") for r in range(WORLD)]
-    return {"results": {name: (single[name], ranks[name]) for name in SCENARIOS}, "refused": refused}
+    ranks = run_ranks(WORLD, rank_scenarios, str(experts_dir), out=root / "ranks")
+    return {"results": {name: (single[name], [r["results"][name] for r in ranks]) for name in SCENARIOS},
+            "refused": [r["refused"] for r in ranks]}
 
 
 def test_shard_bounds_cover_the_batch_in_contiguous_near_equal_blocks():

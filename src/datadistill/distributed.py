@@ -1,5 +1,6 @@
-"""Multi-process runs on ``torch.distributed`` (issue #20): the process group, who owns which unit of
-work, and moving Python objects and tensors between ranks.
+"""Multi-process runs on ``torch.distributed`` (issue #20): the process group, this process's place in
+it, contiguous blocks of near-equal cost (a rank's classes, its evaluation batches), and moving Python
+objects and tensors between ranks. Independent units of work are spread by :mod:`datadistill.units`.
 
 Launch with torchrun (its launcher and rendezvous set ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
 ``MASTER_ADDR``/``MASTER_PORT``)::
@@ -151,12 +152,6 @@ def barrier() -> None:
         dist.barrier()
 
 
-def owned(n: int, w: World | None = None) -> list[int]:
-    """Indices of ``n`` independent units this rank runs: round-robin (unit i → rank i mod world)."""
-    w = w or world()
-    return list(range(w.rank, n, w.world_size))
-
-
 def balanced_blocks(costs: Sequence[float], world_size: int) -> list[list[int]]:
     """Split units 0 … len(costs) − 1 into ``world_size`` contiguous blocks of near-equal total cost
     (greedy on the prefix sums; a block may be empty when there are fewer units than ranks).
@@ -194,17 +189,6 @@ def broadcast_object(obj: T, src: int = 0) -> T:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
-
-
-def run_owned(n: int, fn: Callable[[int], T]) -> list[T]:
-    """``[fn(0), …, fn(n − 1)]`` on every rank, each rank computing the units it :func:`owned`
-    and the results all-gathered. Every unit must seed itself, so the list equals one process's."""
-    w = world()
-    mine = {i: fn(i) for i in owned(n, w)}
-    merged: dict[int, T] = {}
-    for part in all_gather_objects(mine):
-        merged.update(part)
-    return [merged[i] for i in range(n)]
 
 
 def gather_rows(rows: torch.Tensor, counts: Sequence[int]) -> torch.Tensor:
@@ -284,5 +268,5 @@ def shutdown() -> None:
 
 
 __all__ = ["TIMEOUT", "World", "all_gather_objects", "all_reduce_sum", "any_rank", "balanced_blocks", "barrier",
-           "broadcast_object", "gather_rows", "init", "launched", "local_device", "on_main", "owned", "run_owned",
-           "shutdown", "solo", "world"]
+           "broadcast_object", "gather_rows", "init", "launched", "local_device", "on_main", "shutdown", "solo",
+           "world"]

@@ -89,11 +89,25 @@ def scores_baseline(baselines: Sequence[dict[str, Any]], model: str, dataset: st
 def train_scores_baseline(dataset: str, folder: Path, model: str, *, data_root: str | None, device: str,
                           image_size: int | None = None) -> dict[str, Any]:
     """Train the whole-data baseline of ``model`` (``datadistill baseline``'s defaults) into ``folder``
-    and return its ``baseline.json`` content (with ``folder``)."""
-    from datadistill.api.runs import run_baseline
+    and return its ``baseline.json`` content (with ``folder``), on every rank.
 
-    log.info("training the whole-data baseline of %s on %s into %s (for the scores)", model, dataset, folder)
-    run_baseline(dataset, folder, device=device, data_root=data_root, image_size=image_size, model=model)
+    Under torchrun it is trained once, as one unit (:func:`datadistill.units.run_units`: the rank that
+    claims it trains, the others wait without a time limit), into ``folder``, which every rank must
+    see, as they read it then.
+
+    Raises:
+        ConfigError: under torchrun, a ``folder`` some rank does not see (before any training).
+    """
+    from datadistill.api.runs import run_baseline
+    from datadistill.units import check_shared_folder, run_units
+
+    check_shared_folder(folder, "baseline folder")
+
+    def train(_: int) -> None:
+        log.info("training the whole-data baseline of %s on %s into %s (for the scores)", model, dataset, folder)
+        run_baseline(dataset, folder, device=device, data_root=data_root, image_size=image_size, model=model)
+
+    run_units(1, train)
     return read_baseline(folder)
 
 

@@ -6,14 +6,9 @@ start of training (epoch 0) and after every epoch. Reference settings (MTT, Caze
 batch, 50 epochs. PAD (Li et al. 2024, §3.1) trains its experts on a difficulty-scheduled subset of
 each class (:class:`Curriculum`).
 
-On disk (``--out DIR``)::
-
-    DIR/experts.json                    settings, dataset, model, preprocessing (mean/std, ZCA eps and,
-                                        with ZCA, ``zca_fitted_on: "pixels"``)
-    DIR/expert_000/epoch_000.safetensors   parameters θ*_0 (+ buffers), metadata, RNG state
-    DIR/expert_000/epoch_001.safetensors   θ*_1 …
-
-Every file is written atomically, so a killed run leaves only whole epochs behind and
+On disk (``--out DIR``): ``experts.json`` and one file per expert and epoch, the layout of
+:mod:`datadistill.trajectory.buffer` (whose :class:`~datadistill.trajectory.buffer.ExpertBuffer` loads
+them). Every file is written atomically, so a killed run leaves only whole epochs behind and
 :func:`train_experts` continues from the last finished epoch of every expert (the shuffling and
 augmentation stream is restored from the RNG state saved with each epoch, so a resumed trajectory
 equals an uninterrupted one).
@@ -27,7 +22,7 @@ import logging
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,25 +32,22 @@ from datadistill._version import __version__
 from datadistill.config import check_fields
 from datadistill.data import SplitDataset
 from datadistill.distributed import world
-from datadistill.errors import ConfigError, TrajectoryFileError
+from datadistill.errors import ConfigError
 from datadistill.fsutil import atomic_write_text, check_output_folder
-from datadistill.io.tensor_file import read_tensor_file, write_tensor_file
+from datadistill.io.tensor_file import write_tensor_file
 from datadistill.models import MODELS, build_model
 from datadistill.record import RunRecord
 from datadistill.runtime import make_generator
 from datadistill.training import FitState, Hooks, TrainRecipe, accuracy, fit_network, holds_recipe, recipe_settings_dict
 from datadistill.training.sam import GSAM_ALPHA, GSAM_RHO, OPTIMISERS, base_optimiser, make_gsam
+from datadistill.trajectory.buffer import (FORMAT, FORMAT_VERSION, MANIFEST, MOMENTUM_PREFIX, RNG_KEY, epoch_path,
+                                           finished_epochs, read_epoch)
 from datadistill.units import check_shared_folder, run_units
 
 log = logging.getLogger("datadistill")
 notice = logging.getLogger("datadistill.notice")
 
-MANIFEST = "experts.json"
 RESUME_KEYS = ("dataset", "model", "settings", "preprocessing")  # what a resumed folder must share
-FORMAT = "datadistill.expert_trajectories"
-FORMAT_VERSION = 1
-_RNG_KEY = "__rng_state__"
-_MOMENTUM_PREFIX = "__momentum__."
 
 
 @dataclass(frozen=True)
@@ -174,32 +166,16 @@ class ExpertSettings:
         return out
 
 
-def _epoch_path(root: Path, expert: int, epoch: int) -> Path:
-    return root / f"expert_{expert:03d}" / f"epoch_{epoch:03d}.safetensors"
-
-
-def _finished_epochs(root: Path, expert: int, epochs: int) -> int:
-    """The last epoch e such that epoch files 0 … e all exist (-1 if none)."""
-    last = -1
-    while last + 1 <= epochs and _epoch_path(root, expert, last + 1).is_file():
-        last += 1
-    return last
-
-
 def _save_epoch(path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, generator: torch.Generator,
                 meta: dict[str, Any]) -> None:
     tensors = dict(net.state_dict())
-    tensors[_RNG_KEY] = generator.get_state().clone()
+    tensors[RNG_KEY] = generator.get_state().clone()
     for name, p in net.named_parameters():
         buf = base_optimiser(opt).state.get(p, {}).get("momentum_buffer")
         if buf is not None:
-            tensors[_MOMENTUM_PREFIX + name] = buf
+            tensors[MOMENTUM_PREFIX + name] = buf
     path.parent.mkdir(parents=True, exist_ok=True)
     write_tensor_file(path, tensors, meta, FORMAT, FORMAT_VERSION)
-
-
-def _read_epoch(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    return read_tensor_file(path, FORMAT, FORMAT_VERSION, TrajectoryFileError, "expert epoch")
 
 
 def _trajectory_hooks(root: Path, k: int, done: int, meta: dict[str, Any], test, device: torch.device,
@@ -211,21 +187,21 @@ def _trajectory_hooks(root: Path, k: int, done: int, meta: dict[str, Any], test,
 
     def start(state: FitState) -> None:
         if done >= 0:  # resume from the last finished epoch
-            tensors, _ = _read_epoch(_epoch_path(root, k, done))
-            state.generator.set_state(tensors.pop(_RNG_KEY))
-            momentum = {n[len(_MOMENTUM_PREFIX):]: tensors.pop(n) for n in list(tensors)
-                        if n.startswith(_MOMENTUM_PREFIX)}
+            tensors, _ = read_epoch(epoch_path(root, k, done))
+            state.generator.set_state(tensors.pop(RNG_KEY))
+            momentum = {n[len(MOMENTUM_PREFIX):]: tensors.pop(n) for n in list(tensors)
+                        if n.startswith(MOMENTUM_PREFIX)}
             state.net.load_state_dict(tensors)
             for name, p in state.net.named_parameters():
                 if name in momentum:
                     base_optimiser(state.optimiser).state[p]["momentum_buffer"] = momentum[name].to(device)
         else:
-            _save_epoch(_epoch_path(root, k, 0), state.net, state.optimiser, state.generator,
+            _save_epoch(epoch_path(root, k, 0), state.net, state.optimiser, state.generator,
                         {**meta, "epoch": 0, "test_accuracy": None})
 
     def epoch_end(state: FitState) -> None:
         acc = accuracy(state.net, test, device)
-        _save_epoch(_epoch_path(root, k, state.epoch), state.net, state.optimiser, state.generator,
+        _save_epoch(epoch_path(root, k, state.epoch), state.net, state.optimiser, state.generator,
                     {**meta, "epoch": state.epoch, "test_accuracy": acc, "train_images": state.images_seen})
         log.info("expert %d epoch %d: test accuracy %.2f %%", k, state.epoch, acc)
         if progress:
@@ -291,7 +267,7 @@ def train_experts(data: SplitDataset, out_dir: str | os.PathLike, settings: Expe
         on_start(settings.num_experts, recipe.epochs)
 
     def train_one(k: int) -> None:  # expert k, on whichever rank claims it (torchrun: spread over the ranks)
-        done = _finished_epochs(root, k, recipe.epochs)
+        done = finished_epochs(root, k, recipe.epochs)
         if done == recipe.epochs:
             return
         if done > 0:
@@ -324,100 +300,4 @@ def preprocessing(spec, zca_eps: float | None) -> dict[str, Any]:
     return out
 
 
-@dataclass
-class ExpertBuffer:
-    """The saved trajectories of a folder written by :func:`train_experts`, loaded into memory.
-
-    Attributes:
-        root: the folder.
-        manifest: the ``experts.json`` content (dataset, model, settings, preprocessing).
-        trajectories: ``trajectories[k][e]`` = expert k's parameters after epoch e, a dict
-            name → tensor in ``named_parameters`` order (buffers excluded), float32 on the CPU.
-        test_accuracy: ``test_accuracy[k][e]`` in percent (None for epoch 0).
-    """
-
-    root: Path
-    manifest: dict[str, Any]
-    trajectories: list[list[dict[str, torch.Tensor]]] = field(default_factory=list)
-    test_accuracy: list[list[float | None]] = field(default_factory=list)
-
-    @property
-    def num_experts(self) -> int:
-        return len(self.trajectories)
-
-    @property
-    def epochs(self) -> int:
-        """Epochs of every trajectory (files 0 … epochs)."""
-        return len(self.trajectories[0]) - 1
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, parameter_names: list[str] | None = None) -> "ExpertBuffer":
-        """Load every finished trajectory in ``path`` (no unpickling); experts still training or killed
-        before their last epoch are left out.
-
-        Args:
-            parameter_names: keep only these tensors, in this order (the student's ``named_parameters``);
-                None keeps every tensor except the RNG and optimiser state.
-
-        Raises:
-            TrajectoryFileError: no manifest, a foreign or corrupt file, no finished expert,
-                or a trajectory missing a parameter the student has.
-        """
-        root = Path(path)
-        if not (root / MANIFEST).is_file():
-            raise TrajectoryFileError(f"{root} has no {MANIFEST}: train experts with `datadistill experts --out {root}`")
-        try:
-            manifest = json.loads((root / MANIFEST).read_text())
-        except json.JSONDecodeError as exc:
-            raise TrajectoryFileError(f"{root / MANIFEST} is not valid JSON ({exc})") from exc
-        if manifest.get("format") != FORMAT:
-            raise TrajectoryFileError(f"{root / MANIFEST}: format {manifest.get('format')!r} is not {FORMAT!r}")
-        buf = cls(root, manifest)
-        epochs = int(manifest["settings"]["epochs"])
-        for k in range(int(manifest["settings"]["num_experts"])):
-            last = _finished_epochs(root, k, epochs)
-            if last < epochs:  # unfinished (still training, or killed: resume with `datadistill experts`)
-                continue
-            traj, accs = [], []
-            for e in range(last + 1):
-                tensors, meta = _read_epoch(_epoch_path(root, k, e))
-                if parameter_names is None:
-                    params = {n: t for n, t in tensors.items() if n != _RNG_KEY and not n.startswith(_MOMENTUM_PREFIX)}
-                else:
-                    missing = [n for n in parameter_names if n not in tensors]
-                    if missing:
-                        raise TrajectoryFileError(f"{_epoch_path(root, k, e)} lacks parameter {missing[0]!r}: "
-                                                  f"the experts were trained with model {manifest.get('model')!r}")
-                    params = {n: tensors[n].float() for n in parameter_names}
-                traj.append(params)
-                accs.append(meta.get("test_accuracy"))
-            buf.trajectories.append(traj)
-            buf.test_accuracy.append(accs)
-        if not buf.trajectories:
-            raise TrajectoryFileError(f"{root} holds no finished expert: finish them with `datadistill experts --out {root}`")
-        return buf
-
-    def check_compatible(self, dataset: str, model: str, zca_eps: float | None) -> None:
-        """Raise ConfigError unless the experts were trained on ``dataset`` with ``model`` and the same
-        preprocessing (a ZCA mismatch gives 10 % accuracy in the reference code, §7): the same ZCA
-        eps and, with ZCA, a ZCA fitted on the pixels (a folder written before issue #21 fitted it on
-        the normalised images: its experts saw other inputs and are refused)."""
-        m = self.manifest
-        if m.get("dataset") != dataset:
-            raise ConfigError(f"experts in {self.root} were trained on {m.get('dataset')!r}, not {dataset!r}")
-        if m.get("model") != model:
-            raise ConfigError(f"experts in {self.root} are {m.get('model')!r} networks but the run uses model "
-                              f"{model!r}: pass --model {m.get('model')}")
-        theirs = (m.get("preprocessing") or {}).get("zca_eps")
-        if theirs != zca_eps:
-            raise ConfigError(f"experts in {self.root} used ZCA eps {theirs} but the run uses {zca_eps}: "
-                              f"set zca_eps to {theirs} (null = no ZCA)")
-        fitted_on = (m.get("preprocessing") or {}).get("zca_fitted_on", "normalised images")
-        if zca_eps is not None and fitted_on != "pixels":
-            raise ConfigError(f"experts in {self.root} were trained on images whitened by a ZCA fitted on "
-                              f"{fitted_on} (datadistill before issue #21); the run fits it on the pixels, as "
-                              f"MTT/DATM: retrain them with `datadistill experts --zca-eps {zca_eps}` into a new "
-                              "folder")
-
-
-__all__ = ["Curriculum", "ExpertBuffer", "ExpertSettings", "train_experts"]
+__all__ = ["Curriculum", "ExpertSettings", "train_experts"]

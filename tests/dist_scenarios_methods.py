@@ -1,23 +1,15 @@
-"""Runs of the tiny fixtures in a world of 2 gloo processes on the CPU (torch.multiprocessing spawn,
-a file store in a temporary folder: no port to pick), for tests/test_distributed_methods.py.
-
-:func:`run_world` starts the processes once for a list of jobs (names of functions in :data:`JOBS`);
-each rank writes ``{job: result}`` to ``rank<R>.pt`` and the test reads both files.
+"""The runs of tests/test_distributed_methods.py (class-sharded distillation): :func:`run_jobs` runs a
+list of jobs (names in :data:`JOBS`) in each rank of a world of 2 (tests/dist_helpers.py), and
+:func:`distil` is also the one-process reference the test computes itself.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from datadistill import distributed
 from datadistill.errors import ConfigError
-from datadistill.models import MODELS
-from helpers import TINY_MODEL, make_distiller, make_tiny_dataset, tiny_builder
+from helpers import make_distiller, make_tiny_dataset
 
 ITERATIONS = 3
 #: the method settings of the equivalence runs: tiny loops, DSA where the method uses it
@@ -82,29 +74,6 @@ def collectives() -> dict:
 JOBS = {**{m: _method_job(m) for m in RUNS}, "resumed_dm": resumed_dm, "collectives": collectives}
 
 
-def _worker(rank: int, world_size: int, folder: str, jobs: list[str]) -> None:
-    torch.set_num_threads(1)
-    MODELS._items[TINY_MODEL] = tiny_builder
-    dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=world_size)
-    try:
-        results = {name: JOBS[name]() for name in jobs}
-        torch.save(results, Path(folder) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
-def run_world(folder: Path, jobs: list[str], world_size: int = 2) -> list[dict]:
-    """Run ``jobs`` in ``world_size`` spawned processes; each rank's results."""
-    folder.mkdir(parents=True, exist_ok=True)
-    env = {"OMP_NUM_THREADS": "1"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        mp.start_processes(_worker, args=(world_size, str(folder), jobs), nprocs=world_size, start_method="spawn")
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    return [torch.load(folder / f"rank{r}.pt", weights_only=True) for r in range(world_size)]
+def run_jobs(jobs: list[str]) -> dict[str, dict]:
+    """``{job: its result}`` for the named :data:`JOBS`, in this rank."""
+    return {name: JOBS[name]() for name in jobs}
