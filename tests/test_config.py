@@ -147,7 +147,7 @@ def test_method_config_coerces_datadam_args():
 def test_method_config_dm():
     mc = method_config(build_config(None, {"method": "dm"}))
     assert isinstance(mc, DMConfig)
-    assert mc == DMConfig(batch_real=64)
+    assert mc == DMConfig() and mc.batch_real == 256  # main_DM.py's batch_real (#21)
 
 
 def test_unknown_method_arg_lists_accepted_ones():
