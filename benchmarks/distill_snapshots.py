@@ -13,6 +13,7 @@ loss per iteration, machine). No evaluation: run `datadistill evaluate` on the f
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -39,6 +40,9 @@ def main() -> None:
     overrides["method_args"] = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.method_arg)}
     overrides.update(num_eval=0, eval_init=False)
     config = build_config(args.config, overrides)
+    unset = {k: None for k, v in overrides.items() if v is None}  # build_config skips None: `--set max_seconds=null`
+    if unset:
+        config = dataclasses.replace(config, **unset)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     losses: list[float] = []
