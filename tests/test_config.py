@@ -207,7 +207,7 @@ def test_shared_settings_default_to_unset():
 
 
 @pytest.mark.parametrize("method, lr_img, momentum_img, batch_real", [
-    ("dm", 1.0, 0.5, 64), ("datadam", 1.0, 0.5, 64),
+    ("dm", 1.0, 0.5, 256), ("datadam", 1.0, 0.5, 64),
     ("dc", 0.1, 0.5, 256), ("dsa", 0.1, 0.5, 256), ("cafe", 0.1, 0.5, 256), ("cafe_dsa", 0.1, 0.5, 256),
 ])
 def test_unset_shared_settings_take_the_methods_defaults(method, lr_img, momentum_img, batch_real):
