@@ -56,6 +56,14 @@ def mnist_root(tmp_path) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def fake_mnist_root(tmp_path_factory) -> Path:
+    """:func:`mnist_root` built once per test module, for modules that run many commands on it."""
+    root = tmp_path_factory.mktemp("data")
+    write_fake_mnist(root)
+    return root
+
+
 @pytest.fixture
 def mhist_root(tmp_path) -> Path:
     """A data root holding a small MHIST of 16×16 images: 7 HP + 4 SSA training, 3 HP + 2 SSA test images."""

@@ -32,16 +32,9 @@ def distill_args(root, out, **overrides):
 
 
 @pytest.fixture(scope="module")
-def fake_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_fake_mnist(root)
-    return root
-
-
-@pytest.fixture(scope="module")
-def distilled(fake_root, tmp_path_factory):
+def distilled(fake_mnist_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "out"
-    result = run(*distill_args(fake_root, out))
+    result = run(*distill_args(fake_mnist_root, out))
     return result, out
 
 
@@ -98,10 +91,10 @@ def test_distill_grids_config_and_log(distilled):
     assert "accuracy" in log
 
 
-def test_distill_default_out_folder_and_no_eval(fake_root, tmp_path, monkeypatch):
+def test_distill_default_out_folder_and_no_eval(fake_mnist_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = run(*distill_args(fake_root, "unused")[:3], "--quiet", "--method", "dm", "--iterations", "1",
-                 "--num-eval", "0", "--ipc", "1", "--batch-real", "2", "--data-root", fake_root)
+    result = run(*distill_args(fake_mnist_root, "unused")[:3], "--quiet", "--method", "dm", "--iterations", "1",
+                 "--num-eval", "0", "--ipc", "1", "--batch-real", "2", "--data-root", fake_mnist_root)
     assert result.exit_code == 0, result.output + repr(result.exception)
     out = tmp_path / "runs" / "mnist_dm_ipc1"
     assert (out / "synthetic.safetensors").is_file()
@@ -110,11 +103,11 @@ def test_distill_default_out_folder_and_no_eval(fake_root, tmp_path, monkeypatch
     assert "test accuracy" not in result.stdout
 
 
-def test_distill_config_file_and_method_args(fake_root, tmp_path):
+def test_distill_config_file_and_method_args(fake_mnist_root, tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("method: dm\nipc: 1\niterations: 1\nnum_eval: 0\nbatch_real: 2\nmethod_args:\n  chunk: 3\n")
     out = tmp_path / "out"
-    result = run("distill", "--config", cfg, "--data-root", fake_root, "--out", out, "--quiet",
+    result = run("distill", "--config", cfg, "--data-root", fake_mnist_root, "--out", out, "--quiet",
                  "--method-arg", "batched=false", "--seed", "3")
     assert result.exit_code == 0, result.output + repr(result.exception)
     written = yaml.safe_load((out / "config.yaml").read_text())
@@ -123,9 +116,9 @@ def test_distill_config_file_and_method_args(fake_root, tmp_path):
 
 
 # --------------------------------------------------------------------------- evaluate
-def test_evaluate_json(distilled, fake_root):
+def test_evaluate_json(distilled, fake_mnist_root):
     _, out = distilled
-    result = run("evaluate", out / "synthetic.safetensors", "--data-root", fake_root, "--num-eval", "1",
+    result = run("evaluate", out / "synthetic.safetensors", "--data-root", fake_mnist_root, "--num-eval", "1",
                  "--eval-epochs", "1", "--json")
     assert result.exit_code == 0, result.output + repr(result.exception)
     d = json.loads(result.stdout)
@@ -138,9 +131,9 @@ def test_evaluate_json(distilled, fake_root):
     assert d["cost"] == [] and d["dataset"] == "mnist"
 
 
-def test_evaluate_text(distilled, fake_root):
+def test_evaluate_text(distilled, fake_mnist_root):
     _, out = distilled
-    result = run("evaluate", out / "synthetic.safetensors", "--data-root", fake_root, "--num-eval", "1",
+    result = run("evaluate", out / "synthetic.safetensors", "--data-root", fake_mnist_root, "--num-eval", "1",
                  "--eval-epochs", "1", "--dsa-strategy", "none")
     assert result.exit_code == 0, result.output + repr(result.exception)
     caption, header, row = result.stdout.splitlines()[:3]
@@ -266,9 +259,9 @@ def test_evaluate_missing_dataset(tmp_path):
     assert_clean_failure(result, "datadistill data prepare fashion_mnist")
 
 
-def test_evaluate_unknown_model(distilled, fake_root):
+def test_evaluate_unknown_model(distilled, fake_mnist_root):
     _, out = distilled
-    result = run("evaluate", out / "synthetic.safetensors", "--data-root", fake_root, "--model", "nosuchmodel")
+    result = run("evaluate", out / "synthetic.safetensors", "--data-root", fake_mnist_root, "--model", "nosuchmodel")
     assert_clean_failure(result, "nosuchmodel")
 
 
@@ -310,9 +303,9 @@ def test_version_and_help():
         assert cmd in result.stdout
 
 
-def test_distill_max_seconds_stops_early(fake_root, tmp_path):
+def test_distill_max_seconds_stops_early(fake_mnist_root, tmp_path):
     out = tmp_path / "out"
-    result = run(*distill_args(fake_root, out, **{"--method": "dm", "--iterations": "1000", "--num-eval": "0",
+    result = run(*distill_args(fake_mnist_root, out, **{"--method": "dm", "--iterations": "1000", "--num-eval": "0",
                                                   "--batch-real": "2", "--max-seconds": "0.001"}))
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert "1 iterations" in result.stdout
@@ -321,11 +314,11 @@ def test_distill_max_seconds_stops_early(fake_root, tmp_path):
     assert load_synthetic_set(out / "synthetic.safetensors").metadata["iterations"] == 1
 
 
-def test_distill_unset_lr_uses_method_default(fake_root, tmp_path):
-    """No --lr-img / --batch-real: the run config records them unset, the method its defaults (DM: 1, 256, as main_DM.py;
-    the fake MNIST's 20 images per class cap the real batch)."""
+def test_distill_unset_lr_uses_method_default(fake_mnist_root, tmp_path):
+    """No --lr-img / --batch-real: the run config records them unset, the method its defaults (DM: 1, 256, as
+    main_DM.py; the fake MNIST's 20 images per class cap the real batch)."""
     out = tmp_path / "out"
-    args = ["distill", "--data-root", str(fake_root), "--out", str(out), "--quiet", "--method", "dm",
+    args = ["distill", "--data-root", str(fake_mnist_root), "--out", str(out), "--quiet", "--method", "dm",
             "--num-eval", "0", "--iterations", "1", "--ipc", "1"]
     result = run(*args)
     assert result.exit_code == 0, result.output + repr(result.exception)
@@ -335,9 +328,9 @@ def test_distill_unset_lr_uses_method_default(fake_root, tmp_path):
 
 
 # --------------------------------------------------------------------------------- continual
-def test_continual_runs_resumes_and_refuses_other_settings(fake_root, tmp_path):
+def test_continual_runs_resumes_and_refuses_other_settings(fake_mnist_root, tmp_path):
     out = tmp_path / "cl"
-    args = ["continual", "--data-root", fake_root, "--steps", 5, "--memory-method", "random", "--memory-ipc", 1,
+    args = ["continual", "--data-root", fake_mnist_root, "--steps", 5, "--memory-method", "random", "--memory-ipc", 1,
             "--orders", 1, "--model", "lenet", "--num-eval", 1, "--eval-epochs", 1, "--device", "cpu", "--out", out]
     first = run("-v", *args)  # -v: a line per step on stderr
     assert first.exit_code == 0, first.output + repr(first.exception)

@@ -21,7 +21,6 @@ from click.testing import CliRunner
 import datadistill
 from datadistill.cli import main
 from datadistill.cli.launch import threads_per_process, without_nproc
-from helpers import write_fake_mnist
 
 ENTRY = str(Path(__file__).with_name("torchrun_entry.py"))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(datadistill.__file__).parents[1])}
@@ -68,56 +67,49 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    write_fake_mnist(root)
-    return root
-
-
-@pytest.fixture(scope="module")
-def reference(data, tmp_path_factory) -> bytes:
+def reference(fake_mnist_root, tmp_path_factory) -> bytes:
     """The synthetic-set file of one process."""
     out = tmp_path_factory.mktemp("one") / "run"
-    proc = run([sys.executable, ENTRY, *distill_args(data, out)])
+    proc = run([sys.executable, ENTRY, *distill_args(fake_mnist_root, out)])
     assert proc.returncode == 0, proc.stderr
     return (out / "synthetic.safetensors").read_bytes()
 
 
-def test_nproc_runs_the_command_in_two_processes(data, reference, tmp_path):
+def test_nproc_runs_the_command_in_two_processes(fake_mnist_root, reference, tmp_path):
     out = tmp_path / "run"
-    proc = run([sys.executable, "-m", "datadistill", "--nproc", "2", *distill_args(data, out)])
+    proc = run([sys.executable, "-m", "datadistill", "--nproc", "2", *distill_args(fake_mnist_root, out)])
     assert proc.returncode == 0, proc.stderr
     assert (out / "synthetic.safetensors").read_bytes() == reference
     assert proc.stdout.count("distilled mnist with dm") == 1  # rank 0 alone prints
     assert not (out / "checkpoint").exists()
 
 
-def test_an_error_on_one_rank_ends_every_rank_with_its_message(data, tmp_path):
-    proc = run(torchrun("--standalone", "--nproc-per-node", "2", ENTRY, *distill_args(data, tmp_path / "run")),
-               DATADISTILL_TEST_FAULT="raise:1:3")
+def test_an_error_on_one_rank_ends_every_rank_with_its_message(fake_mnist_root, tmp_path):
+    args = distill_args(fake_mnist_root, tmp_path / "run")
+    proc = run(torchrun("--standalone", "--nproc-per-node", "2", ENTRY, *args), DATADISTILL_TEST_FAULT="raise:1:3")
     assert proc.returncode != 0
     assert "error (rank 1 of 2): injected failure at iteration 3" in proc.stderr
     assert not (tmp_path / "run" / "synthetic.safetensors").exists()
 
 
 @pytest.mark.slow
-def test_a_killed_rank_is_restarted_and_the_run_resumes_to_the_same_set(data, reference, tmp_path):
+def test_a_killed_rank_is_restarted_and_the_run_resumes_to_the_same_set(fake_mnist_root, reference, tmp_path):
     """Rank 1 is SIGKILLed after iteration 3 (checkpoint of iteration 2 on disk); torchrun restarts both
     ranks, which resume from rank 0's checkpoint and finish with the uninterrupted run's set."""
     out = tmp_path / "run"
     proc = run(torchrun("--standalone", "--nproc-per-node", "2", "--max-restarts", "1", ENTRY,
-                        *distill_args(data, out)), DATADISTILL_TEST_FAULT="kill:1:3")
+                        *distill_args(fake_mnist_root, out)), DATADISTILL_TEST_FAULT="kill:1:3")
     assert proc.returncode == 0, proc.stderr
     assert "resuming from iteration 2" in proc.stderr
     assert (out / "synthetic.safetensors").read_bytes() == reference
 
 
-def test_two_torchrun_agents_on_localhost(data, reference, tmp_path):
+def test_two_torchrun_agents_on_localhost(fake_mnist_root, reference, tmp_path):
     """Two nodes (--nnodes 2, one process each) meeting at a c10d rendezvous on localhost."""
     out, port = tmp_path / "run", free_port()
     agents = [start(torchrun("--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(node),
                              "--rdzv-backend", "c10d", "--rdzv-endpoint", f"localhost:{port}",
-                             "--rdzv-id", "two-nodes", ENTRY, *distill_args(data, out)))
+                             "--rdzv-id", "two-nodes", ENTRY, *distill_args(fake_mnist_root, out)))
               for node in (0, 1)]
     try:
         results = [a.communicate(timeout=TIMEOUT) for a in agents]
