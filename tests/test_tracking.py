@@ -30,7 +30,7 @@ from datadistill.api.tracking import RunTracking
 from datadistill.cli import main
 from datadistill.config import DistillConfig
 from datadistill.io.tracking import CSVTracker, TensorBoardTracker, open_trackers
-from helpers import assert_clean_failure, write_fake_mnist
+from helpers import assert_clean_failure
 from trajectory_helpers import small_args
 
 ITERATIONS, GRID_EVERY = 5, 2
@@ -53,17 +53,10 @@ def tracker_env(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_fake_mnist(root)
-    return root
-
-
-@pytest.fixture(scope="module")
-def tracked(root, tmp_path_factory, tracker_env):
+def tracked(fake_mnist_root, tmp_path_factory, tracker_env):
     """One `datadistill distill` process logging to all four trackers: (out folder, stdout, stderr)."""
     out = tmp_path_factory.mktemp("tracked") / "run"
-    args = [sys.executable, "-m", "datadistill", "distill", "--data-root", str(root), "--out", str(out), *FLAGS,
+    args = [sys.executable, "-m", "datadistill", "distill", "--data-root", str(fake_mnist_root), "--out", str(out), *FLAGS,
             "--log-grid-every", str(GRID_EVERY)]
     for name in ("tensorboard", "mlflow", "wandb", "csv"):
         args += ["--log-to", name]
@@ -90,10 +83,10 @@ def grids(out: Path) -> tuple[np.ndarray, np.ndarray]:
 # ------------------------------------------------------------------------------------------- the run
 
 
-def test_the_run_is_unchanged_by_its_trackers(tracked, root, tmp_path):
+def test_the_run_is_unchanged_by_its_trackers(tracked, fake_mnist_root, tmp_path):
     out, stdout, stderr = tracked
     plain = tmp_path / "plain"
-    result = CliRunner().invoke(main, ["distill", "--data-root", str(root), "--out", str(plain), *FLAGS])
+    result = CliRunner().invoke(main, ["distill", "--data-root", str(fake_mnist_root), "--out", str(plain), *FLAGS])
     assert result.exit_code == 0, result.output
     for name in ("synthetic.safetensors", "synthetic.png", "init.png", "config.yaml"):
         assert (out / name).read_bytes() == (plain / name).read_bytes(), name
@@ -246,11 +239,11 @@ def test_csv(tracked, metrics):
     assert float(rows[-1]["eval/accuracy_mean"]) == metrics["accuracy_mean"] and rows[0]["eval/accuracy_mean"] == ""
 
 
-def test_log_to_in_yaml(root, tmp_path):
+def test_log_to_in_yaml(fake_mnist_root, tmp_path):
     cfg = tmp_path / "run.yaml"
     cfg.write_text("log_to: csv\nlog_grid_every: 0\n")
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["distill", "--data-root", str(root), "--out", str(out), *FLAGS,
+    result = CliRunner().invoke(main, ["distill", "--data-root", str(fake_mnist_root), "--out", str(out), *FLAGS,
                                        "--num-eval", "0", "--config", str(cfg)])
     assert result.exit_code == 0, result.output
     columns, rows = read_csv(out / "log.csv")
@@ -278,18 +271,18 @@ def test_mtt_logs_its_learned_lr(experts, tiny_dataset, tiny_model, tmp_path):
 
 
 @pytest.mark.parametrize("tracker", ["tensorboard", "mlflow", "wandb"])
-def test_a_missing_package_is_one_line_before_the_run(tracker, root, tmp_path, monkeypatch):
+def test_a_missing_package_is_one_line_before_the_run(tracker, fake_mnist_root, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, tracker, None)  # `import <tracker>` raises ImportError
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["distill", "--data-root", str(root), "--out", str(out), *FLAGS,
+    result = CliRunner().invoke(main, ["distill", "--data-root", str(fake_mnist_root), "--out", str(out), *FLAGS,
                                        "--log-to", "csv", "--log-to", tracker])
     line = assert_clean_failure(result, f"--log-to {tracker}", f"pip install 'datadistill[{tracker}]'")
     assert line.startswith("error: ")
     assert not out.exists() or not any(out.iterdir())  # refused before any work
 
 
-def test_an_unknown_tracker_is_refused(root, tmp_path):
-    result = CliRunner().invoke(main, ["distill", "--data-root", str(root), "--out", str(tmp_path), "--log-to", "tb"])
+def test_an_unknown_tracker_is_refused(fake_mnist_root, tmp_path):
+    result = CliRunner().invoke(main, ["distill", "--data-root", str(fake_mnist_root), "--out", str(tmp_path), "--log-to", "tb"])
     assert_clean_failure(result, "tb", "tensorboard")
     with pytest.raises(Exception, match="log_to"):
         DistillConfig(log_to=["csv", "comet"])
@@ -330,14 +323,14 @@ def test_a_resumed_tensorboard_run_drops_what_the_interrupted_session_wrote_past
                                                                 (6, 16.0)]
 
 
-def test_a_run_stopped_by_sigint_and_resumed_logs_every_iteration_once(root, tiny_model, tmp_path):
+def test_a_run_stopped_by_sigint_and_resumed_logs_every_iteration_once(fake_mnist_root, tiny_model, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from datadistill.api import run_distill
     from datadistill.errors import RunInterrupted
 
     config = DistillConfig(method="dm", ipc=2, iterations=6, batch_real=4, model=tiny_model, num_eval=0,
-                           device="cpu", data_root=str(root), checkpoint_every=1, log_to=["csv", "tensorboard"],
+                           device="cpu", data_root=str(fake_mnist_root), checkpoint_every=1, log_to=["csv", "tensorboard"],
                            log_grid_every=2)
 
     def interrupt(it, metrics):
@@ -359,12 +352,12 @@ def test_a_run_stopped_by_sigint_and_resumed_logs_every_iteration_once(root, tin
 # ------------------------------------------------------------------------------------------- evaluate
 
 
-def test_evaluate_logs_its_results(tracked, root, tmp_path, tracker_env):
+def test_evaluate_logs_its_results(tracked, fake_mnist_root, tmp_path, tracker_env):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     file = tracked[0] / "synthetic.safetensors"
     out = tmp_path / "eval"
-    result = CliRunner().invoke(main, ["evaluate", str(file), "--data-root", str(root), "--models", "convnet_w32",
+    result = CliRunner().invoke(main, ["evaluate", str(file), "--data-root", str(fake_mnist_root), "--models", "convnet_w32",
                                        "--num-eval", "2", "--eval-epochs", "1", "--out", str(out),
                                        "--log-to", "tensorboard", "--log-to", "csv"])
     assert result.exit_code == 0, result.output
@@ -379,7 +372,7 @@ def test_evaluate_logs_its_results(tracked, root, tmp_path, tracker_env):
     assert str(file) in text.tensor_proto.string_val[0].decode()
     columns, rows = read_csv(out / "log.csv")
     assert float(rows[0]["eval/convnet_w32/accuracy_1"]) == row["accuracies"][1]
-    missing_out = CliRunner().invoke(main, ["evaluate", str(file), "--data-root", str(root), "--log-to", "csv"])
+    missing_out = CliRunner().invoke(main, ["evaluate", str(file), "--data-root", str(fake_mnist_root), "--log-to", "csv"])
     assert_clean_failure(missing_out, "--out")
 
 
